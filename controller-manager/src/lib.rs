@@ -1,0 +1,5 @@
+//! Scheduler, ReplicaSet, Deployment, EndpointSlice, garbage collection and node lifecycle controllers.
+//!
+//! Not built yet: this crate is a placeholder in the workspace so the layout of
+//! ARCHITECTURE.md is visible from the start. Its capability is tracked as issue 6;
+//! until it lands, `knetsim` starts no process for it and nothing claims it works.

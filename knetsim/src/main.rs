@@ -1,0 +1,158 @@
+//! `knetsim`: one binary, many roles. This file only parses the command line and dispatches
+//! to the crate that does the work; every behaviour lives in a library crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lab::progress::Progress;
+
+#[derive(Parser)]
+#[command(
+    name = "knetsim",
+    version,
+    about = "Kubernetes networking on emulated nodes: real etcd, kubectl, CNI and nftables",
+    after_help = "Start with `knetsim up`, then `knetsim status`. Every command takes --lab NAME \
+                  (default knetsim) so several labs can run side by side."
+)]
+struct Cli {
+    /// The lab to act on: lowercase letters and digits.
+    #[arg(long, global = true, env = "KNETSIM_LAB", default_value = lab::plan::DEFAULT_LAB)]
+    lab: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the lab's nodes and networks, start its processes, wait until ready.
+    Up {
+        /// Topology file (default: the built-in conf/topology.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Stop and remove everything the lab made. Safe to run at any time, and twice.
+    Down,
+    /// Clusters, nodes, addresses and processes of the lab.
+    Status,
+    /// Run a command on a node (`c0/w1`) and return its exit code.
+    Exec {
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// An interactive shell on a node (`c0/w1`).
+    Shell { node: String },
+    /// etcdctl against a cluster's etcd (`knetsim etcdctl c0 -- endpoint health`).
+    Etcdctl {
+        cluster: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Show one process's log (`knetsim logs c0/cp etcd`, or `knetsim logs supervisor`).
+    Logs {
+        node: String,
+        process: Option<String>,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print the path of the lab's kubeconfig.
+    Kubeconfig,
+    /// Measure the lab and print medians.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+    /// Keep the lab's processes running (started by `up`; not for direct use).
+    #[command(hide = true)]
+    Supervise,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Time `up` and `down` and measure the supervisor's memory, on a lab of its own.
+    Up {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("knetsim: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let lab = cli.lab.as_str();
+    lab::plan::check_lab_name(lab).map_err(anyhow::Error::msg)?;
+    match cli.command {
+        Command::Up { config } => {
+            let progress = Progress::new(false);
+            progress.say(&format!("knetsim up: lab {lab}"));
+            let report = lab::up::up(lab, config.as_deref(), &progress)?;
+            println!("{}", lab::up::next_steps(&report));
+        }
+        Command::Down => {
+            let progress = Progress::new(false);
+            progress.say(&format!("knetsim down: lab {lab}"));
+            let report = lab::down::down(lab, &progress)?;
+            if report.found_anything() {
+                println!("lab {lab} is down ({:.2} s)", report.elapsed.as_secs_f64());
+            } else {
+                println!("lab {lab} was not running; nothing of it is left");
+            }
+        }
+        Command::Status => print!("{}", lab::inspect::status_report(lab)?),
+        Command::Exec { node, command } => {
+            return Err(lab::exec::exec_on_node(lab, &node, &command))
+        }
+        Command::Shell { node } => return Err(lab::exec::shell_on_node(lab, &node)),
+        Command::Etcdctl { cluster, args } => return Err(lab::exec::etcdctl(lab, &cluster, &args)),
+        Command::Logs {
+            node,
+            process,
+            follow,
+        } => {
+            let path = lab::inspect::log_path(lab, &node, process.as_deref())?;
+            lab::inspect::print_log(&path, follow)?;
+        }
+        Command::Kubeconfig => {
+            lab::read_plan(lab)?;
+            anyhow::bail!(
+                "lab {lab} has no kubeconfig: this build has no API server yet (it comes with the API server issue)"
+            );
+        }
+        Command::Bench {
+            what: Bench::Up { runs, config },
+        } => {
+            let result = lab::bench::bench_up(runs.max(1), config.as_deref())?;
+            print!("{}", result.report());
+        }
+        Command::Supervise => {
+            init_logging();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(lab::supervisor::run(lab))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Long-running roles log with `tracing` to stderr, which the supervisor sends to their file.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KNETSIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,91 @@
+//! `knetsim bench up`: how long `up` and `down` take, and what the supervisor costs.
+//!
+//! Runs up and down back to back on a lab of its own (so a running lab is never touched) and
+//! prints medians, because this machine is shared and single runs are noisy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::progress::Progress;
+
+pub struct UpBench {
+    pub runs: usize,
+    pub nodes: usize,
+    pub up: Vec<Duration>,
+    pub down: Vec<Duration>,
+    pub supervisor_rss_kib: Vec<u64>,
+}
+
+pub fn bench_up(runs: usize, config: Option<&Path>) -> anyhow::Result<UpBench> {
+    let lab = format!("bench{}", std::process::id() % 100_000);
+    let quiet = Progress::new(true);
+    let mut result = UpBench {
+        runs,
+        nodes: 0,
+        up: Vec::new(),
+        down: Vec::new(),
+        supervisor_rss_kib: Vec::new(),
+    };
+    for run in 1..=runs {
+        let up = match crate::up::up(&lab, config, &quiet) {
+            Ok(up) => up,
+            Err(e) => return Err(e.context(format!("run {run}: up failed"))),
+        };
+        result.nodes = up.plan.nodes().count();
+        result.up.push(up.elapsed);
+        if let Some(kib) = kernel::procs::rss_kib(up.supervisor_pid as i32) {
+            result.supervisor_rss_kib.push(kib);
+        }
+        let down = crate::down::down(&lab, &quiet)?;
+        result.down.push(down.elapsed);
+        eprintln!(
+            "  run {run}/{runs}: up {:.3} s, down {:.3} s",
+            up.elapsed.as_secs_f64(),
+            down.elapsed.as_secs_f64()
+        );
+    }
+    Ok(result)
+}
+
+pub fn median<T: Copy + Ord>(values: &[T]) -> Option<T> {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+impl UpBench {
+    pub fn report(&self) -> String {
+        let line = |name: &str, values: &[Duration]| {
+            let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+            format!(
+                "  {name:<5} median {:.3} s   min {:.3} s   max {:.3} s\n",
+                secs(median(values)),
+                secs(values.iter().min().copied()),
+                secs(values.iter().max().copied()),
+            )
+        };
+        let mut out = format!(
+            "knetsim bench up: {} nodes, {} runs\n",
+            self.nodes, self.runs
+        );
+        out += &line("up", &self.up);
+        out += &line("down", &self.down);
+        if let Some(kib) = median(&self.supervisor_rss_kib) {
+            out += &format!(
+                "  supervisor resident memory: median {:.1} MiB\n",
+                kib as f64 / 1024.0
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&[3, 1, 2]), Some(2));
+        assert_eq!(super::median(&[4, 1, 3, 2]), Some(3));
+        assert_eq!(super::median::<u32>(&[]), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! The lab's wiring: namespaces, hostnames, the fabric, node links, routes and sysctls.
+//!
+//! ```text
+//!   <lab>-fabric                                  <lab>-c0-w1
+//!   ┌──────────────────────────────┐              ┌────────────────────────┐
+//!   │ br-c0 172.20.0.1/24          │  veth pair   │ eth0 172.20.0.11/24    │
+//!   │   ├─ c0-cp  c0-w1 … ─────────┼──────────────┼─ route 172.20.1.0/24   │
+//!   │ br-c1 172.20.1.1/24          │              │     via 172.20.0.1     │
+//!   │   └─ c1-cp  c1-w1 …          │              └────────────────────────┘
+//!   └──────────────────────────────┘
+//! ```
+//!
+//! Each cluster's node network is a bridge in the fabric namespace (its switch), and the
+//! fabric routes between those bridges (the WAN). Veths are created with one end already in
+//! the node's namespace, so nothing ever appears in the machine's root namespace. Nodes get
+//! routes to the other clusters' node networks only: no default route, nothing can leave.
+
+use kernel::sysctl::Setting;
+
+use crate::paths::LabPaths;
+use crate::plan::{ClusterPlan, LabPlan, NodePlan};
+
+/// What every node needs: forwarding (it routes for its pods), bridged pod traffic seen by
+/// nftables (kube-proxy's DNAT of replies on the same bridge), and loose reverse-path
+/// filtering (VXLAN and DNAT make asymmetric paths normal).
+const NODE_SYSCTLS: &[Setting] = &[
+    Setting {
+        key: "net.ipv4.ip_forward",
+        value: "1",
+        required: true,
+    },
+    Setting {
+        key: "net.ipv4.conf.all.rp_filter",
+        value: "0",
+        required: true,
+    },
+    Setting {
+        key: "net.bridge.bridge-nf-call-iptables",
+        value: "1",
+        required: false,
+    },
+];
+
+const FABRIC_SYSCTLS: &[Setting] = &[Setting {
+    key: "net.ipv4.ip_forward",
+    value: "1",
+    required: true,
+}];
+
+/// Create every namespace of the lab.
+pub fn create_namespaces(plan: &LabPlan) -> kernel::Result<usize> {
+    let names = plan.netns_names();
+    kernel::netns::ensure_added(&names)?;
+    Ok(names.len())
+}
+
+/// Give every node its own UTS namespace and hostname.
+pub fn set_hostnames(plan: &LabPlan, paths: &LabPaths) -> kernel::Result<()> {
+    std::fs::create_dir_all(paths.uts_dir()).map_err(|source| kernel::Error::Io {
+        action: "create",
+        path: paths.uts_dir(),
+        source,
+    })?;
+    for node in plan.nodes() {
+        kernel::uts::ensure_created(&paths.uts(&node.cluster, &node.name), &node.hostname)?;
+    }
+    Ok(())
+}
+
+/// The fabric's bridges and gateway addresses, and one veth per node into it.
+pub fn wire_fabric(plan: &LabPlan) -> kernel::Result<()> {
+    kernel::ip::batch(Some(&plan.fabric_netns), &fabric_commands(plan))?;
+    kernel::sysctl::set_in(&plan.fabric_netns, FABRIC_SYSCTLS)?;
+    Ok(())
+}
+
+/// Address, routes and sysctls on every node. Returns the optional sysctls the kernel lacks.
+pub fn configure_nodes(plan: &LabPlan) -> kernel::Result<Vec<&'static str>> {
+    let mut absent = Vec::new();
+    for cluster in &plan.clusters {
+        for node in &cluster.nodes {
+            kernel::ip::batch(Some(&node.netns), &node_commands(plan, cluster, node))?;
+            for key in kernel::sysctl::set_in(&node.netns, NODE_SYSCTLS)? {
+                if !absent.contains(&key) {
+                    absent.push(key);
+                }
+            }
+        }
+    }
+    Ok(absent)
+}
+
+fn fabric_commands(plan: &LabPlan) -> Vec<String> {
+    let mut lines = vec!["link set lo up".to_string()];
+    for cluster in &plan.clusters {
+        let bridge = &cluster.fabric_bridge;
+        lines.push(format!("link add {bridge} type bridge"));
+        lines.push(format!(
+            "addr add {}/{} dev {bridge}",
+            cluster.gateway,
+            cluster.node_network.prefix_len()
+        ));
+        lines.push(format!("link set {bridge} up"));
+        for node in &cluster.nodes {
+            lines.push(format!(
+                "link add {} type veth peer name eth0 netns {}",
+                node.fabric_port, node.netns
+            ));
+            lines.push(format!("link set {} master {bridge} up", node.fabric_port));
+        }
+    }
+    lines
+}
+
+fn node_commands(plan: &LabPlan, cluster: &ClusterPlan, node: &NodePlan) -> Vec<String> {
+    let mut lines = vec![
+        "link set lo up".to_string(),
+        format!(
+            "addr add {}/{} dev eth0",
+            node.address,
+            cluster.node_network.prefix_len()
+        ),
+        "link set eth0 up".to_string(),
+    ];
+    for other in plan.clusters.iter().filter(|c| c.name != cluster.name) {
+        lines.push(format!(
+            "route add {} via {}",
+            other.node_network, cluster.gateway
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Topology, DEFAULT, DEFAULT_NAME};
+
+    fn plan() -> LabPlan {
+        LabPlan::new("lab", &Topology::parse(DEFAULT_NAME, DEFAULT).unwrap())
+    }
+
+    #[test]
+    fn fabric_has_a_bridge_per_cluster_and_a_port_per_node() {
+        let lines = fabric_commands(&plan());
+        assert_eq!(
+            lines[1..4],
+            [
+                "link add br-c0 type bridge",
+                "addr add 172.20.0.1/24 dev br-c0",
+                "link set br-c0 up",
+            ]
+        );
+        assert!(
+            lines.contains(&"link add c1-w3 type veth peer name eth0 netns lab-c1-w3".to_string())
+        );
+        assert!(lines.contains(&"link set c1-w3 master br-c1 up".to_string()));
+    }
+
+    #[test]
+    fn nodes_route_to_other_clusters_only_never_by_default() {
+        let plan = plan();
+        let c0 = &plan.clusters[0];
+        let lines = node_commands(&plan, c0, &c0.nodes[1]);
+        assert_eq!(
+            lines,
+            [
+                "link set lo up",
+                "addr add 172.20.0.11/24 dev eth0",
+                "link set eth0 up",
+                "route add 172.20.1.0/24 via 172.20.0.1",
+            ]
+        );
+        assert!(!lines.iter().any(|l| l.contains("default")));
+    }
+}

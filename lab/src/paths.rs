@@ -1,0 +1,61 @@
+//! The lab's state tree: `/tmp/knetsim/<lab>/`. Everything a lab writes on disk is under it,
+//! so `down` removes the lab by removing one directory (after unmounting the UTS files).
+//!
+//! ```text
+//! /tmp/knetsim/<lab>/
+//!   lab.json            the plan (names, addresses) every command reads
+//!   topology.yaml       the topology the lab was made from
+//!   supervisor.pid      the supervisor's pid
+//!   status.json         the supervisor's view of its processes, rewritten on every change
+//!   logs/               supervisor.log and <cluster>-<node>-<process>.log
+//!   ns/<cluster>-<node>.uts   the node's UTS namespace (bind mount)
+//!   <cluster>/etcd/     etcd's data
+//! ```
+
+use std::path::PathBuf;
+
+/// Parent of every lab's state tree.
+pub const STATE_ROOT: &str = "/tmp/knetsim";
+
+#[derive(Debug, Clone)]
+pub struct LabPaths {
+    pub root: PathBuf,
+}
+
+impl LabPaths {
+    pub fn new(lab: &str) -> Self {
+        LabPaths {
+            root: PathBuf::from(STATE_ROOT).join(lab),
+        }
+    }
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("lab.json")
+    }
+    pub fn topology(&self) -> PathBuf {
+        self.root.join("topology.yaml")
+    }
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.root.join("supervisor.pid")
+    }
+    pub fn status(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.logs().join("supervisor.log")
+    }
+    pub fn process_log(&self, cluster: &str, node: &str, process: &str) -> PathBuf {
+        self.logs().join(format!("{cluster}-{node}-{process}.log"))
+    }
+    pub fn uts_dir(&self) -> PathBuf {
+        self.root.join("ns")
+    }
+    pub fn uts(&self, cluster: &str, node: &str) -> PathBuf {
+        self.uts_dir().join(format!("{cluster}-{node}.uts"))
+    }
+    pub fn etcd_data(&self, cluster: &str) -> PathBuf {
+        self.root.join(cluster).join("etcd")
+    }
+}

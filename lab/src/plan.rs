@@ -1,0 +1,335 @@
+//! From a topology and a lab name to every concrete name and address of the lab.
+//!
+//! The plan is pure data, computed once by `up` and saved as `lab.json` in the lab's state tree;
+//! the supervisor, `status`, `exec` and `down` read it back, so no two places derive a
+//! namespace name or an address on their own.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::paths::LabPaths;
+use crate::topology::Topology;
+
+/// The lab used when none is named.
+pub const DEFAULT_LAB: &str = "knetsim";
+/// Longest lab name; it prefixes every namespace name of the lab.
+pub const MAX_LAB_NAME: usize = 20;
+/// etcd's client port on each control-plane node.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+const ETCD_PEER_PORT: u16 = 2380;
+
+/// Lab names are lowercase letters and digits: no `-`, so `<lab>-` prefixes never collide
+/// (lab `a` cannot own the namespaces of lab `a-c0`).
+pub fn check_lab_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_LAB_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid lab name: use 1 to {MAX_LAB_NAME} lowercase letters and digits, starting with a letter"
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabPlan {
+    pub lab: String,
+    /// The namespace that routes between the clusters' node networks.
+    pub fabric_netns: String,
+    pub clusters: Vec<ClusterPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPlan {
+    pub name: String,
+    pub node_network: Ipv4Net,
+    /// The fabric's address on this node network: every node's next hop to other clusters.
+    pub gateway: Ipv4Addr,
+    /// The bridge in the fabric namespace that is this node network's switch.
+    pub fabric_bridge: String,
+    pub pod_network: Ipv4Net,
+    pub service_network: Ipv4Net,
+    pub nodes: Vec<NodePlan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    pub cluster: String,
+    /// `cp`, `w1`, `w2`, …
+    pub name: String,
+    pub role: Role,
+    /// `<cluster>-<node>`: the node's hostname (and later its Node object's name).
+    pub hostname: String,
+    pub netns: String,
+    /// Address of `eth0` on the cluster's node network.
+    pub address: Ipv4Addr,
+    /// The fabric end of this node's veth (the node end is `eth0`).
+    pub fabric_port: String,
+}
+
+impl NodePlan {
+    /// `c0/w1`: how the CLI names a node.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.cluster, self.name)
+    }
+}
+
+/// A long-running process of the lab, as the supervisor starts it.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// What it is, e.g. `etcd`; unique per node.
+    pub name: String,
+    pub cluster: String,
+    pub node: String,
+    /// The program (found on PATH when started) and its arguments.
+    pub program: kernel::binaries::Requirement,
+    pub args: Vec<String>,
+    pub ready: Readiness,
+}
+
+impl ProcessSpec {
+    /// `c0/cp/etcd`: unique in the lab.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.cluster, self.node, self.name)
+    }
+}
+
+/// How the supervisor knows a started process is ready, probed from inside its node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// `GET http://127.0.0.1:<port><path>` answers 200 with a body containing `body_contains`.
+    HttpGet {
+        port: u16,
+        path: String,
+        body_contains: String,
+    },
+}
+
+impl LabPlan {
+    /// Lay out a lab. The topology must have passed [`Topology::parse`].
+    pub fn new(lab: &str, topology: &Topology) -> LabPlan {
+        let clusters = topology
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(index, cluster)| {
+                let node_network = topology
+                    .node_network(index)
+                    .expect("checked by Topology::parse");
+                let host = |n: u32| Ipv4Addr::from(u32::from(node_network.network()) + n);
+                let node = |name: String, role: Role, address: Ipv4Addr| NodePlan {
+                    hostname: format!("{}-{name}", cluster.name),
+                    netns: format!("{lab}-{}-{name}", cluster.name),
+                    fabric_port: format!("{}-{name}", cluster.name),
+                    cluster: cluster.name.clone(),
+                    name,
+                    role,
+                    address,
+                };
+                let mut nodes = vec![node("cp".into(), Role::ControlPlane, host(2))];
+                nodes.extend(
+                    (1..=cluster.workers)
+                        .map(|i| node(format!("w{i}"), Role::Worker, host(10 + i))),
+                );
+                ClusterPlan {
+                    name: cluster.name.clone(),
+                    node_network,
+                    gateway: host(1),
+                    fabric_bridge: format!("br-{}", cluster.name),
+                    pod_network: cluster.pod_network.0,
+                    service_network: cluster.service_network.0,
+                    nodes,
+                }
+            })
+            .collect();
+        LabPlan {
+            lab: lab.to_string(),
+            fabric_netns: format!("{lab}-fabric"),
+            clusters,
+        }
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodePlan> {
+        self.clusters.iter().flat_map(|c| c.nodes.iter())
+    }
+
+    /// Every namespace of the lab, the fabric first.
+    pub fn netns_names(&self) -> Vec<String> {
+        std::iter::once(self.fabric_netns.clone())
+            .chain(self.nodes().map(|n| n.netns.clone()))
+            .collect()
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterPlan> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The node `c0/w1` names, or an error listing the nodes there are.
+    pub fn node(&self, id: &str) -> Result<&NodePlan, String> {
+        self.nodes().find(|n| n.id() == id).ok_or_else(|| {
+            let known: Vec<String> = self.nodes().map(NodePlan::id).collect();
+            format!(
+                "lab {} has no node `{id}`; nodes are: {}",
+                self.lab,
+                known.join(" ")
+            )
+        })
+    }
+
+    /// The processes the supervisor keeps running, in start order.
+    pub fn processes(&self, paths: &LabPaths) -> Vec<ProcessSpec> {
+        self.clusters
+            .iter()
+            .map(|cluster| etcd(cluster, paths.etcd_data(&cluster.name)))
+            .collect()
+    }
+}
+
+impl ClusterPlan {
+    pub fn control_plane(&self) -> &NodePlan {
+        self.nodes
+            .iter()
+            .find(|n| n.role == Role::ControlPlane)
+            .expect("every cluster plan has a control-plane node")
+    }
+}
+
+/// One single-member etcd per cluster on its control-plane node: clients on the node address
+/// (for agents on workers) and on the node's loopback; peers on loopback only.
+fn etcd(cluster: &ClusterPlan, data_dir: PathBuf) -> ProcessSpec {
+    let cp = cluster.control_plane();
+    let client = |host: &str| format!("http://{host}:{ETCD_CLIENT_PORT}");
+    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    ProcessSpec {
+        name: "etcd".into(),
+        cluster: cluster.name.clone(),
+        node: cp.name.clone(),
+        program: kernel::binaries::ETCD,
+        args: vec![
+            format!("--name={}", cluster.name),
+            format!("--data-dir={}", data_dir.display()),
+            format!(
+                "--listen-client-urls={},{}",
+                client("127.0.0.1"),
+                client(&cp.address.to_string())
+            ),
+            format!(
+                "--advertise-client-urls={}",
+                client(&cp.address.to_string())
+            ),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster={}={peer}", cluster.name),
+            "--initial-cluster-state=new".into(),
+            "--logger=zap".into(),
+            "--log-outputs=stderr".into(),
+        ],
+        ready: Readiness::HttpGet {
+            port: ETCD_CLIENT_PORT,
+            path: "/health".into(),
+            body_contains: "\"health\":\"true\"".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{DEFAULT, DEFAULT_NAME};
+
+    fn default_plan() -> LabPlan {
+        LabPlan::new("lab", &Topology::parse(DEFAULT_NAME, DEFAULT).unwrap())
+    }
+
+    #[test]
+    fn default_lab_has_the_architecture_address_plan() {
+        let plan = default_plan();
+        assert_eq!(plan.fabric_netns, "lab-fabric");
+        let c1 = plan.cluster("c1").unwrap();
+        assert_eq!(c1.gateway.to_string(), "172.20.1.1");
+        let addresses: Vec<String> = c1
+            .nodes
+            .iter()
+            .map(|n| format!("{} {}", n.id(), n.address))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "c1/cp 172.20.1.2",
+                "c1/w1 172.20.1.11",
+                "c1/w2 172.20.1.12",
+                "c1/w3 172.20.1.13"
+            ]
+        );
+        let w2 = plan.node("c0/w2").unwrap();
+        assert_eq!(
+            (w2.netns.as_str(), w2.hostname.as_str()),
+            ("lab-c0-w2", "c0-w2")
+        );
+        assert_eq!(plan.netns_names().len(), 9);
+    }
+
+    #[test]
+    fn unknown_node_lists_the_known_ones() {
+        let err = default_plan().node("c0/w9").unwrap_err();
+        assert!(err.contains("c0/w3 c1/cp"), "{err}");
+    }
+
+    #[test]
+    fn interface_names_fit_the_kernel_limit() {
+        let text = "clusters:\n  - name: abcdefgh\n    workers: 240\n";
+        let plan = LabPlan::new("x", &Topology::parse("t", text).unwrap());
+        for node in plan.nodes() {
+            assert!(node.fabric_port.len() <= 15, "{}", node.fabric_port);
+        }
+        assert!(plan.clusters[0].fabric_bridge.len() <= 15);
+    }
+
+    #[test]
+    fn lab_names_cannot_collide_by_prefix() {
+        assert!(check_lab_name("knetsim").is_ok());
+        assert!(check_lab_name("lab2").is_ok());
+        for bad in ["", "a-b", "Lab", "2lab", "a/b", "abcdefghijklmnopqrstu"] {
+            assert!(check_lab_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_etcd_per_cluster_on_its_control_plane() {
+        let plan = default_plan();
+        let paths = LabPaths::new("lab");
+        let ids: Vec<String> = plan.processes(&paths).iter().map(ProcessSpec::id).collect();
+        assert_eq!(ids, ["c0/cp/etcd", "c1/cp/etcd"]);
+        let etcd = &plan.processes(&paths)[1];
+        assert!(etcd
+            .args
+            .contains(&"--advertise-client-urls=http://172.20.1.2:2379".to_string()));
+    }
+}

@@ -1,0 +1,294 @@
+//! `knetsim supervise --lab <lab>`: keeps the lab's processes running.
+//!
+//! One background process per lab, started by `up`, in the root namespace. For each process
+//! of the plan it runs one task that starts the process on its node (entering the node's
+//! network, UTS and a private mount namespace between fork and exec), probes it until ready,
+//! and when it exits, logs how and starts it again after an exponential back-off, as a kubelet
+//! does for a crashing container. Each process is its own session and process group, and
+//! writes stdout and stderr to its own log file.
+//!
+//! On SIGTERM or SIGINT every process gets SIGTERM, then SIGKILL after a grace period, and the
+//! supervisor exits. If the supervisor itself is killed, its processes keep running until
+//! `down` finds them by namespace.
+
+use std::fs::OpenOptions;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::paths::LabPaths;
+use crate::plan::{ProcessSpec, Readiness};
+use crate::status::{now_ms, ProcessState, ProcessStatus, SupervisorStatus};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A run this long counts as healthy: the next crash starts the back-off from the beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Shared by the per-process tasks; each change is written to `status.json` at once.
+struct Context {
+    paths: LabPaths,
+    status: Mutex<SupervisorStatus>,
+}
+
+impl Context {
+    fn update(&self, index: usize, change: impl FnOnce(&mut ProcessStatus)) {
+        let Ok(mut status) = self.status.lock() else {
+            return;
+        };
+        change(&mut status.processes[index]);
+        status.processes[index].since_ms = now_ms();
+        if let Err(e) = status.write(&self.paths.status()) {
+            tracing::warn!(error = %e, "could not write {}", self.paths.status().display());
+        }
+    }
+}
+
+/// Run the supervisor of `lab` until SIGTERM or SIGINT.
+pub async fn run(lab: &str) -> anyhow::Result<()> {
+    let paths = LabPaths::new(lab);
+    let plan = crate::read_plan(lab)?;
+    let processes = plan.processes(&paths);
+    let node_netns = |spec: &ProcessSpec| {
+        plan.node(&format!("{}/{}", spec.cluster, spec.node))
+            .map(|n| n.netns.clone())
+            .map_err(anyhow::Error::msg)
+    };
+
+    let status = SupervisorStatus {
+        supervisor_pid: std::process::id(),
+        processes: processes
+            .iter()
+            .map(|spec| ProcessStatus {
+                name: spec.name.clone(),
+                cluster: spec.cluster.clone(),
+                node: spec.node.clone(),
+                pid: None,
+                state: ProcessState::Stopped,
+                restarts: 0,
+                last_exit: None,
+                since_ms: now_ms(),
+                log: paths.process_log(&spec.cluster, &spec.node, &spec.name),
+            })
+            .collect(),
+    };
+    status.write(&paths.status())?;
+    let context = Arc::new(Context {
+        paths: paths.clone(),
+        status: Mutex::new(status),
+    });
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (index, spec) in processes.into_iter().enumerate() {
+        let netns = node_netns(&spec)?;
+        let task = keep_running(index, spec, netns, context.clone(), shutdown_rx.clone());
+        tasks.push(tokio::spawn(task));
+    }
+    tracing::info!(lab, processes = tasks.len(), "supervisor started");
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping every process"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping every process"),
+    }
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    tracing::info!("supervisor stopped");
+    Ok(())
+}
+
+/// Start `spec`, probe it, restart it when it exits, until shutdown.
+async fn keep_running(
+    index: usize,
+    spec: ProcessSpec,
+    netns: String,
+    context: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let id = spec.id();
+    let uts = context.paths.uts(&spec.cluster, &spec.node);
+    let log = context
+        .paths
+        .process_log(&spec.cluster, &spec.node, &spec.name);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = Instant::now();
+        match start(&spec, &netns, &uts, &log) {
+            Err(e) => {
+                tracing::error!(process = %id, "could not start: {e:#}");
+                context.update(index, |s| {
+                    s.state = ProcessState::Failed;
+                    s.pid = None;
+                    s.last_exit = Some(format!("not started: {e:#}"));
+                });
+            }
+            Ok(mut child) => {
+                let pid = child.id();
+                tracing::info!(process = %id, pid, "started");
+                context.update(index, |s| {
+                    s.state = ProcessState::Running;
+                    s.pid = pid;
+                });
+                let probe = wait_ready(spec.ready.clone(), netns.clone());
+                tokio::pin!(probe);
+                let mut probing = true;
+                let exit = loop {
+                    tokio::select! {
+                        exit = child.wait() => break exit,
+                        _ = &mut probe, if probing => {
+                            probing = false;
+                            tracing::info!(process = %id, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+                            context.update(index, |s| s.state = ProcessState::Ready);
+                        }
+                        _ = shutdown.changed() => {
+                            stop(&mut child, &id).await;
+                            context.update(index, |s| {
+                                s.state = ProcessState::Stopped;
+                                s.pid = None;
+                            });
+                            return;
+                        }
+                    }
+                };
+                let how = match exit {
+                    Ok(status) => status.to_string(),
+                    Err(e) => format!("wait failed: {e}"),
+                };
+                tracing::warn!(process = %id, "exited ({how})");
+                context.update(index, |s| {
+                    s.state = ProcessState::BackOff;
+                    s.pid = None;
+                    s.last_exit = Some(how);
+                });
+            }
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::warn!(process = %id, "restarting in {} ms", backoff.as_millis());
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {
+                context.update(index, |s| s.state = ProcessState::Stopped);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        context.update(index, |s| s.restarts += 1);
+        tracing::info!(process = %id, "restarting");
+    }
+}
+
+/// Fork and exec `spec` on its node, output appended to `log`.
+fn start(
+    spec: &ProcessSpec,
+    netns: &str,
+    uts: &Path,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let program = kernel::binaries::find(spec.program)?;
+    let enter = kernel::netns::Enter::open(netns, Some(uts))?;
+    let stdout = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let stderr = stdout.try_clone()?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: the hook only makes system calls (setns, unshare, mount, setsid); it allocates
+    // nothing and takes no lock, as code between fork and exec must.
+    unsafe {
+        command.pre_exec(move || {
+            enter.enter()?;
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?)
+}
+
+/// SIGTERM the process group, SIGKILL it after the grace period.
+async fn stop(child: &mut tokio::process::Child, id: &str) {
+    if let Some(pid) = child.id() {
+        let group = Pid::from_raw(pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(process = %id, "did not stop in {:?}: SIGKILL", STOP_GRACE);
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+    }
+    let _ = child.wait().await;
+    tracing::info!(process = %id, "stopped");
+}
+
+/// Resolves once the readiness probe passes.
+async fn wait_ready(ready: Readiness, netns: String) {
+    loop {
+        let (ready, netns) = (ready.clone(), netns.clone());
+        let passed = tokio::task::spawn_blocking(move || probe(&ready, &netns))
+            .await
+            .unwrap_or(false);
+        if passed {
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// One readiness probe, from inside the node.
+pub fn probe(ready: &Readiness, netns: &str) -> bool {
+    match ready {
+        Readiness::HttpGet {
+            port,
+            path,
+            body_contains,
+        } => {
+            let (port, path, expected) = (*port, path.clone(), body_contains.clone());
+            kernel::netns::run_in(netns, move || http_get_contains(port, &path, &expected))
+                .unwrap_or(false)
+        }
+    }
+}
+
+fn http_get_contains(port: u16, path: &str, expected: &str) -> bool {
+    use std::io::{Read, Write};
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let timeout = Duration::from_millis(500);
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.take(64 * 1024).read_to_string(&mut response);
+    let status_ok = response
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code == "200");
+    status_ok && response.contains(expected)
+}

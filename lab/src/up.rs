@@ -1,0 +1,285 @@
+//! `knetsim up`: from a topology to a running lab, one printed step at a time.
+//!
+//! Order: check what can be checked before touching anything (root, binaries, lab name,
+//! topology, no lab of that name yet); write the plan; build namespaces and links; start the
+//! supervisor; wait until every process is ready. If any step fails, everything made so far
+//! is removed by the same code as `down`, and the error says what failed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::down;
+use crate::network;
+use crate::paths::LabPaths;
+use crate::plan::{check_lab_name, LabPlan};
+use crate::progress::Progress;
+use crate::status::{ProcessState, SupervisorStatus};
+use crate::topology::{Topology, DEFAULT, DEFAULT_NAME};
+
+/// How long `up` waits for every process to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The programs `up` runs; each missing one is reported with its Debian package.
+const REQUIRED: &[kernel::binaries::Requirement] = &[kernel::binaries::IP, kernel::binaries::ETCD];
+
+#[derive(Debug)]
+pub struct UpReport {
+    pub plan: LabPlan,
+    pub supervisor_pid: u32,
+    pub elapsed: Duration,
+}
+
+/// Read and check a topology: `config`, or the built-in default.
+pub fn load_topology(config: Option<&Path>) -> anyhow::Result<Topology> {
+    let topology = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading topology file {}", path.display()))?;
+            Topology::parse(&path.display().to_string(), &text)?
+        }
+        None => Topology::parse(DEFAULT_NAME, DEFAULT)?,
+    };
+    Ok(topology)
+}
+
+/// Everything that can be wrong before a lab is touched.
+pub fn preflight(lab: &str) -> anyhow::Result<()> {
+    check_lab_name(lab).map_err(anyhow::Error::msg)?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("knetsim needs root to create network namespaces: run it with sudo (or as root)");
+    }
+    let missing: Vec<String> = REQUIRED
+        .iter()
+        .filter_map(|req| kernel::binaries::find(*req).err())
+        .map(|e| e.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!("{}", missing.join("\n"));
+    }
+    Ok(())
+}
+
+pub fn up(lab: &str, config: Option<&Path>, progress: &Progress) -> anyhow::Result<UpReport> {
+    let started = Instant::now();
+    let plan = progress.step(|| {
+        let topology = load_topology(config)?;
+        preflight(lab)?;
+        refuse_existing(lab)?;
+        let plan = LabPlan::new(lab, &topology);
+        let summary = format!(
+            "checked topology, privileges and binaries ({} clusters, {} nodes)",
+            plan.clusters.len(),
+            plan.nodes().count()
+        );
+        Ok::<_, anyhow::Error>((plan, summary))
+    })?;
+    let paths = LabPaths::new(lab);
+    match build(&plan, &paths, config, progress) {
+        Ok(supervisor_pid) => Ok(UpReport {
+            plan,
+            supervisor_pid,
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => {
+            progress.say("  ✗ failed; removing what was made");
+            match down::down(lab, progress) {
+                Ok(_) => Err(error.context(format!("lab {lab} did not come up; nothing of it is left"))),
+                Err(cleanup) => Err(error.context(format!(
+                    "lab {lab} did not come up, and cleaning up failed too ({cleanup:#}): run `knetsim down --lab {lab}`"
+                ))),
+            }
+        }
+    }
+}
+
+fn refuse_existing(lab: &str) -> anyhow::Result<()> {
+    let paths = LabPaths::new(lab);
+    let namespaces = down::lab_namespaces(lab);
+    if paths.root.exists() || !namespaces.is_empty() {
+        bail!(
+            "lab {lab} already exists ({}): see `knetsim status --lab {lab}`, or run `knetsim down --lab {lab}` first, or pick another name with --lab",
+            if namespaces.is_empty() {
+                format!("{} is there", paths.root.display())
+            } else {
+                format!("{} network namespaces", namespaces.len())
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The steps that change the machine. Returns the supervisor's pid.
+fn build(
+    plan: &LabPlan,
+    paths: &LabPaths,
+    config: Option<&Path>,
+    progress: &Progress,
+) -> anyhow::Result<u32> {
+    progress.step(|| {
+        std::fs::create_dir_all(paths.logs())
+            .with_context(|| format!("creating {}", paths.logs().display()))?;
+        let topology_text = match config {
+            Some(path) => std::fs::read_to_string(path)?,
+            None => DEFAULT.to_string(),
+        };
+        std::fs::write(paths.topology(), topology_text)?;
+        std::fs::write(paths.plan(), serde_json::to_vec_pretty(plan)?)?;
+        Ok::<_, anyhow::Error>(((), format!("wrote the plan to {}", paths.plan().display())))
+    })?;
+    progress.step(|| {
+        let count = network::create_namespaces(plan)?;
+        network::set_hostnames(plan, paths)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("created {count} network namespaces with hostnames"),
+        ))
+    })?;
+    progress.step(|| {
+        network::wire_fabric(plan)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!(
+                "wired the fabric ({} bridges, {} veths)",
+                plan.clusters.len(),
+                plan.nodes().count()
+            ),
+        ))
+    })?;
+    progress.step(|| {
+        let absent = network::configure_nodes(plan)?;
+        let note = if absent.is_empty() {
+            String::new()
+        } else {
+            format!(" (kernel lacks {})", absent.join(", "))
+        };
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("addressed and routed {} nodes{note}", plan.nodes().count()),
+        ))
+    })?;
+    let pid = progress.step(|| {
+        let pid = start_supervisor(&plan.lab, paths)?;
+        Ok::<_, anyhow::Error>((pid, format!("started the supervisor (pid {pid})")))
+    })?;
+    progress.step(|| {
+        let ready = wait_ready(pid, paths)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("{} processes ready: {}", ready.len(), ready.join(", ")),
+        ))
+    })?;
+    Ok(pid)
+}
+
+/// `knetsim supervise --lab <lab>` in its own session, detached from the terminal.
+fn start_supervisor(lab: &str, paths: &LabPaths) -> anyhow::Result<u32> {
+    let exe = std::env::current_exe().context("finding the knetsim binary")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.supervisor_log())
+        .with_context(|| format!("opening {}", paths.supervisor_log().display()))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["supervise", "--lab", lab])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is a single system call, safe between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("starting the supervisor")?;
+    let pid = child.id();
+    std::fs::write(paths.supervisor_pid(), format!("{pid}\n"))?;
+    Ok(pid)
+}
+
+/// Poll `status.json` until every process is ready; fail at the first crash.
+fn wait_ready(supervisor: u32, paths: &LabPaths) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if !kernel::procs::alive(supervisor as i32) {
+            bail!(
+                "the supervisor exited; its log {} ends with:\n{}",
+                paths.supervisor_log().display(),
+                tail(&paths.supervisor_log(), 10)
+            );
+        }
+        if let Some(status) = SupervisorStatus::read(&paths.status()) {
+            if let Some(bad) = status
+                .processes
+                .iter()
+                .find(|p| matches!(p.state, ProcessState::BackOff | ProcessState::Failed))
+            {
+                bail!(
+                    "{} exited before it was ready ({}); its log {} ends with:\n{}",
+                    bad.id(),
+                    bad.last_exit.as_deref().unwrap_or("no exit status"),
+                    bad.log.display(),
+                    tail(&bad.log, 10)
+                );
+            }
+            if !status.processes.is_empty()
+                && status
+                    .processes
+                    .iter()
+                    .all(|p| p.state == ProcessState::Ready)
+            {
+                return Ok(status.processes.iter().map(|p| p.id()).collect());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "not every process was ready after {:?}: see `knetsim status` and {}",
+                READY_TIMEOUT,
+                paths.logs().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The last `lines` lines of a log file, indented, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What to type next, printed at the end of `up`.
+pub fn next_steps(report: &UpReport) -> String {
+    let plan = &report.plan;
+    let lab = if plan.lab == crate::plan::DEFAULT_LAB {
+        String::new()
+    } else {
+        format!(" --lab {}", plan.lab)
+    };
+    let mut nodes = plan.nodes().filter(|n| n.role == crate::plan::Role::Worker);
+    let (from, to) = match (nodes.next(), nodes.next()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => {
+            let cp = plan.clusters[0].control_plane();
+            (cp, cp)
+        }
+    };
+    let cluster = &plan.clusters[0].name;
+    format!(
+        "lab {} is up in {:.2} s. Next:\n  knetsim status{lab}\n  knetsim exec{lab} {} -- ping -c1 {}\n  knetsim etcdctl{lab} {cluster} -- endpoint health\n  knetsim shell{lab} {}\n  knetsim down{lab}",
+        plan.lab,
+        report.elapsed.as_secs_f64(),
+        from.id(),
+        to.address,
+        from.id(),
+    )
+}

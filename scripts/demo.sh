@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job: install, build, bring up the default lab and show that it works.
+# The lab stays up for you to explore; `knetsim down` removes it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+cargo build --release --locked
+# `knetsim` on PATH for the commands below and for you.
+ln -sf "$PWD/target/release/knetsim" /usr/local/bin/knetsim
+
+if [ -e /tmp/knetsim/knetsim/lab.json ]; then
+  echo "The default lab is already up; showing it (knetsim down removes it)."
+else
+  knetsim up
+fi
+show() { echo; echo "\$ $*"; "$@"; }
+show knetsim status
+show knetsim exec c0/w1 -- ping -c1 -W2 172.20.0.12
+show knetsim exec c0/w1 -- ping -c1 -W2 172.20.1.11
+show knetsim exec c0/w1 -- ip route
+show knetsim etcdctl c0 -- endpoint health
+echo
+echo "The lab is up. Explore it with the commands above; remove it with: knetsim down"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what knetsim needs from Debian's packages (idempotent; skips apt when all are there).
+# The Rust toolchain is expected on the machine (rustup); everything else comes from here.
+set -euo pipefail
+
+packages=(
+  etcd-server etcd-client          # one etcd per cluster, and etcdctl
+  iproute2 iputils-ping util-linux # ip, ping, nsenter/setpriv
+  nftables                         # kube-proxy's rules
+  containernetworking-plugins      # CNI: bridge, host-local, loopback, portmap
+  nginx                            # ingress, and the nginx image
+  curl tcpdump                     # what learners use inside the lab
+  protobuf-compiler                # build dependency of the etcd-client crate
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: installing ${missing[*]} needs root: run with sudo" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged etcd and nginx services; knetsim runs its own, per lab.
+  for svc in etcd nginx; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
+fi
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi

@@ -1,0 +1,193 @@
+//! Shared by the end-to-end tests: run the real `knetsim` binary, give every test a lab of
+//! its own (so tests run in parallel), and take the lab down when the test ends, also when
+//! it fails.
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const KNETSIM: &str = env!("CARGO_BIN_EXE_knetsim");
+
+/// These tests build namespaces; say so plainly instead of failing somewhere deep.
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "end-to-end tests create network namespaces and must run as root (CI does)"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|ids| ids.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A unique lab name for `tag`: lowercase letters and digits only.
+pub fn lab_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id())
+}
+
+pub fn knetsim(args: &[&str]) -> Output {
+    Command::new(KNETSIM)
+        .args(args)
+        .env_remove("KNETSIM_LAB")
+        .output()
+        .expect("the knetsim binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Assert success and return stdout, showing everything on failure.
+#[track_caller]
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "knetsim failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// A lab that is taken down when dropped.
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    /// `knetsim up` for a lab named after `tag`, with `topology` (YAML) or the default.
+    pub fn up(tag: &str, topology: Option<&str>) -> Lab {
+        require_root();
+        let lab = Lab {
+            name: lab_name(tag),
+        };
+        let config = topology.map(|yaml| write_temp(&format!("{}.yaml", lab.name), yaml));
+        let mut args = vec!["up", "--lab", lab.name.as_str()];
+        if let Some(path) = &config {
+            args.extend(["--config", path.to_str().expect("utf-8 temp path")]);
+        }
+        ok(knetsim(&args));
+        lab
+    }
+
+    /// `knetsim <command> --lab <this lab> <args…>` (before any `--`, which ends knetsim's own
+    /// flags).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let (command, rest) = args.split_first().expect("a subcommand");
+        let mut all = vec![*command, "--lab", self.name.as_str()];
+        all.extend_from_slice(rest);
+        knetsim(&all)
+    }
+
+    /// `knetsim exec --lab <lab> <node> -- <command…>`.
+    pub fn exec(&self, node: &str, command: &[&str]) -> Output {
+        let mut all = vec!["exec", "--lab", self.name.as_str(), node, "--"];
+        all.extend_from_slice(command);
+        knetsim(&all)
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let path = format!("/tmp/knetsim/{}/status.json", self.name);
+        serde_json::from_slice(&std::fs::read(&path).expect("status.json exists"))
+            .expect("status.json is JSON")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = knetsim(&["down", "--lab", &self.name]);
+    }
+}
+
+/// Everything of `lab` still on the machine: namespaces, processes, mounts, files.
+pub fn residue(lab: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let prefix = format!("{lab}-");
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                left.push(format!("netns {name}"));
+            }
+        }
+    }
+    let state = PathBuf::from("/tmp/knetsim").join(lab);
+    if state.exists() {
+        left.push(format!("directory {}", state.display()));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts
+        .lines()
+        .filter(|l| l.contains(&format!("/knetsim/{lab}/")))
+    {
+        left.push(format!("mount {line}"));
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if argv.contains(&format!("--lab {lab} ")) || argv.contains(&format!("/knetsim/{lab}/"))
+            {
+                left.push(format!("process {}", argv.trim()));
+            }
+        }
+    }
+    left
+}
+
+/// Poll `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+pub fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("knetsim-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("temp dir");
+    }
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+/// The root namespace's links, routes and addresses: a lab must never change them.
+pub fn root_network() -> String {
+    let mut out = String::new();
+    for args in [["-o", "link"], ["-o", "addr"], ["route", "show"]] {
+        let output = Command::new("ip").args(args).output().expect("ip runs");
+        // Counters and flags that change on their own are not what we compare.
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            out += line.split(" state ").next().unwrap_or(line);
+            out += "\n";
+        }
+    }
+    out
+}
+
+pub fn path_exists(p: &str) -> bool {
+    Path::new(p).exists()
+}
