@@ -23,7 +23,10 @@ fn up_down_round_trip_leaves_nothing_behind() {
     // Each node has its hostname, its eth0, its /sys, and no route out of the lab.
     assert_eq!(ok(lab.exec("c1/w2", &["hostname"])).trim(), "c1-w2");
     let links = ok(lab.exec("c0/w3", &["ls", "/sys/class/net"]));
-    assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"]);
+    assert_eq!(
+        links.split_whitespace().collect::<Vec<_>>(),
+        ["eth0", "flannel.1", "lo"]
+    );
     let routes = ok(lab.exec("c0/w1", &["ip", "route"]));
     assert!(!routes.contains("default"), "{routes}");
     assert_eq!(
@@ -43,8 +46,58 @@ fn up_down_round_trip_leaves_nothing_behind() {
             "{health:?}"
         );
     }
+    // flannel: one lease per node in each cluster's etcd, a subnet.env per node, and the
+    // VXLAN overlay between nodes.
+    let leases = ok(lab.run(&[
+        "etcdctl",
+        "c0",
+        "--",
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/coreos.com/network/subnets",
+    ]));
+    assert_eq!(
+        leases
+            .lines()
+            .filter(|l| l.contains("/subnets/10.244."))
+            .count(),
+        4,
+        "{leases}"
+    );
+    let subnet_env = ok(lab.exec("c0/w2", &["cat", "/run/flannel/subnet.env"]));
+    assert!(
+        subnet_env.contains("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244."),
+        "{subnet_env}"
+    );
+    let w2_vtep = ok(lab.exec(
+        "c0/w2",
+        &["ip", "-4", "-o", "addr", "show", "dev", "flannel.1"],
+    ));
+    let w2_vtep = w2_vtep
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .expect("flannel.1 address")
+        .to_string();
+    let reached = eventually(Duration::from_secs(10), || {
+        lab.exec("c0/w1", &["ping", "-c1", "-W1", &w2_vtep])
+            .status
+            .success()
+    });
+    assert!(
+        reached,
+        "c0/w1 cannot reach c0/w2's VTEP {w2_vtep} over VXLAN"
+    );
     let status = ok(lab.run(&["status"]));
-    for expected in ["c1/w3", "172.20.1.13", "control-plane", "etcd", "ready"] {
+    for expected in [
+        "c1/w3",
+        "172.20.1.13",
+        "control-plane",
+        "etcd",
+        "flannel",
+        "ready",
+    ] {
         assert!(
             status.contains(expected),
             "status lacks {expected}:\n{status}"
@@ -114,6 +167,95 @@ fn a_crashed_process_is_restarted() {
     let status = ok(lab.run(&["status"]));
     assert!(status.contains("SIGKILL"), "{status}");
     ok(lab.run(&["etcdctl", "c0", "--", "endpoint", "health"]));
+}
+
+#[test]
+fn flannel_keeps_its_subnet_across_a_crash() {
+    let lab = Lab::up("flannelcrash", Some(SMALL));
+    let before = ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"]));
+    let index = lab.status_json()["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["name"] == "flannel" && p["node"] == "w1")
+        .expect("flannel on w1");
+    let pid = lab.status_json()["processes"][index]["pid"]
+        .as_i64()
+        .unwrap();
+    ok(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap());
+    let restarted = eventually(Duration::from_secs(20), || {
+        let p = &lab.status_json()["processes"][index];
+        p["restarts"] == 1 && p["state"] == "ready"
+    });
+    assert!(
+        restarted,
+        "flannel was not restarted: {}",
+        lab.status_json()
+    );
+    assert_eq!(
+        ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"])),
+        before
+    );
+    let leases = ok(lab.run(&[
+        "etcdctl",
+        "c0",
+        "--",
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/coreos.com/network/subnets",
+    ]));
+    assert_eq!(
+        leases.lines().filter(|l| l.contains("/subnets/")).count(),
+        2,
+        "{leases}"
+    );
+    let log = ok(lab.run(&["logs", "c0/w1", "flannel"]));
+    assert!(log.contains("reusing this node's existing lease"), "{log}");
+}
+
+#[test]
+fn flannel_host_gw_routes_via_node_addresses() {
+    let config = write_temp(
+        "host-gw.json",
+        r#"{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}"#,
+    );
+    require_root();
+    let name = lab_name("hostgw");
+    let topology = write_temp("hostgw.yaml", "clusters:\n  - name: c0\n    workers: 2\n");
+    ok(knetsim(&[
+        "up",
+        "--lab",
+        &name,
+        "--config",
+        topology.to_str().unwrap(),
+        "--flannel-config",
+        config.to_str().unwrap(),
+    ]));
+    let lab = Lab { name };
+    let routes = ok(lab.exec("c0/w1", &["ip", "route"]));
+    for peer in ["172.20.0.2", "172.20.0.12"] {
+        assert!(
+            routes.contains(&format!(" via {peer} dev eth0")),
+            "{routes}"
+        );
+    }
+    assert!(!lab
+        .exec("c0/w1", &["ip", "link", "show", "flannel.1"])
+        .status
+        .success());
+    let lease = ok(lab.run(&[
+        "etcdctl",
+        "c0",
+        "--",
+        "get",
+        "--prefix",
+        "/coreos.com/network/subnets",
+    ]));
+    assert!(lease.contains(r#""BackendType":"host-gw""#), "{lease}");
 }
 
 #[test]
@@ -259,7 +401,7 @@ fn bad_names_and_unknown_nodes_are_clear_errors() {
     );
     let output = lab.run(&["logs", "c0/cp", "nginx"]);
     assert!(
-        stderr(&output).contains("processes with logs there: etcd"),
+        stderr(&output).contains("processes with logs there: etcd flannel"),
         "{}",
         stderr(&output)
     );

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// A program knetsim needs, and the Debian package that ships it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirement {
     pub program: &'static str,
     pub package: &'static str,

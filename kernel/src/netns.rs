@@ -6,6 +6,7 @@
 //! a private mount namespace with a fresh `/sys`, exactly what `ip netns exec` does, so that
 //! `/sys/class/net` shows the node's interfaces rather than the machine's.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -116,6 +117,10 @@ where
 pub struct Enter {
     net: OwnedFd,
     uts: Option<OwnedFd>,
+    /// (source, target) directories bind-mounted in the child's own mount namespace: the
+    /// node's private `/run/flannel`, `/etc/cni/net.d`, … Prepared as C strings here because
+    /// the child may not allocate.
+    binds: Vec<(CString, CString)>,
 }
 
 impl Enter {
@@ -126,7 +131,28 @@ impl Enter {
             Some(p) => Some(open(p)?.into()),
             None => None,
         };
-        Ok(Enter { net, uts })
+        Ok(Enter {
+            net,
+            uts,
+            binds: Vec::new(),
+        })
+    }
+
+    /// Also bind-mount each `(source, target)` directory once inside the node's mount
+    /// namespace. Both must exist.
+    pub fn with_binds(mut self, binds: &[(PathBuf, PathBuf)]) -> Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        for (source, target) in binds {
+            let c = |p: &Path| {
+                CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Io {
+                    action: "use path",
+                    path: p.to_path_buf(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                })
+            };
+            self.binds.push((c(source)?, c(target)?));
+        }
+        Ok(self)
     }
 
     /// Move the calling process onto the node. Meant for `CommandExt::pre_exec` (only system
@@ -154,6 +180,15 @@ impl Enter {
                 MsFlags::empty(),
                 None::<&str>,
             );
+        }
+        for (source, target) in &self.binds {
+            mount(
+                Some(source.as_c_str()),
+                target.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
         }
         Ok(())
     }

@@ -30,6 +30,10 @@ enum Command {
         /// Topology file (default: the built-in conf/topology.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// flannel network config (default: the built-in conf/flannel-network-config.json);
+        /// its `Network` is replaced by each cluster's pod network.
+        #[arg(long)]
+        flannel_config: Option<PathBuf>,
     },
     /// Stop and remove everything the lab made. Safe to run at any time, and twice.
     Down,
@@ -67,6 +71,35 @@ enum Command {
     /// Keep the lab's processes running (started by `up`; not for direct use).
     #[command(hide = true)]
     Supervise,
+    /// The flannel daemon of one node (started by the supervisor, flanneld's flags).
+    Flannel(FlannelArgs),
+}
+
+#[derive(clap::Args)]
+struct FlannelArgs {
+    /// The cluster this node belongs to (names the process in `ps`).
+    #[arg(long)]
+    cluster: String,
+    /// The node this daemon runs on (names the process in `ps`).
+    #[arg(long)]
+    node: String,
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd_endpoints: Vec<String>,
+    #[arg(long, default_value = flannel::network::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    #[arg(long, default_value = "eth0")]
+    iface: String,
+    /// The address other nodes reach this one at (default: the first address of --iface).
+    #[arg(long)]
+    public_ip: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
+    /// Masquerade traffic leaving the pod network here (so the CNI bridge need not).
+    #[arg(long)]
+    ip_masq: bool,
+    /// Renew the subnet lease this many minutes before it expires.
+    #[arg(long, default_value_t = 60)]
+    subnet_lease_renew_margin: u64,
 }
 
 #[derive(Subcommand)]
@@ -77,10 +110,20 @@ enum Bench {
         runs: usize,
         #[arg(long)]
         config: Option<PathBuf>,
+        #[arg(long)]
+        flannel_config: Option<PathBuf>,
     },
 }
 
 fn main() -> ExitCode {
+    // Reached through a link named `flannel` in a CNI plugin directory: be the CNI plugin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|name| name == "flannel")
+    {
+        return cni_plugin();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -95,10 +138,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let lab = cli.lab.as_str();
     lab::plan::check_lab_name(lab).map_err(anyhow::Error::msg)?;
     match cli.command {
-        Command::Up { config } => {
+        Command::Up {
+            config,
+            flannel_config,
+        } => {
             let progress = Progress::new(false);
             progress.say(&format!("knetsim up: lab {lab}"));
-            let report = lab::up::up(lab, config.as_deref(), &progress)?;
+            let options = lab::up::UpOptions {
+                topology: config,
+                flannel_config,
+            };
+            let report = lab::up::up(lab, &options, &progress)?;
             println!("{}", lab::up::next_steps(&report));
         }
         Command::Down => {
@@ -132,9 +182,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Bench {
-            what: Bench::Up { runs, config },
+            what:
+                Bench::Up {
+                    runs,
+                    config,
+                    flannel_config,
+                },
         } => {
-            let result = lab::bench::bench_up(runs.max(1), config.as_deref())?;
+            let options = lab::up::UpOptions {
+                topology: config,
+                flannel_config,
+            };
+            let result = lab::bench::bench_up(runs.max(1), &options)?;
             print!("{}", result.report());
         }
         Command::Supervise => {
@@ -142,8 +201,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(lab::supervisor::run(lab))?;
         }
+        Command::Flannel(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, node = %args.node, "flannel starting");
+            let config = flannel::daemon::Config {
+                etcd_endpoints: args.etcd_endpoints,
+                etcd_prefix: args.etcd_prefix,
+                iface: args.iface,
+                public_ip: args.public_ip,
+                subnet_file: args.subnet_file,
+                ip_masq: args.ip_masq,
+                renew_margin: std::time::Duration::from_secs(args.subnet_lease_renew_margin * 60),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(flannel::daemon::run(config, shutdown_signal()))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `flannel` CNI plugin: environment and stdin in, result or error JSON out.
+fn cni_plugin() -> ExitCode {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let (out, code) = flannel::cni::dispatch(&|name| std::env::var(name).ok(), &stdin);
+    let _ = std::io::stdout().write_all(&out);
+    ExitCode::from(code as u8)
+}
+
+/// Resolves on SIGTERM or SIGINT: how every long-running role is told to stop.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Long-running roles log with `tracing` to stderr, which the supervisor sends to their file.

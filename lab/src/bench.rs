@@ -3,7 +3,6 @@
 //! Runs up and down back to back on a lab of its own (so a running lab is never touched) and
 //! prints medians, because this machine is shared and single runs are noisy.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::progress::Progress;
@@ -16,7 +15,7 @@ pub struct UpBench {
     pub supervisor_rss_kib: Vec<u64>,
 }
 
-pub fn bench_up(runs: usize, config: Option<&Path>) -> anyhow::Result<UpBench> {
+pub fn bench_up(runs: usize, options: &crate::up::UpOptions) -> anyhow::Result<UpBench> {
     let lab = format!("bench{}", std::process::id() % 100_000);
     let quiet = Progress::new(true);
     let mut result = UpBench {
@@ -27,7 +26,7 @@ pub fn bench_up(runs: usize, config: Option<&Path>) -> anyhow::Result<UpBench> {
         supervisor_rss_kib: Vec::new(),
     };
     for run in 1..=runs {
-        let up = match crate::up::up(&lab, config, &quiet) {
+        let up = match crate::up::up(&lab, options, &quiet) {
             Ok(up) => up,
             Err(e) => return Err(e.context(format!("run {run}: up failed"))),
         };

@@ -32,9 +32,8 @@ fn prepare(lab: &str, node_id: &str, argv: &[String]) -> anyhow::Result<Command>
         anyhow::bail!("no command given: use `knetsim exec {node_id} -- COMMAND [ARGS…]`");
     };
     let paths = LabPaths::new(lab);
-    let enter =
-        kernel::netns::Enter::open(&node.netns, Some(&paths.uts(&node.cluster, &node.name)))
-            .with_context(|| format!("entering node {node_id}"))?;
+    let enter = crate::network::enter_node(&paths, node)
+        .with_context(|| format!("entering node {node_id}"))?;
     let mut command = Command::new(program);
     command
         .args(args)

@@ -150,13 +150,14 @@ pub fn log_path(lab: &str, node_id: &str, process: Option<&str>) -> anyhow::Resu
     let path = paths.process_log(&node.cluster, &node.name, process);
     if !path.exists() {
         let prefix = format!("{}-{}-", node.cluster, node.name);
-        let known: Vec<String> = std::fs::read_dir(paths.logs())
+        let mut known: Vec<String> = std::fs::read_dir(paths.logs())
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter_map(|f| Some(f.strip_prefix(&prefix)?.strip_suffix(".log")?.to_string()))
             .collect();
+        known.sort();
         anyhow::bail!(
             "no log for `{process}` on {node_id}; processes with logs there: {}",
             if known.is_empty() {

@@ -15,6 +15,8 @@
 //! the node's namespace, so nothing ever appears in the machine's root namespace. Nodes get
 //! routes to the other clusters' node networks only: no default route, nothing can leave.
 
+use std::path::PathBuf;
+
 use kernel::sysctl::Setting;
 
 use crate::paths::LabPaths;
@@ -46,6 +48,45 @@ const FABRIC_SYSCTLS: &[Setting] = &[Setting {
     value: "1",
     required: true,
 }];
+
+/// Directories every node has its own copy of, as separate machines would: each process on a
+/// node sees `<state>/nodes/<cluster>-<node>/<dir>` bind-mounted here, in its own mount
+/// namespace. So `knetsim exec c0/w1 -- cat /run/flannel/subnet.env` shows that node's file,
+/// and real tools keep their real default paths.
+pub const NODE_DIRS: &[&str] = &["/run/flannel", "/etc/cni/net.d", "/var/lib/cni"];
+
+/// Create each node's private directories, and the (empty) mount points on the machine.
+pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths) -> std::io::Result<()> {
+    for dir in NODE_DIRS {
+        std::fs::create_dir_all(dir)?;
+    }
+    for node in plan.nodes() {
+        for (source, _) in node_binds(paths, node) {
+            std::fs::create_dir_all(source)?;
+        }
+    }
+    Ok(())
+}
+
+/// `(node's directory, where the node sees it)` for every entry of [`NODE_DIRS`].
+pub fn node_binds(paths: &LabPaths, node: &NodePlan) -> Vec<(PathBuf, PathBuf)> {
+    NODE_DIRS
+        .iter()
+        .map(|dir| {
+            (
+                paths.node_path(&node.cluster, &node.name, dir),
+                PathBuf::from(dir),
+            )
+        })
+        .collect()
+}
+
+/// Everything a process needs to run on `node`: its network and UTS namespaces and its
+/// private directories. Used by the supervisor, `knetsim exec` and `up` alike.
+pub fn enter_node(paths: &LabPaths, node: &NodePlan) -> kernel::Result<kernel::netns::Enter> {
+    kernel::netns::Enter::open(&node.netns, Some(&paths.uts(&node.cluster, &node.name)))?
+        .with_binds(&node_binds(paths, node))
+}
 
 /// Create every namespace of the lab.
 pub fn create_namespaces(plan: &LabPlan) -> kernel::Result<usize> {

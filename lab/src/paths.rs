@@ -9,6 +9,7 @@
 //!   status.json         the supervisor's view of its processes, rewritten on every change
 //!   logs/               supervisor.log and <cluster>-<node>-<process>.log
 //!   ns/<cluster>-<node>.uts   the node's UTS namespace (bind mount)
+//!   nodes/<cluster>-<node>/   the node's own /run/flannel, /etc/cni/net.d, /var/lib/cni
 //!   <cluster>/etcd/     etcd's data
 //! ```
 
@@ -54,6 +55,18 @@ impl LabPaths {
     }
     pub fn uts(&self, cluster: &str, node: &str) -> PathBuf {
         self.uts_dir().join(format!("{cluster}-{node}.uts"))
+    }
+    /// The node's private copy of the machine's directories (see `network::NODE_DIRS`).
+    pub fn node_root(&self, cluster: &str, node: &str) -> PathBuf {
+        self.root.join("nodes").join(format!("{cluster}-{node}"))
+    }
+    /// Where `path`, as the node sees it, lives on the machine.
+    pub fn node_path(&self, cluster: &str, node: &str, path: &str) -> PathBuf {
+        self.node_root(cluster, node)
+            .join(path.trim_start_matches('/'))
+    }
+    pub fn flannel_config(&self) -> PathBuf {
+        self.root.join("flannel-network-config.json")
     }
     pub fn etcd_data(&self, cluster: &str) -> PathBuf {
         self.root.join(cluster).join("etcd")

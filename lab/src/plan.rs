@@ -108,10 +108,18 @@ pub struct ProcessSpec {
     pub name: String,
     pub cluster: String,
     pub node: String,
-    /// The program (found on PATH when started) and its arguments.
-    pub program: kernel::binaries::Requirement,
+    pub program: Program,
     pub args: Vec<String>,
     pub ready: Readiness,
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Program {
+    /// A program from a Debian package, found on PATH when started.
+    External(kernel::binaries::Requirement),
+    /// knetsim itself in another role (`knetsim flannel …`): one binary, many roles.
+    Knetsim,
 }
 
 impl ProcessSpec {
@@ -130,6 +138,9 @@ pub enum Readiness {
         path: String,
         body_contains: String,
     },
+    /// The process has written the file (as seen from the root namespace) since it started,
+    /// e.g. flannel's `subnet.env`: an old copy from before a restart does not count.
+    FileWritten(PathBuf),
 }
 
 impl LabPlan {
@@ -203,12 +214,17 @@ impl LabPlan {
         })
     }
 
-    /// The processes the supervisor keeps running, in start order.
+    /// The processes the supervisor keeps running, in start order: per cluster its etcd,
+    /// then a flannel daemon on every node.
     pub fn processes(&self, paths: &LabPaths) -> Vec<ProcessSpec> {
-        self.clusters
-            .iter()
-            .map(|cluster| etcd(cluster, paths.etcd_data(&cluster.name)))
-            .collect()
+        let mut processes = Vec::new();
+        for cluster in &self.clusters {
+            processes.push(etcd(cluster, paths.etcd_data(&cluster.name)));
+            for node in &cluster.nodes {
+                processes.push(flannel(&self.lab, cluster, node, paths));
+            }
+        }
+        processes
     }
 }
 
@@ -231,7 +247,7 @@ fn etcd(cluster: &ClusterPlan, data_dir: PathBuf) -> ProcessSpec {
         name: "etcd".into(),
         cluster: cluster.name.clone(),
         node: cp.name.clone(),
-        program: kernel::binaries::ETCD,
+        program: Program::External(kernel::binaries::ETCD),
         args: vec![
             format!("--name={}", cluster.name),
             format!("--data-dir={}", data_dir.display()),
@@ -256,6 +272,35 @@ fn etcd(cluster: &ClusterPlan, data_dir: PathBuf) -> ProcessSpec {
             path: "/health".into(),
             body_contains: "\"health\":\"true\"".into(),
         },
+    }
+}
+
+/// Where flanneld keeps `subnet.env`; each node sees its own (see `network::NODE_DIRS`).
+pub const FLANNEL_SUBNET_FILE: &str = "/run/flannel/subnet.env";
+
+/// flannel on every node (the control plane too, as a DaemonSet would), with flanneld's flags.
+fn flannel(lab: &str, cluster: &ClusterPlan, node: &NodePlan, paths: &LabPaths) -> ProcessSpec {
+    let etcd = cluster.control_plane().address;
+    ProcessSpec {
+        name: "flannel".into(),
+        cluster: cluster.name.clone(),
+        node: node.name.clone(),
+        program: Program::Knetsim,
+        args: vec![
+            "flannel".into(),
+            format!("--lab={lab}"),
+            format!("--cluster={}", cluster.name),
+            format!("--node={}", node.name),
+            format!("--etcd-endpoints=http://{etcd}:{ETCD_CLIENT_PORT}"),
+            "--iface=eth0".into(),
+            "--ip-masq".into(),
+            format!("--subnet-file={FLANNEL_SUBNET_FILE}"),
+        ],
+        ready: Readiness::FileWritten(paths.node_path(
+            &node.cluster,
+            &node.name,
+            FLANNEL_SUBNET_FILE,
+        )),
     }
 }
 
@@ -322,12 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn one_etcd_per_cluster_on_its_control_plane() {
+    fn one_etcd_per_cluster_and_flannel_on_every_node() {
         let plan = default_plan();
         let paths = LabPaths::new("lab");
         let ids: Vec<String> = plan.processes(&paths).iter().map(ProcessSpec::id).collect();
-        assert_eq!(ids, ["c0/cp/etcd", "c1/cp/etcd"]);
-        let etcd = &plan.processes(&paths)[1];
+        assert_eq!(ids[..2], ["c0/cp/etcd", "c0/cp/flannel"]);
+        assert_eq!(ids.iter().filter(|id| id.ends_with("/etcd")).count(), 2);
+        assert_eq!(ids.iter().filter(|id| id.ends_with("/flannel")).count(), 8);
+        let etcd = &plan.processes(&paths)[5];
         assert!(etcd
             .args
             .contains(&"--advertise-client-urls=http://172.20.1.2:2379".to_string()));

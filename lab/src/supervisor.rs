@@ -25,7 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::paths::LabPaths;
-use crate::plan::{ProcessSpec, Readiness};
+use crate::plan::{NodePlan, ProcessSpec, Program, Readiness};
 use crate::status::{now_ms, ProcessState, ProcessStatus, SupervisorStatus};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -59,9 +59,9 @@ pub async fn run(lab: &str) -> anyhow::Result<()> {
     let paths = LabPaths::new(lab);
     let plan = crate::read_plan(lab)?;
     let processes = plan.processes(&paths);
-    let node_netns = |spec: &ProcessSpec| {
+    let node_of = |spec: &ProcessSpec| {
         plan.node(&format!("{}/{}", spec.cluster, spec.node))
-            .map(|n| n.netns.clone())
+            .cloned()
             .map_err(anyhow::Error::msg)
     };
 
@@ -93,8 +93,8 @@ pub async fn run(lab: &str) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (index, spec) in processes.into_iter().enumerate() {
-        let netns = node_netns(&spec)?;
-        let task = keep_running(index, spec, netns, context.clone(), shutdown_rx.clone());
+        let node = node_of(&spec)?;
+        let task = keep_running(index, spec, node, context.clone(), shutdown_rx.clone());
         tasks.push(tokio::spawn(task));
     }
     tracing::info!(lab, processes = tasks.len(), "supervisor started");
@@ -115,19 +115,19 @@ pub async fn run(lab: &str) -> anyhow::Result<()> {
 async fn keep_running(
     index: usize,
     spec: ProcessSpec,
-    netns: String,
+    node: NodePlan,
     context: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let id = spec.id();
-    let uts = context.paths.uts(&spec.cluster, &spec.node);
+    let netns = node.netns.clone();
     let log = context
         .paths
         .process_log(&spec.cluster, &spec.node, &spec.name);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
-        match start(&spec, &netns, &uts, &log) {
+        match start(&spec, &node, &context.paths, &log) {
             Err(e) => {
                 tracing::error!(process = %id, "could not start: {e:#}");
                 context.update(index, |s| {
@@ -143,7 +143,10 @@ async fn keep_running(
                     s.state = ProcessState::Running;
                     s.pid = pid;
                 });
-                let probe = wait_ready(spec.ready.clone(), netns.clone());
+                // The kernel stamps files with a clock that may lag by a tick; a file from a previous
+                // run is older by at least the back-off, so this margin cannot mistake it.
+                let since = std::time::SystemTime::now() - Duration::from_millis(100);
+                let probe = wait_ready(spec.ready.clone(), netns.clone(), since);
                 tokio::pin!(probe);
                 let mut probing = true;
                 let exit = loop {
@@ -196,12 +199,15 @@ async fn keep_running(
 /// Fork and exec `spec` on its node, output appended to `log`.
 fn start(
     spec: &ProcessSpec,
-    netns: &str,
-    uts: &Path,
+    node: &NodePlan,
+    paths: &LabPaths,
     log: &Path,
 ) -> anyhow::Result<tokio::process::Child> {
-    let program = kernel::binaries::find(spec.program)?;
-    let enter = kernel::netns::Enter::open(netns, Some(uts))?;
+    let program = match spec.program {
+        Program::External(requirement) => kernel::binaries::find(requirement)?,
+        Program::Knetsim => std::env::current_exe().context("finding the knetsim binary")?,
+    };
+    let enter = crate::network::enter_node(paths, node)?;
     let stdout = OpenOptions::new()
         .create(true)
         .append(true)
@@ -244,10 +250,10 @@ async fn stop(child: &mut tokio::process::Child, id: &str) {
 }
 
 /// Resolves once the readiness probe passes.
-async fn wait_ready(ready: Readiness, netns: String) {
+async fn wait_ready(ready: Readiness, netns: String, started: std::time::SystemTime) {
     loop {
         let (ready, netns) = (ready.clone(), netns.clone());
-        let passed = tokio::task::spawn_blocking(move || probe(&ready, &netns))
+        let passed = tokio::task::spawn_blocking(move || probe(&ready, &netns, started))
             .await
             .unwrap_or(false);
         if passed {
@@ -258,7 +264,7 @@ async fn wait_ready(ready: Readiness, netns: String) {
 }
 
 /// One readiness probe, from inside the node.
-pub fn probe(ready: &Readiness, netns: &str) -> bool {
+pub fn probe(ready: &Readiness, netns: &str, started: std::time::SystemTime) -> bool {
     match ready {
         Readiness::HttpGet {
             port,
@@ -269,6 +275,9 @@ pub fn probe(ready: &Readiness, netns: &str) -> bool {
             kernel::netns::run_in(netns, move || http_get_contains(port, &path, &expected))
                 .unwrap_or(false)
         }
+        Readiness::FileWritten(path) => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified >= started),
     }
 }
 

@@ -5,7 +5,7 @@
 //! supervisor; wait until every process is ready. If any step fails, everything made so far
 //! is removed by the same code as `down`, and the error says what failed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,19 @@ use crate::plan::{check_lab_name, LabPlan};
 use crate::progress::Progress;
 use crate::status::{ProcessState, SupervisorStatus};
 use crate::topology::{Topology, DEFAULT, DEFAULT_NAME};
+
+/// flannel's network config, loaded into every cluster's etcd with `Network` set to the
+/// cluster's pod network. `knetsim up --flannel-config FILE` takes another (e.g. host-gw).
+pub const DEFAULT_FLANNEL_CONFIG: &str = include_str!("../../conf/flannel-network-config.json");
+
+/// What `up` is asked to build.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Topology file; the built-in default when `None`.
+    pub topology: Option<PathBuf>,
+    /// flannel network config file; the built-in default when `None`.
+    pub flannel_config: Option<PathBuf>,
+}
 
 /// How long `up` waits for every process to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,10 +75,11 @@ pub fn preflight(lab: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn up(lab: &str, config: Option<&Path>, progress: &Progress) -> anyhow::Result<UpReport> {
+pub fn up(lab: &str, options: &UpOptions, progress: &Progress) -> anyhow::Result<UpReport> {
     let started = Instant::now();
-    let plan = progress.step(|| {
-        let topology = load_topology(config)?;
+    let (plan, flannel_config) = progress.step(|| {
+        let topology = load_topology(options.topology.as_deref())?;
+        let flannel_config = load_flannel_config(options.flannel_config.as_deref())?;
         preflight(lab)?;
         refuse_existing(lab)?;
         let plan = LabPlan::new(lab, &topology);
@@ -74,10 +88,10 @@ pub fn up(lab: &str, config: Option<&Path>, progress: &Progress) -> anyhow::Resu
             plan.clusters.len(),
             plan.nodes().count()
         );
-        Ok::<_, anyhow::Error>((plan, summary))
+        Ok::<_, anyhow::Error>(((plan, flannel_config), summary))
     })?;
     let paths = LabPaths::new(lab);
-    match build(&plan, &paths, config, progress) {
+    match build(&plan, &paths, options, &flannel_config, progress) {
         Ok(supervisor_pid) => Ok(UpReport {
             plan,
             supervisor_pid,
@@ -115,23 +129,29 @@ fn refuse_existing(lab: &str) -> anyhow::Result<()> {
 fn build(
     plan: &LabPlan,
     paths: &LabPaths,
-    config: Option<&Path>,
+    options: &UpOptions,
+    flannel_config: &serde_json::Value,
     progress: &Progress,
 ) -> anyhow::Result<u32> {
     progress.step(|| {
         std::fs::create_dir_all(paths.logs())
             .with_context(|| format!("creating {}", paths.logs().display()))?;
-        let topology_text = match config {
+        let topology_text = match &options.topology {
             Some(path) => std::fs::read_to_string(path)?,
             None => DEFAULT.to_string(),
         };
         std::fs::write(paths.topology(), topology_text)?;
+        std::fs::write(
+            paths.flannel_config(),
+            serde_json::to_vec_pretty(flannel_config)?,
+        )?;
         std::fs::write(paths.plan(), serde_json::to_vec_pretty(plan)?)?;
         Ok::<_, anyhow::Error>(((), format!("wrote the plan to {}", paths.plan().display())))
     })?;
     progress.step(|| {
         let count = network::create_namespaces(plan)?;
         network::set_hostnames(plan, paths)?;
+        network::prepare_node_dirs(plan, paths).context("creating the nodes' directories")?;
         Ok::<_, anyhow::Error>((
             (),
             format!("created {count} network namespaces with hostnames"),
@@ -165,10 +185,29 @@ fn build(
         Ok::<_, anyhow::Error>((pid, format!("started the supervisor (pid {pid})")))
     })?;
     progress.step(|| {
-        let ready = wait_ready(pid, paths)?;
+        let ready = wait_ready(pid, paths, |p| p.name == "etcd")?;
+        Ok::<_, anyhow::Error>(((), format!("etcd ready: {}", ready.join(", "))))
+    })?;
+    progress.step(|| {
+        for cluster in &plan.clusters {
+            put_flannel_config(paths, cluster, flannel_config)?;
+        }
         Ok::<_, anyhow::Error>((
             (),
-            format!("{} processes ready: {}", ready.len(), ready.join(", ")),
+            format!(
+                "loaded the flannel network config into {} etcds",
+                plan.clusters.len()
+            ),
+        ))
+    })?;
+    progress.step(|| {
+        let ready = wait_ready(pid, paths, |_| true)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!(
+                "{} processes ready (flannel has a lease on every node)",
+                ready.len()
+            ),
         ))
     })?;
     Ok(pid)
@@ -201,8 +240,66 @@ fn start_supervisor(lab: &str, paths: &LabPaths) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
-/// Poll `status.json` until every process is ready; fail at the first crash.
-fn wait_ready(supervisor: u32, paths: &LabPaths) -> anyhow::Result<Vec<String>> {
+/// Read a flannel network config and check it the way flanneld would.
+pub fn load_flannel_config(path: Option<&Path>) -> anyhow::Result<serde_json::Value> {
+    let (name, text) = match path {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading flannel network config {}", path.display()))?,
+        ),
+        None => (
+            "built-in conf/flannel-network-config.json".to_string(),
+            DEFAULT_FLANNEL_CONFIG.to_string(),
+        ),
+    };
+    flannel::network::NetworkConfig::parse(text.as_bytes())
+        .with_context(|| format!("in {name}"))?;
+    serde_json::from_str(&text).with_context(|| format!("in {name}"))
+}
+
+/// `etcdctl put /coreos.com/network/config` on the cluster's control-plane node, with the
+/// cluster's pod network as `Network`.
+fn put_flannel_config(
+    paths: &LabPaths,
+    cluster: &crate::plan::ClusterPlan,
+    template: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut config = template.clone();
+    config["Network"] = serde_json::Value::String(cluster.pod_network.to_string());
+    let key = format!("{}/config", flannel::network::DEFAULT_PREFIX);
+    let cp = cluster.control_plane();
+    let etcdctl = kernel::binaries::find(kernel::binaries::ETCDCTL)?;
+    let enter = crate::network::enter_node(paths, cp)?;
+    let mut command = std::process::Command::new(etcdctl);
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!(
+            "--endpoints=http://127.0.0.1:{}",
+            crate::plan::ETCD_CLIENT_PORT
+        ))
+        .args(["put", &key, &config.to_string()]);
+    // SAFETY: `enter` makes only system calls, as code between fork and exec must.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || enter.enter());
+    }
+    let output = command.output().context("running etcdctl")?;
+    if !output.status.success() {
+        bail!(
+            "etcdctl put {key} on {} failed: {}",
+            cp.id(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Poll `status.json` until every process `selected` is ready; fail at the first crash.
+fn wait_ready(
+    supervisor: u32,
+    paths: &LabPaths,
+    selected: impl Fn(&crate::status::ProcessStatus) -> bool,
+) -> anyhow::Result<Vec<String>> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if !kernel::procs::alive(supervisor as i32) {
@@ -213,11 +310,11 @@ fn wait_ready(supervisor: u32, paths: &LabPaths) -> anyhow::Result<Vec<String>> 
             );
         }
         if let Some(status) = SupervisorStatus::read(&paths.status()) {
-            if let Some(bad) = status
-                .processes
+            let processes: Vec<_> = status.processes.iter().filter(|p| selected(p)).collect();
+            let failed = processes
                 .iter()
-                .find(|p| matches!(p.state, ProcessState::BackOff | ProcessState::Failed))
-            {
+                .find(|p| matches!(p.state, ProcessState::BackOff | ProcessState::Failed));
+            if let Some(bad) = failed {
                 bail!(
                     "{} exited before it was ready ({}); its log {} ends with:\n{}",
                     bad.id(),
@@ -226,13 +323,8 @@ fn wait_ready(supervisor: u32, paths: &LabPaths) -> anyhow::Result<Vec<String>> 
                     tail(&bad.log, 10)
                 );
             }
-            if !status.processes.is_empty()
-                && status
-                    .processes
-                    .iter()
-                    .all(|p| p.state == ProcessState::Ready)
-            {
-                return Ok(status.processes.iter().map(|p| p.id()).collect());
+            if !processes.is_empty() && processes.iter().all(|p| p.state == ProcessState::Ready) {
+                return Ok(processes.iter().map(|p| p.id()).collect());
             }
         }
         if Instant::now() >= deadline {
