@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   etcd-server etcd-client          # one etcd per cluster, and etcdctl
   iproute2 iputils-ping util-linux # ip, ping, nsenter/setpriv
-  nftables                         # kube-proxy's rules
+  nftables iptables                # kube-proxy's rules; iptables(-nft) for CNI portmap
   containernetworking-plugins      # CNI: bridge, host-local, loopback, portmap
   nginx                            # ingress, and the nginx image
   curl tcpdump                     # what learners use inside the lab

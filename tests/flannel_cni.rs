@@ -73,7 +73,13 @@ fn add_wires_a_pod_reachable_across_nodes_and_del_removes_it() {
         .unwrap());
     assert!(pod_addr.contains(&address), "{pod_addr}");
     ok(lab.exec("c0/w1", &["ping", "-c1", "-W2", &ip]));
-    ok(lab.exec("c0/cp", &["ping", "-c1", "-W2", &ip]));
+    // The other node learns the route from the lease watch.
+    let reached = eventually(std::time::Duration::from_secs(10), || {
+        lab.exec("c0/cp", &["ping", "-c1", "-W1", &ip])
+            .status
+            .success()
+    });
+    assert!(reached, "c0/cp cannot reach the pod at {ip}");
 
     // What DEL needs was saved, and host-local holds the lease.
     ok(lab.exec("c0/w1", &["test", "-f", "/var/lib/cni/flannel/pod1"]));

@@ -71,31 +71,41 @@ async fn serve(config: Config) -> Result<(), Error> {
         BackendKind::HostGw => iface_mtu,
     };
 
-    let (subnet, attrs, revision) =
-        acquire_lease(&mut registry, &network, &backend, public_ip, mtu).await?;
-    write_subnet_env(&config, &network, subnet, mtu)?;
-    tracing::info!(%subnet, backend = kind.type_name(), %public_ip, mtu, "lease acquired; wrote {}", config.subnet_file.display());
+    let (subnet, attrs) = acquire_lease(&mut registry, &network, &backend, public_ip, mtu).await?;
+    tracing::info!(%subnet, backend = kind.type_name(), %public_ip, mtu, "lease acquired");
+    let mut subnet_env_written = false;
 
     let mut programmed = Programmed::new();
-    let (leases, _) = registry.leases().await?;
-    reconcile(&backend, subnet, &mut programmed, leases);
-    let mut revision = revision;
     let mut renew_at = tokio::time::Instant::now() + lease_renewal(config.renew_margin);
     // A full re-list now and then retries entries that failed to program.
     let mut resync = tokio::time::interval(RESYNC_PERIOD);
     resync.tick().await;
+    // List, then watch from the listed revision: no change between the two is missed, and
+    // after any break (stream closed, history compacted) the same pair starts over.
     loop {
-        let mut stream = registry.watch_leases(revision).await?;
+        let (leases, listed_at) = registry.leases().await?;
+        reconcile(&backend, subnet, &mut programmed, leases);
+        if !subnet_env_written {
+            // Only now: a pod wired after this can already reach every node known so far.
+            write_subnet_env(&config, &network, subnet, mtu)?;
+            tracing::info!("wrote {}", config.subnet_file.display());
+            subnet_env_written = true;
+        }
+        let mut stream = registry.watch_leases(listed_at).await?;
         loop {
             tokio::select! {
                 message = stream.message() => {
                     let response = match message {
                         Ok(Some(response)) => response,
-                        Ok(None) | Err(_) => break, // re-establish the watch
+                        Ok(None) => {
+                            tracing::warn!("lease watch closed; re-listing");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!("lease watch failed ({e}); re-listing");
+                            break;
+                        }
                     };
-                    if let Some(header) = response.header() {
-                        revision = revision.max(header.revision());
-                    }
                     match lease_events(&response) {
                         Ok(events) => {
                             for event in events {
@@ -104,9 +114,6 @@ async fn serve(config: Config) -> Result<(), Error> {
                         }
                         Err(Error::Compacted(at)) => {
                             tracing::warn!(at, "watch history compacted; re-listing leases");
-                            let (leases, now) = registry.leases().await?;
-                            reconcile(&backend, subnet, &mut programmed, leases);
-                            revision = now;
                             break;
                         }
                         Err(e) => return Err(e),
@@ -168,14 +175,14 @@ async fn wait_for_network_config(
     }
 }
 
-/// This node's lease, reused if it holds one. Returns it with the revision leases were read at.
+/// This node's lease, reused if it holds one.
 async fn acquire_lease(
     registry: &mut Registry,
     network: &NetworkConfig,
     backend: &Backend,
     public_ip: Ipv4Addr,
     mtu: u32,
-) -> Result<(Ipv4Net, LeaseAttrs, i64), Error> {
+) -> Result<(Ipv4Net, LeaseAttrs), Error> {
     let backend_data = backend.ensure_device(public_ip, mtu)?;
     let attrs = LeaseAttrs {
         public_ip,
@@ -184,7 +191,7 @@ async fn acquire_lease(
         backend_data,
     };
     for attempt in 0..10 {
-        let (leases, revision) = registry.leases().await?;
+        let (leases, _) = registry.leases().await?;
         let Some((subnet, reused)) = choose_subnet(network, &leases, public_ip, attempt) else {
             return Err(Error::Invalid(format!(
                 "no free subnet left in {}",
@@ -195,11 +202,11 @@ async fn acquire_lease(
             registry.renew_lease(subnet, &attrs).await?;
             backend.assign_subnet(subnet)?;
             tracing::info!(%subnet, "reusing this node's existing lease");
-            return Ok((subnet, attrs, revision));
+            return Ok((subnet, attrs));
         }
         if registry.create_lease(subnet, &attrs).await? {
             backend.assign_subnet(subnet)?;
-            return Ok((subnet, attrs, revision));
+            return Ok((subnet, attrs));
         }
         tracing::info!(%subnet, "another node took this subnet first; trying again");
     }

@@ -32,9 +32,9 @@ pub enum LeaseEvent {
 
 impl Registry {
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Registry, Error> {
+        // No request timeout: it would apply to the long-lived watch stream too.
         let options = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(2))
-            .with_timeout(std::time::Duration::from_secs(5));
+            .with_connect_timeout(std::time::Duration::from_secs(2));
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Registry {
             client,
@@ -114,7 +114,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Lease changes after `revision`.
+    /// Lease changes after `revision` (the revision a list was read at).
     pub async fn watch_leases(&mut self, revision: i64) -> Result<WatchStream, Error> {
         let options = WatchOptions::new()
             .with_prefix()

@@ -3,8 +3,14 @@
 //! A lab node is a named network namespace (`/run/netns/<lab>-<cluster>-<node>`, so `ip netns
 //! list` and `ip netns exec` work on it) plus a UTS namespace for its hostname (see `uts`).
 //! A process is put on a node by [`Enter::enter`] between fork and exec: `setns` into both, then
-//! a private mount namespace with a fresh `/sys`, exactly what `ip netns exec` does, so that
-//! `/sys/class/net` shows the node's interfaces rather than the machine's.
+//! a mount namespace of its own with a fresh `/sys`, as `ip netns exec` does, so that
+//! `/sys/class/net` shows the node's interfaces rather than the machine's, and with the node's
+//! private directories bind-mounted.
+//!
+//! Unlike `ip netns exec`, which makes every mount a slave (`--make-rslave /`), only the mounts
+//! we mount on are made slaves: `/run/netns` must stay shared with the machine, so that a
+//! namespace made on a node (a pod's) shows in the machine's `ip netns list`, and one deleted
+//! by `down` disappears on the nodes.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -91,6 +97,28 @@ fn open(path: &Path) -> Result<File> {
     })
 }
 
+fn c_path(p: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Io {
+        action: "use path",
+        path: p.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })
+}
+
+/// The mount point that holds `path`: the longest mount point of this process that is a
+/// prefix of it (`/` at worst).
+fn containing_mount(path: &Path) -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount_point| path.starts_with(mount_point))
+        .max_by_key(|mount_point| mount_point.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
 /// Run `f` on a fresh thread whose network namespace is `name`. Sockets made there stay in
 /// that namespace wherever they are used later. A thread (not the caller) is switched, so the
 /// caller's own namespace never changes.
@@ -117,10 +145,17 @@ where
 pub struct Enter {
     net: OwnedFd,
     uts: Option<OwnedFd>,
+    ipc: Option<OwnedFd>,
+    /// Join this mount namespace instead of making one (`exec` into a running container).
+    mnt: Option<OwnedFd>,
+    /// `chdir` here last, inside the new mounts.
+    workdir: Option<CString>,
     /// (source, target) directories bind-mounted in the child's own mount namespace: the
     /// node's private `/run/flannel`, `/etc/cni/net.d`, … Prepared as C strings here because
     /// the child may not allocate.
-    binds: Vec<(CString, CString)>,
+    binds: Vec<(CString, CString, bool)>,
+    /// The mounts holding the bind targets, made slaves first so the binds stay private.
+    slaves: Vec<CString>,
 }
 
 impl Enter {
@@ -134,24 +169,66 @@ impl Enter {
         Ok(Enter {
             net,
             uts,
+            ipc: None,
+            mnt: None,
+            workdir: None,
             binds: Vec::new(),
+            slaves: Vec::new(),
+        })
+    }
+
+    /// Namespaces given as files: a network namespace (`/run/netns/x` or `/proc/<pid>/ns/net`)
+    /// and optionally a UTS namespace, e.g. those of a pod's pause process.
+    pub fn from_paths(net: &Path, uts: Option<&Path>) -> Result<Self> {
+        Ok(Enter {
+            net: open(net)?.into(),
+            uts: match uts {
+                Some(p) => Some(open(p)?.into()),
+                None => None,
+            },
+            ipc: None,
+            mnt: None,
+            workdir: None,
+            binds: Vec::new(),
+            slaves: Vec::new(),
         })
     }
 
     /// Also bind-mount each `(source, target)` directory once inside the node's mount
     /// namespace. Both must exist.
     pub fn with_binds(mut self, binds: &[(PathBuf, PathBuf)]) -> Result<Self> {
-        use std::os::unix::ffi::OsStrExt;
         for (source, target) in binds {
-            let c = |p: &Path| {
-                CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Io {
-                    action: "use path",
-                    path: p.to_path_buf(),
-                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-                })
-            };
-            self.binds.push((c(source)?, c(target)?));
+            self = self.with_bind(source, target, false)?;
         }
+        Ok(self)
+    }
+
+    /// Bind-mount `source` at `target` (a file or a directory), read-only if asked.
+    pub fn with_bind(mut self, source: &Path, target: &Path, readonly: bool) -> Result<Self> {
+        self.binds
+            .push((c_path(source)?, c_path(target)?, readonly));
+        let holder = c_path(&containing_mount(target))?;
+        if !self.slaves.contains(&holder) {
+            self.slaves.push(holder);
+        }
+        Ok(self)
+    }
+
+    /// Also join the IPC namespace in `path` (a pod's, held by its pause process).
+    pub fn with_ipc(mut self, path: &Path) -> Result<Self> {
+        self.ipc = Some(open(path)?.into());
+        Ok(self)
+    }
+
+    /// Join the mount namespace in `path` instead of making a new one.
+    pub fn joining_mounts(mut self, path: &Path) -> Result<Self> {
+        self.mnt = Some(open(path)?.into());
+        Ok(self)
+    }
+
+    /// Change to `dir` once inside (it may exist only under the new mounts).
+    pub fn with_workdir(mut self, dir: &Path) -> Result<Self> {
+        self.workdir = Some(c_path(dir)?);
         Ok(self)
     }
 
@@ -162,16 +239,40 @@ impl Enter {
         if let Some(uts) = &self.uts {
             setns(uts.as_fd(), CloneFlags::CLONE_NEWUTS)?;
         }
+        if let Some(ipc) = &self.ipc {
+            setns(ipc.as_fd(), CloneFlags::CLONE_NEWIPC)?;
+        }
+        if let Some(mnt) = &self.mnt {
+            setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)?;
+            return self.change_dir();
+        }
         unshare(CloneFlags::CLONE_NEWNS)?;
-        // Keep mount events from the machine flowing in, but none of ours flowing out.
+        // Mount events from the machine flow in, none of ours flow out: the root mount and
+        // the mounts holding our bind targets become slaves (not recursively: see above).
         mount(
             None::<&str>,
             "/",
             None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            MsFlags::MS_SLAVE,
             None::<&str>,
         )?;
+        for holder in &self.slaves {
+            mount(
+                None::<&str>,
+                holder.as_c_str(),
+                None::<&str>,
+                MsFlags::MS_SLAVE,
+                None::<&str>,
+            )?;
+        }
         // A fresh sysfs shows this namespace's interfaces. Cosmetic: failure is not fatal.
+        let _ = mount(
+            None::<&str>,
+            "/sys",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        );
         if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
             let _ = mount(
                 Some("sysfs"),
@@ -181,7 +282,7 @@ impl Enter {
                 None::<&str>,
             );
         }
-        for (source, target) in &self.binds {
+        for (source, target, readonly) in &self.binds {
             mount(
                 Some(source.as_c_str()),
                 target.as_c_str(),
@@ -189,7 +290,38 @@ impl Enter {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )?;
+            if *readonly {
+                mount(
+                    None::<&str>,
+                    target.as_c_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )?;
+            }
+        }
+        self.change_dir()
+    }
+
+    fn change_dir(&self) -> std::io::Result<()> {
+        if let Some(dir) = &self.workdir {
+            nix::unistd::chdir(dir.as_c_str())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_is_held_by_its_longest_mount_point() {
+        assert_eq!(
+            super::containing_mount(std::path::Path::new("/proc/self")),
+            std::path::Path::new("/proc")
+        );
+        assert_eq!(
+            super::containing_mount(std::path::Path::new("/")),
+            std::path::Path::new("/")
+        );
     }
 }

@@ -73,6 +73,76 @@ enum Command {
     Supervise,
     /// The flannel daemon of one node (started by the supervisor, flanneld's flags).
     Flannel(FlannelArgs),
+    /// Drive a node's container runtime by hand, as crictl does on a real node.
+    Crictl {
+        /// The node (`c0/w1`).
+        node: String,
+        #[command(subcommand)]
+        verb: CrictlVerb,
+    },
+    /// The parent of one container process (started by the runtime; not for direct use).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        container_dir: PathBuf,
+    },
+    /// The infra process of a pod sandbox (started by the runtime; not for direct use).
+    #[command(hide = true)]
+    Pause {
+        #[arg(long)]
+        pod: String,
+        #[arg(long)]
+        sandbox: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrictlVerb {
+    /// Run a pod sandbox: its network namespace, pause process and CNI network.
+    Runp {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+    },
+    /// List the pod sandboxes.
+    Pods,
+    /// Show a pod sandbox as JSON.
+    Inspectp { id: String },
+    /// Stop a pod sandbox: CNI DEL, pause process stopped.
+    Stopp { id: String },
+    /// Remove a pod sandbox: its network namespace and state.
+    Rmp { id: String },
+    /// Create a container in a pod sandbox.
+    Create {
+        sandbox: String,
+        #[arg(long)]
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// List the containers.
+    Ps,
+    /// Show a container as JSON.
+    Inspect { id: String },
+    /// Stop a container: SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        id: String,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Remove a stopped container.
+    Rm { id: String },
+    /// Run a command in a running container; exits with its exit code.
+    Exec {
+        id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a container's log (the CRI log file).
+    Logs { id: String },
 }
 
 #[derive(clap::Args)]
@@ -201,6 +271,61 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(lab::supervisor::run(lab))?;
         }
+        Command::Crictl { node, verb } => {
+            // Runs inside the node: re-execute there unless already on it.
+            if std::env::var("KNETSIM_NODE").ok().as_deref() != Some(node.as_str()) {
+                let argv: Vec<String> = std::env::args().collect();
+                let mut argv = argv;
+                argv[0] = std::env::current_exe()?.display().to_string();
+                argv.insert(1, format!("--lab={lab}"));
+                return Err(lab::exec::exec_on_node(lab, &node, &argv));
+            }
+            let plan = lab::read_plan(lab)?;
+            let node_plan = plan.node(&node).map_err(anyhow::Error::msg)?;
+            let runtime = kubelet_lite::crictl::node_runtime(lab, &node_plan.netns)?;
+            let verb = match verb {
+                CrictlVerb::Runp { name, namespace } => {
+                    kubelet_lite::crictl::Verb::Runp { name, namespace }
+                }
+                CrictlVerb::Pods => kubelet_lite::crictl::Verb::Pods,
+                CrictlVerb::Inspectp { id } => kubelet_lite::crictl::Verb::Inspectp { id },
+                CrictlVerb::Stopp { id } => kubelet_lite::crictl::Verb::Stopp { id },
+                CrictlVerb::Rmp { id } => kubelet_lite::crictl::Verb::Rmp { id },
+                CrictlVerb::Create {
+                    sandbox,
+                    name,
+                    command,
+                } => kubelet_lite::crictl::Verb::Create {
+                    sandbox,
+                    name,
+                    argv: command,
+                },
+                CrictlVerb::Start { id } => kubelet_lite::crictl::Verb::Start { id },
+                CrictlVerb::Ps => kubelet_lite::crictl::Verb::Ps,
+                CrictlVerb::Inspect { id } => kubelet_lite::crictl::Verb::Inspect { id },
+                CrictlVerb::Stop { id, timeout } => {
+                    kubelet_lite::crictl::Verb::Stop { id, timeout }
+                }
+                CrictlVerb::Rm { id } => kubelet_lite::crictl::Verb::Rm { id },
+                CrictlVerb::Exec { id, command } => {
+                    kubelet_lite::crictl::Verb::Exec { id, argv: command }
+                }
+                CrictlVerb::Logs { id } => kubelet_lite::crictl::Verb::Logs { id },
+            };
+            let outcome = kubelet_lite::crictl::run(&runtime, verb)?;
+            use std::io::Write;
+            std::io::stdout().write_all(&outcome.stdout)?;
+            std::io::stderr().write_all(&outcome.stderr)?;
+            return Ok(ExitCode::from(outcome.code.clamp(0, 255) as u8));
+        }
+        Command::Shim { container_dir } => {
+            let plan = lab::read_plan(lab)?;
+            let node = std::env::var("KNETSIM_NODE").unwrap_or_default();
+            let node_plan = plan.node(&node).map_err(anyhow::Error::msg)?;
+            let runtime = kubelet_lite::crictl::node_runtime(lab, &node_plan.netns)?;
+            kubelet_lite::shim::run(&runtime, &container_dir)?;
+        }
+        Command::Pause { .. } => kubelet_lite::pause::run(),
         Command::Flannel(args) => {
             init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "flannel starting");

@@ -15,7 +15,7 @@
 //! the node's namespace, so nothing ever appears in the machine's root namespace. Nodes get
 //! routes to the other clusters' node networks only: no default route, nothing can leave.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kernel::sysctl::Setting;
 
@@ -53,10 +53,25 @@ const FABRIC_SYSCTLS: &[Setting] = &[Setting {
 /// node sees `<state>/nodes/<cluster>-<node>/<dir>` bind-mounted here, in its own mount
 /// namespace. So `knetsim exec c0/w1 -- cat /run/flannel/subnet.env` shows that node's file,
 /// and real tools keep their real default paths.
-pub const NODE_DIRS: &[&str] = &["/run/flannel", "/etc/cni/net.d", "/var/lib/cni"];
+pub const NODE_DIRS: &[&str] = &[
+    "/run/flannel",
+    "/etc/cni/net.d",
+    "/opt/cni/bin",
+    "/var/lib/cni",
+    "/var/lib/kubelet",
+    "/var/log/pods",
+];
 
-/// Create each node's private directories, and the (empty) mount points on the machine.
-pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths) -> std::io::Result<()> {
+/// The node's CNI network, as kube-flannel installs it.
+pub const FLANNEL_CONFLIST: &str = include_str!("../../conf/10-flannel.conflist");
+/// Where Debian's containernetworking-plugins puts the plugins.
+pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
+/// The plugins a node's `/opt/cni/bin` offers: Debian's, plus knetsim as `flannel`.
+const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+
+/// Create each node's private directories, and the (empty) mount points on the machine;
+/// install the CNI network and plugins on every node, as a flannel DaemonSet would.
+pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths, knetsim: &Path) -> std::io::Result<()> {
     for dir in NODE_DIRS {
         std::fs::create_dir_all(dir)?;
     }
@@ -64,6 +79,17 @@ pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths) -> std::io::Result<()
         for (source, _) in node_binds(paths, node) {
             std::fs::create_dir_all(source)?;
         }
+        let bin = paths.node_path(&node.cluster, &node.name, "/opt/cni/bin");
+        for plugin in CNI_PLUGINS {
+            std::os::unix::fs::symlink(Path::new(DEBIAN_CNI_DIR).join(plugin), bin.join(plugin))?;
+        }
+        std::os::unix::fs::symlink(knetsim, bin.join("flannel"))?;
+        let conf = paths.node_path(
+            &node.cluster,
+            &node.name,
+            "/etc/cni/net.d/10-flannel.conflist",
+        );
+        std::fs::write(conf, FLANNEL_CONFLIST)?;
     }
     Ok(())
 }

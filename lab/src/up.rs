@@ -72,6 +72,15 @@ pub fn preflight(lab: &str) -> anyhow::Result<()> {
     if !missing.is_empty() {
         bail!("{}", missing.join("\n"));
     }
+    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+        let path = Path::new(network::DEBIAN_CNI_DIR).join(plugin);
+        if !path.exists() {
+            bail!(
+                "the CNI plugin {} is missing: install it with `apt-get install containernetworking-plugins`",
+                path.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -151,7 +160,9 @@ fn build(
     progress.step(|| {
         let count = network::create_namespaces(plan)?;
         network::set_hostnames(plan, paths)?;
-        network::prepare_node_dirs(plan, paths).context("creating the nodes' directories")?;
+        let knetsim = std::env::current_exe().context("finding the knetsim binary")?;
+        network::prepare_node_dirs(plan, paths, &knetsim)
+            .context("creating the nodes' directories")?;
         Ok::<_, anyhow::Error>((
             (),
             format!("created {count} network namespaces with hostnames"),

@@ -1,0 +1,284 @@
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+//!
+//! Run does, in order: netns → pause process → CNI `loopback` on `lo` → the node's CNI network
+//! on `eth0`, and undoes what it did if a later step fails. Stop tears the network down (CNI
+//! DEL) and stops the pause process; Remove deletes the namespace and the state. Both are
+//! idempotent, as the CRI requires: what is already gone is success.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{new_id, PodSandbox, PodSandboxConfig, Runtime, RuntimeError, SandboxState};
+use crate::cni::{NetworkConfigList, RuntimeConf};
+
+/// A `hostPort` of the pod, passed to CNI plugins with the `portMappings` capability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+const LOOPBACK: &str =
+    r#"{"cniVersion":"1.0.0","name":"cni-loopback","plugins":[{"type":"loopback"}]}"#;
+
+impl Runtime {
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("sandboxes").join(id)
+    }
+
+    fn save(&self, sandbox: &PodSandbox) -> Result<(), RuntimeError> {
+        let dir = self.sandbox_dir(&sandbox.id);
+        let path = dir.join("sandbox.json");
+        let io = |source| RuntimeError::State {
+            action: "writing",
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join("sandbox.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(sandbox).unwrap_or_default()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    pub fn pod_sandbox_status(&self, id: &str) -> Result<PodSandbox, RuntimeError> {
+        let path = self.sandbox_dir(id).join("sandbox.json");
+        let bytes = std::fs::read(&path).map_err(|_| RuntimeError::NotFound(id.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::State {
+            action: "reading",
+            path,
+            source: std::io::Error::other(e),
+        })
+    }
+
+    pub fn list_pod_sandboxes(&self) -> Vec<PodSandbox> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("sandboxes")) else {
+            return Vec::new();
+        };
+        let mut all: Vec<PodSandbox> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|id| self.pod_sandbox_status(&id).ok())
+            .collect();
+        all.sort_by_key(|s| s.created_at);
+        all
+    }
+
+    fn runtime_conf(&self, sandbox: &PodSandbox, ifname: &str) -> RuntimeConf {
+        let mut capabilities = Map::new();
+        if !sandbox.config.port_mappings.is_empty() {
+            capabilities.insert("portMappings".into(), json!(sandbox.config.port_mappings));
+        }
+        RuntimeConf {
+            container_id: sandbox.id.clone(),
+            netns: PathBuf::from(&sandbox.netns),
+            ifname: ifname.to_string(),
+            args: vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAMESPACE".into(), sandbox.config.namespace.clone()),
+                ("K8S_POD_NAME".into(), sandbox.config.name.clone()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), sandbox.id.clone()),
+                ("K8S_POD_UID".into(), sandbox.config.uid.clone()),
+            ],
+            capabilities,
+        }
+    }
+
+    /// The network namespace name of a pod on this node.
+    pub fn netns_name(&self, config: &PodSandboxConfig) -> String {
+        format!("{}-{}-{}", self.netns_prefix, config.namespace, config.name)
+    }
+
+    pub fn run_pod_sandbox(&self, config: PodSandboxConfig) -> Result<PodSandbox, RuntimeError> {
+        for (what, value) in [("name", &config.name), ("namespace", &config.namespace)] {
+            let valid = !value.is_empty()
+                && value.len() <= 63
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid {
+                return Err(RuntimeError::Invalid(format!(
+                    "{what} `{value}` is not a DNS label"
+                )));
+            }
+        }
+        let name = self.netns_name(&config);
+        if kernel::netns::exists(&name) {
+            return Err(RuntimeError::NetnsExists(name));
+        }
+        let mut sandbox = PodSandbox {
+            id: new_id(),
+            netns: kernel::netns::path(&name).display().to_string(),
+            config,
+            state: SandboxState::NotReady,
+            pause_pid: None,
+            ip: None,
+            created_at: crate::now_ms(),
+        };
+        self.save(&sandbox)?;
+        match self.set_up(&mut sandbox, &name) {
+            Ok(()) => {
+                sandbox.state = SandboxState::Ready;
+                self.save(&sandbox)?;
+                Ok(sandbox)
+            }
+            Err(error) => {
+                // Undo whatever was done; the first error is the one worth reporting.
+                let _ = self.stop_pod_sandbox(&sandbox.id);
+                let _ = self.remove_pod_sandbox(&sandbox.id);
+                Err(error)
+            }
+        }
+    }
+
+    fn set_up(&self, sandbox: &mut PodSandbox, name: &str) -> Result<(), RuntimeError> {
+        kernel::netns::ensure_added(&[name])?;
+        sandbox.pause_pid = Some(self.start_pause(sandbox)?);
+        self.save(sandbox)?;
+        let loopback = NetworkConfigList::parse(Path::new("loopback"), LOOPBACK.as_bytes())
+            .map_err(RuntimeError::Network)?;
+        self.cni
+            .add(&loopback, &self.runtime_conf(sandbox, "lo"))
+            .map_err(RuntimeError::Network)?;
+        let network =
+            NetworkConfigList::load_default(&self.cni_conf_dir).map_err(RuntimeError::Network)?;
+        let result = self
+            .cni
+            .add(&network, &self.runtime_conf(sandbox, "eth0"))
+            .map_err(RuntimeError::Network)?;
+        sandbox.ip = pod_ip(&result);
+        Ok(())
+    }
+
+    /// `knetsim pause`, in the pod's network namespace and in new UTS and IPC namespaces
+    /// with the pod's hostname, in a session of its own so it outlives the kubelet.
+    fn start_pause(&self, sandbox: &PodSandbox) -> Result<u32, RuntimeError> {
+        use std::os::fd::AsFd;
+        use std::os::unix::process::CommandExt;
+        let net = std::fs::File::open(&sandbox.netns).map_err(RuntimeError::Pause)?;
+        let hostname = sandbox.config.hostname.clone();
+        let mut command = std::process::Command::new(&self.exe);
+        command
+            .args([
+                "pause",
+                "--lab",
+                &self.lab,
+                "--pod",
+                &format!("{}/{}", sandbox.config.namespace, sandbox.config.name),
+                "--sandbox",
+                &sandbox.id,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only system calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                setns(net.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
+                nix::unistd::sethostname(&hostname)?;
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(RuntimeError::Pause)?;
+        // Not waited for here: the kubelet reaps it when it stops the sandbox, or init does.
+        Ok(child.id())
+    }
+
+    /// Stop its containers, CNI DEL, and stop the pause process. Idempotent.
+    pub fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut sandbox = self.pod_sandbox_status(id)?;
+        for container in self
+            .list_containers()
+            .iter()
+            .filter(|c| c.container.sandbox_id == id)
+        {
+            self.stop_container(&container.container.id, Duration::from_secs(2))?;
+        }
+        if kernel::netns::exists(
+            Path::new(&sandbox.netns)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default(),
+        ) {
+            let current = NetworkConfigList::load_default(&self.cni_conf_dir).ok();
+            self.cni
+                .del(current.as_ref(), &self.runtime_conf(&sandbox, "eth0"))
+                .map_err(RuntimeError::NetworkTeardown)?;
+        }
+        if let Some(pid) = sandbox.pause_pid.take() {
+            stop_process(pid);
+        }
+        sandbox.state = SandboxState::NotReady;
+        self.save(&sandbox)
+    }
+
+    /// Delete the namespace and the state. Stops the sandbox first if needed. Idempotent.
+    pub fn remove_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let sandbox = match self.pod_sandbox_status(id) {
+            Ok(sandbox) => sandbox,
+            Err(RuntimeError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if sandbox.state == SandboxState::Ready || sandbox.pause_pid.is_some() {
+            self.stop_pod_sandbox(id)?;
+        }
+        for container in self
+            .list_containers()
+            .iter()
+            .filter(|c| c.container.sandbox_id == id)
+        {
+            self.remove_container(&container.container.id)?;
+        }
+        let name = Path::new(&sandbox.netns)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if kernel::netns::exists(&name) {
+            kernel::netns::ensure_deleted(&[&name])?;
+        }
+        let dir = self.sandbox_dir(id);
+        std::fs::remove_dir_all(&dir).map_err(|source| RuntimeError::State {
+            action: "removing",
+            path: dir,
+            source,
+        })
+    }
+}
+
+/// SIGTERM, a short grace, SIGKILL; then reap it if it is our child.
+fn stop_process(pid: u32) {
+    let pid = pid as i32;
+    if kernel::procs::alive(pid) {
+        kernel::procs::terminate(&[pid], Duration::from_secs(2));
+    }
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
+}
+
+/// The first IP of a CNI result, without its prefix length.
+pub fn pod_ip(result: &Value) -> Option<String> {
+    let address = result["ips"].as_array()?.first()?["address"].as_str()?;
+    Some(address.split('/').next()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ip_is_the_first_address_of_the_result() {
+        let result = json!({"cniVersion":"1.0.0","ips":[{"address":"10.244.1.7/24","gateway":"10.244.1.1"}]});
+        assert_eq!(pod_ip(&result).as_deref(), Some("10.244.1.7"));
+        assert_eq!(pod_ip(&json!({})), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! `knetsim shim --lab <lab> --container-dir <dir>`: the parent of one container process, as
+//! containerd-shim is. It joins the container to its pod's namespaces, writes the CRI log
+//! (`<RFC 3339 time> stdout|stderr F <line>`, the format `kubectl logs` reads on a real node),
+//! and records the process's pid and, when it ends, its exit, so the kubelet can be restarted
+//! at any time without losing either.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+
+use crate::runtime::{read_container, ExitRecord, Runtime};
+
+/// A container's view: the pause process's network, UTS and IPC namespaces, and its own
+/// mounts (volumes) in a new mount namespace.
+pub fn container_namespaces(
+    pause_pid: u32,
+    mounts: &[crate::runtime::Mount],
+    workdir: Option<&Path>,
+) -> kernel::Result<kernel::netns::Enter> {
+    let ns = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
+    let mut enter =
+        kernel::netns::Enter::from_paths(Path::new(&ns("net")), Some(Path::new(&ns("uts"))))?
+            .with_ipc(Path::new(&ns("ipc")))?;
+    for mount in mounts {
+        enter = enter.with_bind(&mount.host_path, &mount.container_path, mount.readonly)?;
+    }
+    if let Some(dir) = workdir {
+        enter = enter.with_workdir(dir)?;
+    }
+    Ok(enter)
+}
+
+/// Every namespace of a running container process, mounts included (for exec).
+pub fn process_namespaces(pid: u32) -> kernel::Result<kernel::netns::Enter> {
+    let ns = |kind: &str| format!("/proc/{pid}/ns/{kind}");
+    kernel::netns::Enter::from_paths(Path::new(&ns("net")), Some(Path::new(&ns("uts"))))?
+        .with_ipc(Path::new(&ns("ipc")))?
+        .joining_mounts(Path::new(&ns("mnt")))
+}
+
+/// The environment a container starts with: what an image would give, then its own.
+fn container_env(hostname: &str, env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = vec![
+        (
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ),
+        ("HOSTNAME".to_string(), hostname.to_string()),
+        ("HOME".to_string(), "/root".to_string()),
+    ];
+    all.extend(env.iter().cloned());
+    all
+}
+
+pub fn run(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
+    let result = start_and_wait(runtime, dir);
+    if let Err(error) = &result {
+        // The runtime reports this as the reason the container did not start.
+        let _ = std::fs::write(dir.join("shim.error"), format!("{error:#}\n"));
+        let exit = ExitRecord {
+            exit_code: 128,
+            signal: None,
+            finished_at: crate::now_ms(),
+        };
+        let _ = write_atomic(&dir.join("exit.json"), &serde_json::to_vec(&exit)?);
+    }
+    result
+}
+
+fn start_and_wait(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let container = read_container(dir)?;
+    let sandbox = runtime.pod_sandbox_status(&container.sandbox_id)?;
+    let pause = crate::runtime::pause_pid(runtime, &container.sandbox_id)?;
+    let config = &container.config;
+    let enter = container_namespaces(pause, &config.mounts, config.working_dir.as_deref())?;
+    if let Some(parent) = config.log_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.log_path)
+        .with_context(|| format!("opening {}", config.log_path.display()))?;
+    let log = Arc::new(Mutex::new(log));
+
+    let mut command = std::process::Command::new(&config.argv[0]);
+    command
+        .args(&config.argv[1..])
+        .env_clear()
+        .envs(container_env(&sandbox.config.hostname, &config.env))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: `enter` makes only system calls.
+    unsafe {
+        command.pre_exec(move || enter.enter());
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{}`", config.argv[0]))?;
+    write_atomic(
+        &dir.join("pid"),
+        format!("{} {}\n", child.id(), crate::now_ms()).as_bytes(),
+    )?;
+
+    let copiers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .zip(["stdout", "stderr"])
+    .filter_map(|(stream, name)| Some((stream?, name)))
+    .map(|(stream, name)| {
+        let log = log.clone();
+        std::thread::spawn(move || copy_lines(stream, name, &log))
+    })
+    .collect();
+    let status = child.wait()?;
+    for copier in copiers {
+        let _ = copier.join();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let exit = ExitRecord {
+        exit_code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        signal: status.signal(),
+        finished_at: crate::now_ms(),
+    };
+    write_atomic(&dir.join("exit.json"), &serde_json::to_vec(&exit)?)?;
+    Ok(())
+}
+
+/// Copy one stream into the CRI log, a line at a time.
+fn copy_lines(stream: Box<dyn Read + Send>, name: &str, log: &Mutex<std::fs::File>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let (text, tag) = match line.strip_suffix(b"\n") {
+                    Some(text) => (text, "F"),
+                    None => (&line[..], "P"), // the stream ended mid-line
+                };
+                let entry = cri_log_line(&now_rfc3339(), name, tag, text);
+                if let Ok(mut file) = log.lock() {
+                    let _ = file.write_all(&entry);
+                }
+            }
+        }
+    }
+}
+
+/// `2026-11-23T20:07:22.192079000Z stdout F hello`
+pub fn cri_log_line(time: &str, stream: &str, tag: &str, text: &[u8]) -> Vec<u8> {
+    let mut entry = format!("{time} {stream} {tag} ").into_bytes();
+    entry.extend_from_slice(text);
+    entry.push(b'\n');
+    entry
+}
+
+/// The current time as RFC 3339 with nanoseconds, in UTC.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_in_the_cri_format() {
+        let line = cri_log_line("2026-11-23T20:07:22.192079000Z", "stdout", "F", b"hello");
+        assert_eq!(line, b"2026-11-23T20:07:22.192079000Z stdout F hello\n");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_nanoseconds() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), "2026-11-23T20:07:22.192079000Z".len(), "{now}");
+        assert!(
+            now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T",
+            "{now}"
+        );
+    }
+
+    #[test]
+    fn image_environment_comes_first_and_the_pod_can_override_it() {
+        let env = container_env("web", &[("PATH".into(), "/custom".into())]);
+        assert_eq!(env[1], ("HOSTNAME".to_string(), "web".to_string()));
+        assert_eq!(
+            env.last().unwrap(),
+            &("PATH".to_string(), "/custom".to_string())
+        );
+    }
+}
