@@ -20,5 +20,8 @@ show knetsim exec c0/w1 -- ping -c1 -W2 172.20.0.12
 show knetsim exec c0/w1 -- ping -c1 -W2 172.20.1.11
 show knetsim exec c0/w1 -- ip route
 show knetsim etcdctl c0 -- endpoint health
+show knetsim etcdctl c0 -- get --prefix --keys-only /coreos.com/network/subnets
+show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 get namespaces
+show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c1 get services -A
 echo
 echo "The lab is up. Explore it with the commands above; remove it with: knetsim down"

@@ -236,13 +236,14 @@ fn flannel_host_gw_routes_via_node_addresses() {
         config.to_str().unwrap(),
     ]));
     let lab = Lab { name };
-    let routes = ok(lab.exec("c0/w1", &["ip", "route"]));
-    for peer in ["172.20.0.2", "172.20.0.12"] {
-        assert!(
-            routes.contains(&format!(" via {peer} dev eth0")),
-            "{routes}"
-        );
-    }
+    // Routes follow the other nodes' leases as the watch delivers them.
+    let routed = eventually(Duration::from_secs(10), || {
+        let routes = stdout(&lab.exec("c0/w1", &["ip", "route"]));
+        ["172.20.0.2", "172.20.0.12"]
+            .iter()
+            .all(|peer| routes.contains(&format!(" via {peer} dev eth0")))
+    });
+    assert!(routed, "{}", stdout(&lab.exec("c0/w1", &["ip", "route"])));
     assert!(!lab
         .exec("c0/w1", &["ip", "link", "show", "flannel.1"])
         .status
@@ -401,7 +402,7 @@ fn bad_names_and_unknown_nodes_are_clear_errors() {
     );
     let output = lab.run(&["logs", "c0/cp", "nginx"]);
     assert!(
-        stderr(&output).contains("processes with logs there: etcd flannel"),
+        stderr(&output).contains("processes with logs there: apiserver etcd flannel"),
         "{}",
         stderr(&output)
     );

@@ -73,6 +73,8 @@ enum Command {
     Supervise,
     /// The flannel daemon of one node (started by the supervisor, flanneld's flags).
     Flannel(FlannelArgs),
+    /// The API server of one cluster (started by the supervisor, kube-apiserver's flags).
+    Apiserver(ApiserverArgs),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -143,6 +145,38 @@ enum CrictlVerb {
     },
     /// Print a container's log (the CRI log file).
     Logs { id: String },
+}
+
+#[derive(clap::Args)]
+struct ApiserverArgs {
+    /// The cluster this server belongs to (names the process in `ps`).
+    #[arg(long)]
+    cluster: String,
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd_servers: Vec<String>,
+    /// Serve on this address (and on 127.0.0.1 of the same namespace).
+    #[arg(long)]
+    bind_address: std::net::Ipv4Addr,
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// The address the `kubernetes` Service's endpoints point at.
+    #[arg(long)]
+    advertise_address: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// NodePorts, `30000-32767`.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    #[arg(long)]
+    client_ca_file: PathBuf,
+    /// An inherited listening socket to serve as well (the supervisor passes one bound in the
+    /// machine's own namespace, for kubectl).
+    #[arg(long)]
+    listener_fd: Vec<i32>,
 }
 
 #[derive(clap::Args)]
@@ -247,9 +281,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Kubeconfig => {
             lab::read_plan(lab)?;
-            anyhow::bail!(
-                "lab {lab} has no kubeconfig: this build has no API server yet (it comes with the API server issue)"
-            );
+            let path = lab::paths::LabPaths::new(lab).kubeconfig();
+            if !path.exists() {
+                anyhow::bail!(
+                    "lab {lab} has no kubeconfig yet ({} is missing): is `up` still running?",
+                    path.display()
+                );
+            }
+            println!("{}", path.display());
         }
         Command::Bench {
             what:
@@ -326,6 +365,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kubelet_lite::shim::run(&runtime, &container_dir)?;
         }
         Command::Pause { .. } => kubelet_lite::pause::run(),
+        Command::Apiserver(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, "apiserver starting");
+            let config = apiserver_config(args)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(apiserver::run(config, shutdown_signal()))?;
+        }
         Command::Flannel(args) => {
             init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "flannel starting");
@@ -343,6 +389,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// kube-apiserver's flags to the library's configuration.
+fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
+    use std::os::fd::FromRawFd;
+    let mut config = apiserver::Config::new(
+        args.etcd_servers,
+        apiserver::TlsFiles {
+            cert: args.tls_cert_file,
+            key: args.tls_private_key_file,
+            client_ca: args.client_ca_file,
+        },
+    );
+    config.listen = vec![
+        (args.bind_address, args.secure_port).into(),
+        (std::net::Ipv4Addr::LOCALHOST, args.secure_port).into(),
+    ];
+    for fd in args.listener_fd {
+        // SAFETY: the supervisor passes a listening socket it opened for us under this number;
+        // nothing else in this process owns it.
+        config
+            .listeners
+            .push(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+    }
+    config.service_cidr = args.service_cluster_ip_range;
+    let (low, high) = args
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.parse::<u16>().ok()?, h.parse::<u16>().ok()?)))
+        .filter(|(l, h)| l <= h)
+        .ok_or_else(|| anyhow::anyhow!("--service-node-port-range must look like 30000-32767"))?;
+    config.node_port_range = low..=high;
+    config.advertise_address = args
+        .advertise_address
+        .map(|address| (address, args.secure_port).into());
+    Ok(config)
 }
 
 /// The `flannel` CNI plugin: environment and stdin in, result or error JSON out.

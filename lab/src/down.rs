@@ -65,6 +65,15 @@ pub fn down(lab: &str, progress: &Progress) -> anyhow::Result<DownReport> {
     })?;
 
     progress.step(|| {
+        // Never a reason to leave the rest of the lab behind: say it and go on.
+        let done = match crate::access::remove_user_entries(lab) {
+            Ok(removed) => format!("removed {removed} entries from the user's kubeconfig"),
+            Err(e) => format!("left the user's kubeconfig as it is: {e:#}"),
+        };
+        Ok::<_, anyhow::Error>(((), done))
+    })?;
+
+    progress.step(|| {
         match std::fs::remove_dir_all(&paths.root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(

@@ -5,6 +5,7 @@
 //! the plan's processes running on their nodes. [`up`] and [`down`] drive those steps, and
 //! [`status`] is what the supervisor reports back. Everything on disk lives under [`paths`].
 
+pub mod access;
 pub mod bench;
 pub mod down;
 pub mod exec;

@@ -11,6 +11,8 @@
 //!   ns/<cluster>-<node>.uts   the node's UTS namespace (bind mount)
 //!   nodes/<cluster>-<node>/   the node's own /run/flannel, /etc/cni/net.d, /var/lib/cni
 //!   <cluster>/etcd/     etcd's data
+//!   pki/                the lab's CA, API server and client certificates
+//!   kubeconfig          one context per cluster
 //! ```
 
 use std::path::PathBuf;
@@ -64,6 +66,14 @@ impl LabPaths {
     pub fn node_path(&self, cluster: &str, node: &str, path: &str) -> PathBuf {
         self.node_root(cluster, node)
             .join(path.trim_start_matches('/'))
+    }
+    /// The lab's CA and the certificates issued from it.
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+    /// The lab's kubeconfig: one context per cluster, named after it.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.root.join("kubeconfig")
     }
     pub fn flannel_config(&self) -> PathBuf {
         self.root.join("flannel-network-config.json")

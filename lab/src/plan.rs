@@ -60,6 +60,10 @@ pub struct ClusterPlan {
     pub pod_network: Ipv4Net,
     pub service_network: Ipv4Net,
     pub nodes: Vec<NodePlan>,
+    /// The port of `127.0.0.1` in the machine's own namespace where kubectl reaches this
+    /// cluster's API server; chosen free by `up` (0 until then).
+    #[serde(default)]
+    pub api_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +115,9 @@ pub struct ProcessSpec {
     pub program: Program,
     pub args: Vec<String>,
     pub ready: Readiness,
+    /// A port of `127.0.0.1` in the machine's own namespace that the supervisor binds and
+    /// hands over (as `--listener-fd=N`): how kubectl outside the lab reaches a server inside.
+    pub root_listener: Option<u16>,
 }
 
 /// What a process runs.
@@ -138,6 +145,8 @@ pub enum Readiness {
         path: String,
         body_contains: String,
     },
+    /// A TCP connection to `127.0.0.1:<port>` is accepted.
+    TcpConnect(u16),
     /// The process has written the file (as seen from the root namespace) since it started,
     /// e.g. flannel's `subnet.env`: an old copy from before a restart does not count.
     FileWritten(PathBuf),
@@ -177,6 +186,7 @@ impl LabPlan {
                     pod_network: cluster.pod_network.0,
                     service_network: cluster.service_network.0,
                     nodes,
+                    api_port: 0,
                 }
             })
             .collect();
@@ -220,6 +230,7 @@ impl LabPlan {
         let mut processes = Vec::new();
         for cluster in &self.clusters {
             processes.push(etcd(cluster, paths.etcd_data(&cluster.name)));
+            processes.push(apiserver(&self.lab, cluster, paths));
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
             }
@@ -272,6 +283,43 @@ fn etcd(cluster: &ClusterPlan, data_dir: PathBuf) -> ProcessSpec {
             path: "/health".into(),
             body_contains: "\"health\":\"true\"".into(),
         },
+        root_listener: None,
+    }
+}
+
+/// The API server's port on the control-plane node, as kube-apiserver's.
+pub const API_SECURE_PORT: u16 = 6443;
+
+/// The API server of a cluster, on its control-plane node, with kube-apiserver's flags.
+fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec {
+    let cp = cluster.control_plane();
+    let pki = |file: &str| paths.pki().join(file).display().to_string();
+    ProcessSpec {
+        name: "apiserver".into(),
+        cluster: cluster.name.clone(),
+        node: cp.name.clone(),
+        program: Program::Knetsim,
+        args: vec![
+            "apiserver".into(),
+            format!("--lab={lab}"),
+            format!("--cluster={}", cluster.name),
+            format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+            format!("--bind-address={}", cp.address),
+            format!("--secure-port={API_SECURE_PORT}"),
+            format!("--advertise-address={}", cp.address),
+            format!("--service-cluster-ip-range={}", cluster.service_network),
+            format!(
+                "--tls-cert-file={}",
+                pki(&format!("{}-apiserver.crt", cluster.name))
+            ),
+            format!(
+                "--tls-private-key-file={}",
+                pki(&format!("{}-apiserver.key", cluster.name))
+            ),
+            format!("--client-ca-file={}", pki("ca.crt")),
+        ],
+        ready: Readiness::TcpConnect(API_SECURE_PORT),
+        root_listener: Some(cluster.api_port),
     }
 }
 
@@ -296,6 +344,7 @@ fn flannel(lab: &str, cluster: &ClusterPlan, node: &NodePlan, paths: &LabPaths) 
             "--ip-masq".into(),
             format!("--subnet-file={FLANNEL_SUBNET_FILE}"),
         ],
+        root_listener: None,
         ready: Readiness::FileWritten(paths.node_path(
             &node.cluster,
             &node.name,
@@ -367,16 +416,32 @@ mod tests {
     }
 
     #[test]
-    fn one_etcd_per_cluster_and_flannel_on_every_node() {
-        let plan = default_plan();
+    fn control_plane_processes_and_flannel_on_every_node() {
+        let mut plan = default_plan();
+        plan.clusters[1].api_port = 41000;
         let paths = LabPaths::new("lab");
-        let ids: Vec<String> = plan.processes(&paths).iter().map(ProcessSpec::id).collect();
-        assert_eq!(ids[..2], ["c0/cp/etcd", "c0/cp/flannel"]);
-        assert_eq!(ids.iter().filter(|id| id.ends_with("/etcd")).count(), 2);
+        let processes = plan.processes(&paths);
+        let ids: Vec<String> = processes.iter().map(ProcessSpec::id).collect();
+        assert_eq!(ids[..3], ["c0/cp/etcd", "c0/cp/apiserver", "c0/cp/flannel"]);
         assert_eq!(ids.iter().filter(|id| id.ends_with("/flannel")).count(), 8);
-        let etcd = &plan.processes(&paths)[5];
+        let by_id = |id: &str| processes.iter().find(|p| p.id() == id).unwrap();
+        let etcd = by_id("c1/cp/etcd");
         assert!(etcd
             .args
             .contains(&"--advertise-client-urls=http://172.20.1.2:2379".to_string()));
+        let apiserver = by_id("c1/cp/apiserver");
+        assert!(apiserver
+            .args
+            .contains(&"--bind-address=172.20.1.2".to_string()));
+        assert_eq!(apiserver.root_listener, Some(41000));
+        assert_eq!(apiserver.ready, Readiness::TcpConnect(API_SECURE_PORT));
+        let flannel = by_id("c1/w2/flannel");
+        assert!(flannel
+            .args
+            .contains(&"--etcd-endpoints=http://172.20.1.2:2379".to_string()));
+        assert_eq!(
+            flannel.ready,
+            Readiness::FileWritten("/tmp/knetsim/lab/nodes/c1-w2/run/flannel/subnet.env".into())
+        );
     }
 }

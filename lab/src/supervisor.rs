@@ -214,22 +214,44 @@ fn start(
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
     let stderr = stdout.try_clone()?;
+    // A listener in the machine's own namespace, bound here (the supervisor runs there) and
+    // inherited by the child, which serves it from inside its node.
+    let root_listener = match spec.root_listener {
+        Some(port) => Some(
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+                .with_context(|| format!("binding 127.0.0.1:{port} for {}", spec.id()))?,
+        ),
+        None => None,
+    };
+    let inherited_fd = root_listener.as_ref().map(|l| {
+        use std::os::fd::AsRawFd;
+        l.as_raw_fd()
+    });
     let mut command = tokio::process::Command::new(program);
     command
         .args(&spec.args)
+        .args(inherited_fd.map(|fd| format!("--listener-fd={fd}")))
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    // SAFETY: the hook only makes system calls (setns, unshare, mount, setsid); it allocates
-    // nothing and takes no lock, as code between fork and exec must.
+    // SAFETY: the hook only makes system calls (setns, unshare, mount, setsid, fcntl); it
+    // allocates nothing and takes no lock, as code between fork and exec must.
     unsafe {
         command.pre_exec(move || {
             enter.enter()?;
             nix::unistd::setsid()?;
+            if let Some(fd) = inherited_fd {
+                // Keep the listener open across exec.
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    Ok(command.spawn()?)
+    let child = command.spawn()?;
+    drop(root_listener);
+    Ok(child)
 }
 
 /// SIGTERM the process group, SIGKILL it after the grace period.
@@ -274,6 +296,13 @@ pub fn probe(ready: &Readiness, netns: &str, started: std::time::SystemTime) -> 
             let (port, path, expected) = (*port, path.clone(), body_contains.clone());
             kernel::netns::run_in(netns, move || http_get_contains(port, &path, &expected))
                 .unwrap_or(false)
+        }
+        Readiness::TcpConnect(port) => {
+            let address = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+            kernel::netns::run_in(netns, move || {
+                TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok()
+            })
+            .unwrap_or(false)
         }
         Readiness::FileWritten(path) => std::fs::metadata(path)
             .and_then(|m| m.modified())

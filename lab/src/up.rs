@@ -91,7 +91,8 @@ pub fn up(lab: &str, options: &UpOptions, progress: &Progress) -> anyhow::Result
         let flannel_config = load_flannel_config(options.flannel_config.as_deref())?;
         preflight(lab)?;
         refuse_existing(lab)?;
-        let plan = LabPlan::new(lab, &topology);
+        let mut plan = LabPlan::new(lab, &topology);
+        assign_api_ports(&mut plan)?;
         let summary = format!(
             "checked topology, privileges and binaries ({} clusters, {} nodes)",
             plan.clusters.len(),
@@ -116,6 +117,21 @@ pub fn up(lab: &str, options: &UpOptions, progress: &Progress) -> anyhow::Result
             }
         }
     }
+}
+
+/// A free port of `127.0.0.1` per cluster, for kubectl. The kernel picks it; the supervisor
+/// binds it again at once, so another program taking it in between is unlikely.
+fn assign_api_ports(plan: &mut LabPlan) -> anyhow::Result<()> {
+    let probes: Vec<std::net::TcpListener> = plan
+        .clusters
+        .iter()
+        .map(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<_, _>>()
+        .context("finding free loopback ports for the API servers")?;
+    for (cluster, probe) in plan.clusters.iter_mut().zip(&probes) {
+        cluster.api_port = probe.local_addr()?.port();
+    }
+    Ok(())
 }
 
 fn refuse_existing(lab: &str) -> anyhow::Result<()> {
@@ -191,6 +207,16 @@ fn build(
             format!("addressed and routed {} nodes{note}", plan.nodes().count()),
         ))
     })?;
+    progress.step(|| {
+        crate::access::issue_certificates(plan, paths)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!(
+                "issued the lab's CA and certificates in {}",
+                paths.pki().display()
+            ),
+        ))
+    })?;
     let pid = progress.step(|| {
         let pid = start_supervisor(&plan.lab, paths)?;
         Ok::<_, anyhow::Error>((pid, format!("started the supervisor (pid {pid})")))
@@ -219,6 +245,17 @@ fn build(
                 "{} processes ready (flannel has a lease on every node)",
                 ready.len()
             ),
+        ))
+    })?;
+    progress.step(|| {
+        let user = crate::access::write_kubeconfigs(plan, paths)?;
+        let merged = match user {
+            Some(path) => format!(", contexts knetsim-{}-* in {}", plan.lab, path.display()),
+            None => String::new(),
+        };
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("wrote {}{merged}", paths.kubeconfig().display()),
         ))
     })?;
     Ok(pid)
@@ -378,9 +415,10 @@ pub fn next_steps(report: &UpReport) -> String {
     };
     let cluster = &plan.clusters[0].name;
     format!(
-        "lab {} is up in {:.2} s. Next:\n  knetsim status{lab}\n  knetsim exec{lab} {} -- ping -c1 {}\n  knetsim etcdctl{lab} {cluster} -- endpoint health\n  knetsim shell{lab} {}\n  knetsim down{lab}",
+        "lab {} is up in {:.2} s. Next:\n  kubectl --context knetsim-{}-{cluster} get namespaces\n  knetsim status{lab}\n  knetsim exec{lab} {} -- ping -c1 {}\n  knetsim etcdctl{lab} {cluster} -- endpoint health\n  knetsim shell{lab} {}\n  knetsim down{lab}",
         plan.lab,
         report.elapsed.as_secs_f64(),
+        plan.lab,
         from.id(),
         to.address,
         from.id(),

@@ -34,12 +34,27 @@ pub fn lab_name(tag: &str) -> String {
     format!("{tag}{}", std::process::id())
 }
 
+/// `knetsim ARGS…`. Each lab merges its contexts into a user kubeconfig of its own (never
+/// the real `~/.kube/config`), so parallel tests do not write one file at once.
 pub fn knetsim(args: &[&str]) -> Output {
+    let lab = args
+        .windows(2)
+        .find(|pair| pair[0] == "--lab")
+        .map(|pair| pair[1])
+        .unwrap_or("none");
     Command::new(KNETSIM)
         .args(args)
         .env_remove("KNETSIM_LAB")
+        .env("KUBECONFIG", user_kubeconfig(lab))
         .output()
         .expect("the knetsim binary runs")
+}
+
+/// The user kubeconfig the tests give `lab`.
+pub fn user_kubeconfig(lab: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("knetsim-tests-{}", std::process::id()))
+        .join(format!("kubeconfig-{lab}"))
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -91,6 +106,19 @@ impl Lab {
         let mut all = vec![*command, "--lab", self.name.as_str()];
         all.extend_from_slice(rest);
         knetsim(&all)
+    }
+
+    /// The real kubectl against this lab's kubeconfig and the context of `cluster`.
+    pub fn kubectl(&self, cluster: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg(format!(
+                "--kubeconfig=/tmp/knetsim/{}/kubeconfig",
+                self.name
+            ))
+            .arg(format!("--context={cluster}"))
+            .args(args)
+            .output()
+            .expect("kubectl runs")
     }
 
     /// `knetsim exec --lab <lab> <node> -- <command…>`.

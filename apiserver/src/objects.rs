@@ -1,0 +1,425 @@
+//! What the server does to an object on create and update, independent of HTTP: naming,
+//! system metadata, validation of names, the defaults kubectl users see, status
+//! subresource rules and generation.
+//!
+//! This is kube-apiserver's "strategy" layer (`PrepareForCreate`, `PrepareForUpdate`,
+//! `Validate`), kept to the parts that are visible to users and controllers. Everything is
+//! a pure function of JSON values so it is tested without a store.
+
+use serde_json::{json, Value};
+
+use crate::error::{target, AppError, FieldError};
+use crate::registry::{NameRule, ResourceInfo};
+use crate::storage::{meta_mut, meta_str};
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const LABEL1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+/// The RFC 3339 timestamp Kubernetes writes (seconds, UTC).
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// `now()` plus `secs` seconds: a Pod's deletionTimestamp is when its grace period ends.
+pub fn now_plus(secs: i64) -> String {
+    let t = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn is_label(s: &str, first_alpha: bool) -> bool {
+    let b = s.as_bytes();
+    let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    !b.is_empty()
+        && b.iter().all(ok_char)
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && (!first_alpha || b[0].is_ascii_lowercase())
+}
+
+/// Why `name` is not a valid name under `rule`; empty when it is.
+pub fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let (max, valid, msg) = match rule {
+        NameRule::Subdomain => (
+            253,
+            name.split('.').all(|l| is_label(l, false)),
+            SUBDOMAIN_MSG,
+        ),
+        NameRule::Label => (63, is_label(name, false), LABEL_MSG),
+        NameRule::Label1035 => (63, is_label(name, true), LABEL1035_MSG),
+        NameRule::PathSegment => (
+            usize::MAX,
+            !(name == "." || name == ".." || name.contains('/') || name.contains('%')),
+            "may not be '.' or '..' and may not contain '/' or '%'",
+        ),
+    };
+    if name.len() > max {
+        errs.push(format!("must be no more than {max} characters"));
+    }
+    if !valid {
+        errs.push(msg.to_string());
+    }
+    errs
+}
+
+/// 5 characters from the alphabet Kubernetes uses for `generateName` (no vowels).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4().as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Check kind/apiVersion of a body against the URL's resource, filling them if absent.
+pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), AppError> {
+    if !obj.is_object() {
+        return Err(AppError::BadRequest(
+            "the body of the request must be a JSON or YAML object".into(),
+        ));
+    }
+    let api_version = r.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != api_version => {
+            return Err(AppError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )))
+        }
+        Some(_) => {}
+        None => obj["apiVersion"] = api_version.into(),
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if k != r.kind => {
+            return Err(AppError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )))
+        }
+        Some(_) => {}
+        None => obj["kind"] = r.kind.into(),
+    }
+    Ok(())
+}
+
+/// Make the object's namespace agree with the URL's.
+pub fn check_namespace(
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    obj: &mut Value,
+) -> Result<(), AppError> {
+    let meta = meta_mut(obj);
+    if !r.namespaced {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    let Some(ns) = ns else {
+        return Err(AppError::BadRequest(
+            "the namespace of the provided object is required for this request".into(),
+        ));
+    };
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(x) if !x.is_empty() && x != ns => Err(AppError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        )),
+        _ => {
+            meta.insert("namespace".into(), ns.into());
+            Ok(())
+        }
+    }
+}
+
+/// Name, system metadata and defaults for a new object (`PrepareForCreate` + `Validate`).
+pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) -> Result<(), AppError> {
+    let meta = meta_mut(obj);
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+            if !prefix.is_empty() {
+                name = format!("{prefix}{}", random_suffix());
+                meta.insert("name".into(), name.clone().into());
+            }
+        }
+    }
+    if name.is_empty() {
+        return Err(AppError::Invalid(
+            target(r.group, r.kind, ""),
+            vec![FieldError {
+                field: "metadata.name".into(),
+                reason: "FieldValueRequired",
+                message: "Required value: name or generateName is required".into(),
+            }],
+        ));
+    }
+    let causes: Vec<FieldError> = name_errors(r.name_rule, &name)
+        .into_iter()
+        .map(|m| FieldError {
+            field: "metadata.name".into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: \"{name}\": {m}"),
+        })
+        .collect();
+    if !causes.is_empty() {
+        return Err(AppError::Invalid(target(r.group, r.kind, &name), causes));
+    }
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    ] {
+        meta.remove(k);
+    }
+    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    meta.insert("creationTimestamp".into(), now().into());
+    meta.insert("generation".into(), 1.into());
+    apply_defaults(r, obj, &name);
+    Ok(())
+}
+
+fn default(obj: &mut Value, pointer: &str, value: Value) {
+    let Some((parent, key)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let target = if parent.is_empty() {
+        Some(obj)
+    } else {
+        obj.pointer_mut(parent)
+    };
+    if let Some(Value::Object(m)) = target {
+        m.entry(key.to_string()).or_insert(value);
+    }
+}
+
+/// The defaults a real cluster fills in and that users look at.
+fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
+    match (r.group, r.kind) {
+        ("", "Namespace") => {
+            default(obj, "/metadata/labels", json!({}));
+            if let Some(Value::Object(l)) = obj.pointer_mut("/metadata/labels") {
+                l.insert("kubernetes.io/metadata.name".into(), name.into());
+            }
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "Pod") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/restartPolicy", "Always".into());
+            default(obj, "/spec/dnsPolicy", "ClusterFirst".into());
+            default(obj, "/spec/schedulerName", "default-scheduler".into());
+            default(obj, "/spec/terminationGracePeriodSeconds", 30.into());
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        ("", "Service") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/type", "ClusterIP".into());
+            default(obj, "/spec/sessionAffinity", "None".into());
+            default(obj, "/spec/internalTrafficPolicy", "Cluster".into());
+            if let Some(Value::Array(ports)) = obj.pointer_mut("/spec/ports") {
+                for p in ports.iter_mut().filter(|p| p.is_object()) {
+                    default(p, "/protocol", "TCP".into());
+                    if let Some(port) = p.get("port").cloned() {
+                        default(p, "/targetPort", port);
+                    }
+                }
+            }
+            obj["status"] = json!({"loadBalancer": {}});
+        }
+        ("apps", "Deployment") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/replicas", 1.into());
+            default(obj, "/spec/revisionHistoryLimit", 10.into());
+            default(obj, "/spec/progressDeadlineSeconds", 600.into());
+            default(
+                obj,
+                "/spec/strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            obj["status"] = json!({});
+        }
+        ("apps", "ReplicaSet" | "StatefulSet") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/replicas", 1.into());
+            obj["status"] = json!({"replicas": 0});
+        }
+        ("apps", "DaemonSet") | ("batch", _) => obj["status"] = json!({}),
+        ("networking.k8s.io", "Ingress") => obj["status"] = json!({"loadBalancer": {}}),
+        _ => {}
+    }
+}
+
+/// Everything but metadata and status: what `generation` counts changes of.
+fn spec_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Value::Object(m) = &mut v {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// Merge an update into the current object (`PrepareForUpdate`): system metadata is kept,
+/// status changes only through `/status`, and `generation` counts spec changes.
+pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option<&str>) -> Value {
+    let mut out = if sub == Some("status") {
+        let mut out = current.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        out
+    } else {
+        let mut out = new;
+        if r.has_status() {
+            match current.get("status") {
+                Some(s) => out["status"] = s.clone(),
+                None => {
+                    if let Value::Object(m) = &mut out {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        out
+    };
+    let cur_meta = current.get("metadata").cloned().unwrap_or(json!({}));
+    let meta = meta_mut(&mut out);
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match cur_meta.get(k) {
+            Some(v) => meta.insert(k.into(), v.clone()),
+            None => meta.remove(k),
+        };
+    }
+    meta.remove("managedFields");
+    if spec_part(current) != spec_part(&out) {
+        let g = meta_generation(current) + 1;
+        meta_mut(&mut out).insert("generation".into(), g.into());
+    }
+    out
+}
+
+fn meta_generation(v: &Value) -> i64 {
+    v.pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+}
+
+/// True when an object marked for deletion has no finalizers left and must go.
+pub fn ready_to_delete(obj: &Value) -> bool {
+    !meta_str(obj, "deletionTimestamp").is_empty() && !has_finalizers(obj)
+}
+
+pub fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// The `autoscaling/v1 Scale` view of a scalable object.
+pub fn to_scale(obj: &Value) -> Value {
+    let mut meta = serde_json::Map::new();
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = obj.pointer(&format!("/metadata/{k}")) {
+            meta.insert(k.into(), v.clone());
+        }
+    }
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| obj.pointer("/spec/selector"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
+           "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+           "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
+}
+
+/// Apply a Scale's `spec.replicas` to the object it scales.
+pub fn from_scale(current: &Value, scale: &Value) -> Result<Value, AppError> {
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            AppError::BadRequest("spec.replicas must be a non-negative integer".into())
+        })?;
+    let mut out = current.clone();
+    out["spec"]["replicas"] = json!(replicas);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::find;
+
+    #[test]
+    fn names() {
+        assert!(name_errors(NameRule::Subdomain, "a.b-c").is_empty());
+        assert_eq!(name_errors(NameRule::Subdomain, "Bad_Name").len(), 1);
+        assert!(!name_errors(NameRule::Label, "a.b").is_empty());
+        assert!(!name_errors(NameRule::Label1035, "1abc").is_empty());
+        assert_eq!(name_errors(NameRule::Label, &"a".repeat(64)).len(), 1);
+        assert!(name_errors(NameRule::PathSegment, "system:node").is_empty());
+        assert!(!name_errors(NameRule::PathSegment, "a/b").is_empty());
+    }
+
+    #[test]
+    fn create_and_update() {
+        let r = find("apps", "v1", "deployments").expect("deploy");
+        let mut o = json!({"metadata": {"generateName": "web-"}, "spec": {"template": {}}});
+        prepare_create(r, &mut o).expect("create");
+        assert!(meta_str(&o, "name").starts_with("web-"));
+        assert_eq!(meta_str(&o, "name").len(), 9);
+        assert_eq!(o.pointer("/spec/replicas"), Some(&json!(1)));
+        let mut new = o.clone();
+        new["status"] = json!({"replicas": 9});
+        let same = prepare_update(r, &o, new.clone(), None);
+        assert_eq!(same.pointer("/metadata/generation"), Some(&json!(1)));
+        assert_eq!(same.get("status"), Some(&json!({})));
+        new["spec"]["replicas"] = json!(3);
+        let up = prepare_update(r, &o, new.clone(), None);
+        assert_eq!(up.pointer("/metadata/generation"), Some(&json!(2)));
+        let st = prepare_update(r, &o, new, Some("status"));
+        assert_eq!(st.pointer("/status/replicas"), Some(&json!(9)));
+        assert_eq!(st.pointer("/spec/replicas"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn invalid_name_is_422() {
+        let r = find("", "v1", "configmaps").expect("cm");
+        let mut o = json!({"metadata": {"name": "Bad_Name"}});
+        match prepare_create(r, &mut o) {
+            Err(AppError::Invalid(t, c)) => {
+                assert_eq!(t.kind, "ConfigMap");
+                assert_eq!(c[0].field, "metadata.name");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The generic REST handler: every resource of `registry.rs` is routed here, and reads
+//! (get, list, and the response formats) are answered here; writes are in `write.rs`,
+//! watches in `watch.rs`.
+//!
+//! The path is parsed by hand (`/api/v1/namespaces/<ns>/<resource>/<name>/<sub>` and its
+//! variants) because the same shape serves every resource and `namespaces/<ns>/status`
+//! must be told apart from `namespaces/<ns>/<resource>`. Bodies are read whole, up to
+//! kube-apiserver's 3 MiB limit.
+
+use std::collections::HashMap;
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::backend::Kv;
+use crate::error::AppError;
+use crate::objects::to_scale;
+use crate::registry::{self, ResourceInfo};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::storage::{meta_str, ListQuery};
+use crate::{table, watch, write, AppState};
+
+/// Subresources this handler serves (the registry also names ones still to come).
+pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding"];
+
+/// kube-apiserver's limit on request bodies.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request's target, parsed from its path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    /// `?dryRun=All`: validate and answer, but write nothing.
+    pub dry_run: bool,
+}
+
+/// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target.
+pub fn parse_path(path: &str) -> Result<Target, AppError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(AppError::NoRoute),
+    };
+    let s = |x: &&str| Some(x.to_string());
+    let is_ns_sub = |x: &str| matches!(x, "status" | "finalize");
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", n, r] if !is_ns_sub(r) => (s(n), *r, None, None),
+        ["namespaces", n, r, name] => (s(n), *r, s(name), None),
+        ["namespaces", n, r, name, sub] => (s(n), *r, s(name), s(sub)),
+        [r] => (None, *r, None, None),
+        [r, name] => (None, *r, s(name), None),
+        [r, name, sub] => (None, *r, s(name), s(sub)),
+        _ => return Err(AppError::NoRoute),
+    };
+    let info = registry::find(group, version, plural).ok_or(AppError::NoRoute)?;
+    let wrong_scope = if info.namespaced {
+        ns.is_none() && name.is_some()
+    } else {
+        ns.is_some()
+    };
+    if wrong_scope {
+        return Err(AppError::NoRoute);
+    }
+    if let Some(sub) = &sub {
+        if !info.subresources.contains(&sub.as_str())
+            || !SERVED_SUBRESOURCES.contains(&sub.as_str())
+        {
+            return Err(AppError::NoRoute);
+        }
+    }
+    Ok(Target {
+        info,
+        namespace: ns,
+        name,
+        sub,
+        dry_run: false,
+    })
+}
+
+/// A JSON response, keys in Kubernetes order (`kind`, `apiVersion`, `metadata` first).
+pub fn json_response(code: StatusCode, v: Value) -> Response {
+    let mut body = crate::json::to_vec(&v);
+    body.push(b'\n');
+    let mut resp = (code, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Parse a JSON or YAML body into an object.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, AppError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let v: Value = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        crate::protobuf::decode(body)?
+    } else if ct.contains("yaml") {
+        serde_yaml::from_slice(body)
+            .map_err(|e| AppError::BadRequest(format!("error decoding YAML: {e}")))?
+    } else if ct.contains("json") || ct.is_empty() {
+        serde_json::from_slice(body)
+            .map_err(|e| AppError::BadRequest(format!("error decoding JSON: {e}")))?
+    } else {
+        return Err(AppError::UnsupportedMediaType(
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf".into(),
+        ));
+    };
+    if !v.is_object() {
+        return Err(AppError::BadRequest(
+            "Object 'Kind' is missing in the request body".into(),
+        ));
+    }
+    Ok(v)
+}
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+/// The entry point for every resource path.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
+    let (parts, body) = req.into_parts();
+    let mut t = parse_path(parts.uri.path())?;
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    t.dry_run = dry_run(&query);
+    let body = read_body(body).await?;
+    let h = &parts.headers;
+    let ns = t.namespace.as_deref();
+    match (&parts.method, t.name.as_deref()) {
+        (&Method::POST, Some(name)) if t.sub.as_deref() == Some("binding") => {
+            write::bind(&state, &t, name, h, &body).await
+        }
+        (_, Some(_)) if t.sub.as_deref() == Some("binding") => Err(AppError::MethodNotAllowed),
+        (&Method::GET, None) if is_watch(&query) => watch::serve(state, t, query, h).await,
+        (&Method::GET, None) => list(&state, &t, &query, h).await,
+        (&Method::GET, Some(name)) => {
+            let (obj, _) = get_existing(&state, &t, name).await?;
+            if t.sub.as_deref() == Some("scale") {
+                return Ok(json_response(StatusCode::OK, to_scale(&obj)));
+            }
+            Ok(render(t.info, obj, h, &query))
+        }
+        (&Method::POST, None) => write::create(&state, &t, ns, h, &body).await,
+        (&Method::PUT, Some(name)) => write::update(&state, &t, name, h, &body).await,
+        (&Method::PATCH, Some(name)) => write::patch_object(&state, &t, name, h, &body).await,
+        (&Method::DELETE, Some(name)) => write::delete(&state, &t, name, h, &body).await,
+        (&Method::DELETE, None) => write::delete_collection(&state, &t, &query, h).await,
+        _ => Err(AppError::MethodNotAllowed),
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, AppError> {
+    to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            AppError::TooLarge(MAX_BODY)
+        } else {
+            AppError::BadRequest(format!("error reading the request body: {e}"))
+        }
+    })
+}
+
+fn is_watch(q: &HashMap<String, String>) -> bool {
+    matches!(q.get("watch").map(String::as_str), Some("true" | "1"))
+}
+
+/// One object as JSON, or as a one-row Table when the client asks for one.
+fn render(info: &ResourceInfo, obj: Value, h: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    if table::wants_table(h) {
+        let rv = meta_str(&obj, "resourceVersion").to_string();
+        let t = table::to_table(info, &[obj], &rv, None, table::include_object(q));
+        return json_response(StatusCode::OK, t);
+    }
+    if table::wants_metadata(h) {
+        return json_response(StatusCode::OK, table::partial_metadata(&obj));
+    }
+    json_response(StatusCode::OK, obj)
+}
+
+pub(crate) async fn get_existing(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+) -> Result<(Value, Kv), AppError> {
+    state
+        .store
+        .get(t.info, t.namespace.as_deref(), name)
+        .await?
+        .ok_or_else(|| AppError::not_found(t.info.group, t.info.plural, name))
+}
+
+/// Parse the list options shared by list and watch.
+pub fn list_query(q: &HashMap<String, String>) -> Result<ListQuery, AppError> {
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    Ok(ListQuery {
+        labels: LabelSelector::parse(get("labelSelector")).map_err(AppError::BadRequest)?,
+        fields: FieldSelector::parse(get("fieldSelector")).map_err(AppError::BadRequest)?,
+        limit: get("limit").parse().unwrap_or(0),
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+async fn list(
+    state: &AppState,
+    t: &Target,
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+) -> Result<Response, AppError> {
+    let lq = list_query(q)?;
+    let page = state
+        .store
+        .list(t.info, t.namespace.as_deref(), &lq)
+        .await?;
+    let rv = page.revision.to_string();
+    if table::wants_table(h) {
+        let tbl = table::to_table(
+            t.info,
+            &page.items,
+            &rv,
+            page.continue_token.as_deref(),
+            table::include_object(q),
+        );
+        return Ok(json_response(StatusCode::OK, tbl));
+    }
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = page.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    if table::wants_metadata(h) {
+        let items: Vec<Value> = page.items.iter().map(table::partial_metadata).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
+    }
+    let items: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|mut o| {
+            // Items of a typed list carry no kind/apiVersion on the wire.
+            if let Value::Object(m) = &mut o {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            o
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"kind": t.info.list_kind(), "apiVersion": t.info.api_version(), "metadata": meta, "items": items}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let t = parse_path("/api/v1/namespaces/d/pods/p/status").expect("pod status");
+        assert_eq!(t.info.plural, "pods");
+        assert_eq!(t.namespace.as_deref(), Some("d"));
+        assert_eq!(t.sub.as_deref(), Some("status"));
+        let t = parse_path("/api/v1/namespaces/d/status").expect("ns status");
+        assert_eq!(t.info.plural, "namespaces");
+        assert_eq!(t.name.as_deref(), Some("d"));
+        let t = parse_path("/apis/apps/v1/deployments").expect("all deploys");
+        assert!(t.namespace.is_none() && t.name.is_none());
+        assert!(parse_path("/api/v1/nodes/n/exec").is_err());
+        assert!(parse_path("/apis/apps/v1/namespaces/d/nope").is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! HTTPS with client-certificate authentication, as kube-apiserver does it.
+//!
+//! The TLS handshake accepts clients with or without a certificate (a certificate, when
+//! sent, must chain to the lab CA); who the client is gets decided afterwards, per request,
+//! by `require_user`, so an anonymous client receives a proper 401 `Status` rather than a
+//! failed handshake. The user is the certificate's CN and its groups are the O values.
+//!
+//! Handshakes run in their own tasks and finished connections are handed to axum through
+//! a channel, so one slow client cannot stall `accept`. The listener's address type is
+//! `Peer`, so axum's `ConnectInfo<Peer>` carries the user into each request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::AppError;
+
+/// PEM files the server needs.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Serving certificate (chain) and its key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that signs client certificates.
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("invalid client CA {path}: {source}")]
+    ClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build the client certificate verifier: {0}")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("invalid serving certificate or key: {0}")]
+    Config(#[source] rustls::Error),
+}
+
+/// Who sent a request, as proven by its client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// One accepted connection: where from, and who (if a certificate was sent).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub user: Option<UserInfo>,
+}
+
+/// The rustls configuration: our certificate, optional client certificates from the CA.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let read_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| TlsError::Read { path, source }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(read_err(&files.cert))?
+        .collect::<Result<_, _>>()
+        .map_err(read_err(&files.cert))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(read_err(&files.key))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&files.client_ca).map_err(read_err(&files.client_ca))? {
+        roots
+            .add(ca.map_err(read_err(&files.client_ca))?)
+            .map_err(|source| TlsError::ClientCa {
+                path: files.client_ca.clone(),
+                source,
+            })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(TlsError::Verifier)?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Config)?;
+    // HTTP/1.1 only: watches stream fine over chunked encoding, and it keeps the build lean.
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// CN and O values of a DER certificate.
+pub fn user_from_cert(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    Some(UserInfo { name, groups })
+}
+
+/// A TCP listener that yields finished TLS connections.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let (sock, addr) = tokio::select! {
+                    r = tcp.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = tx.closed() => return,
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(sock),
+                    );
+                    match hs.await {
+                        Ok(Ok(stream)) => {
+                            let user = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| user_from_cert(c));
+                            let _ = tx.send((stream, Peer { addr, user })).await;
+                        }
+                        // A client that fails the handshake is its own problem.
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, local })
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(x) => x,
+            // The accept task only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer {
+            addr: self.local,
+            user: None,
+        })
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Reject requests without a verified user (401), except health checks.
+pub async fn require_user(mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return next.run(req).await;
+    }
+    let from_tls = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|c| c.0.user.clone());
+    // In-process tests insert a UserInfo directly.
+    let user = from_tls.or_else(|| req.extensions().get::<UserInfo>().cloned());
+    match user {
+        Some(u) => {
+            req.extensions_mut().insert(u);
+            next.run(req).await
+        }
+        None => AppError::Unauthorized.into_response(),
+    }
+}

@@ -1,0 +1,428 @@
+//! The writing verbs of the generic REST handler: create, update (PUT), patch, delete and
+//! deletecollection, for every resource.
+//!
+//! Each is a short pipeline: decode → check (type, namespace, name, preconditions) →
+//! prepare (`objects.rs`) → allocate (`services.rs`, Services only) → conditional write
+//! (`storage.rs`). An explicit stale `resourceVersion` is a 409; a race between two writers
+//! is retried for PATCH, as kube-apiserver does. `?dryRun=All` runs everything but the write.
+//! Server-side apply (`application/apply-patch+yaml`) is approximated: it creates the
+//! object when missing and otherwise merges the applied configuration like a strategic merge
+//! patch; field ownership (`managedFields`) is not tracked yet.
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::backend::Kv;
+use crate::error::AppError;
+use crate::objects::{
+    check_namespace, check_type, from_scale, has_finalizers, now, now_plus, prepare_create,
+    prepare_update, ready_to_delete, to_scale,
+};
+use crate::registry::{self, ResourceInfo};
+use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
+use crate::storage::{meta_mut, meta_str};
+use crate::{patch, AppState};
+
+async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), AppError> {
+    let nsr = registry::find("", "v1", "namespaces").ok_or(AppError::NoRoute)?;
+    match state.store.get(nsr, None, ns).await? {
+        Some(_) => Ok(()),
+        None => Err(AppError::not_found("", "namespaces", ns)),
+    }
+}
+
+fn is_service(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && info.kind == "Service"
+}
+
+pub async fn create(
+    state: &AppState,
+    t: &Target,
+    ns: Option<&str>,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let obj = decode_body(h, body)?;
+    let created = create_object(state, t, ns, obj).await?;
+    Ok(json_response(StatusCode::CREATED, created))
+}
+
+/// Check, prepare, allocate and store a new object.
+async fn create_object(
+    state: &AppState,
+    t: &Target,
+    ns: Option<&str>,
+    mut obj: Value,
+) -> Result<Value, AppError> {
+    let info = t.info;
+    check_type(info, &mut obj)?;
+    check_namespace(info, ns, &mut obj)?;
+    if let Some(ns) = ns.filter(|_| info.namespaced) {
+        ensure_namespace(state, ns).await?;
+    }
+    prepare_create(info, &mut obj)?;
+    if t.dry_run {
+        return Ok(obj);
+    }
+    let allocated = if is_service(info) {
+        Some(state.alloc.allocate(None, &mut obj).await?)
+    } else {
+        None
+    };
+    let result = state.store.create(info, ns, obj).await;
+    if let (Err(_), Some(a)) = (&result, &allocated) {
+        state.alloc.rollback(a).await;
+    }
+    result
+}
+
+/// Write a prepared update: allocation, finalizer-driven delete, conditional write.
+async fn finish_update(
+    state: &AppState,
+    t: &Target,
+    current: &Value,
+    kv: &Kv,
+    mut new: Value,
+) -> Result<Value, AppError> {
+    if t.dry_run {
+        return Ok(new);
+    }
+    let svc = is_service(t.info) && t.sub.is_none();
+    let allocated = if svc {
+        Some(state.alloc.allocate(Some(current), &mut new).await?)
+    } else {
+        None
+    };
+    let result = if ready_to_delete(&new) {
+        state.store.delete(t.info, &new, kv).await.map(|()| new)
+    } else {
+        state.store.update(t.info, new, kv).await
+    };
+    match (&result, &allocated) {
+        (Err(_), Some(a)) => state.alloc.rollback(a).await,
+        (Ok(n), Some(_)) => {
+            let kept = (!ready_to_delete(n)).then_some(n);
+            state.alloc.release_unused(current, kept).await
+        }
+        _ => {}
+    }
+    result
+}
+
+fn check_name(name: &str, obj: &mut Value) -> Result<(), AppError> {
+    let meta = meta_mut(obj);
+    match meta.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() && n != name => Err(AppError::BadRequest(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => {
+            meta.insert("name".into(), name.into());
+            Ok(())
+        }
+    }
+}
+
+pub async fn update(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let mut obj = decode_body(h, body)?;
+    let scale = is_scale(t);
+    if !scale {
+        check_type(t.info, &mut obj)?;
+        check_namespace(t.info, t.namespace.as_deref(), &mut obj)?;
+        check_name(name, &mut obj)?;
+    }
+    let (current, kv) = get_existing(state, t, name).await?;
+    let rv = meta_str(&obj, "resourceVersion");
+    if !rv.is_empty() && rv != kv.mod_revision.to_string() {
+        return Err(AppError::conflict_modified(
+            t.info.group,
+            t.info.plural,
+            name,
+        ));
+    }
+    let new = if scale {
+        prepare_update(t.info, &current, from_scale(&current, &obj)?, None)
+    } else {
+        prepare_update(t.info, &current, obj, t.sub.as_deref())
+    };
+    let out = finish_update(state, t, &current, &kv, new).await?;
+    let out = if scale { to_scale(&out) } else { out };
+    Ok(json_response(StatusCode::OK, out))
+}
+
+pub async fn patch_object(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let kind = patch::PatchKind::from_content_type(ct)?;
+    let mut last = None;
+    for _ in 0..5 {
+        let existing = state
+            .store
+            .get(t.info, t.namespace.as_deref(), name)
+            .await?;
+        let (current, kv) = match existing {
+            Some(x) => x,
+            // Server-side apply creates what does not exist yet.
+            None if kind == patch::PatchKind::Apply && t.sub.is_none() => {
+                let mut obj = patch::decode_apply(body)?;
+                check_name(name, &mut obj)?;
+                match create_object(state, t, t.namespace.as_deref(), obj).await {
+                    Err(e @ AppError::AlreadyExists(_)) => {
+                        last = Some(e);
+                        continue;
+                    }
+                    other => return Ok(json_response(StatusCode::CREATED, other?)),
+                }
+            }
+            None => return Err(AppError::not_found(t.info.group, t.info.plural, name)),
+        };
+        let scale = is_scale(t);
+        let base = if scale {
+            to_scale(&current)
+        } else {
+            current.clone()
+        };
+        let mut patched = patch::apply(kind, &base, body)?;
+        let rv = meta_str(&patched, "resourceVersion").to_string();
+        let pinned = !rv.is_empty() && rv != kv.mod_revision.to_string();
+        if pinned {
+            return Err(AppError::conflict_modified(
+                t.info.group,
+                t.info.plural,
+                name,
+            ));
+        }
+        let new = if scale {
+            prepare_update(t.info, &current, from_scale(&current, &patched)?, None)
+        } else {
+            check_type(t.info, &mut patched)?;
+            check_namespace(t.info, t.namespace.as_deref(), &mut patched)?;
+            check_name(name, &mut patched)?;
+            prepare_update(t.info, &current, patched, t.sub.as_deref())
+        };
+        match finish_update(state, t, &current, &kv, new).await {
+            // Someone wrote in between: patch the newer object.
+            Err(e @ AppError::Conflict(..)) => last = Some(e),
+            Ok(out) if scale => return Ok(json_response(StatusCode::OK, to_scale(&out))),
+            other => return Ok(json_response(StatusCode::OK, other?)),
+        }
+    }
+    Err(last.unwrap_or(AppError::conflict_modified(
+        t.info.group,
+        t.info.plural,
+        name,
+    )))
+}
+
+fn is_scale(t: &Target) -> bool {
+    t.sub.as_deref() == Some("scale")
+}
+
+/// `DeleteOptions.preconditions`: the object must still have this uid/resourceVersion.
+fn check_preconditions(
+    t: &Target,
+    h: &HeaderMap,
+    body: &[u8],
+    current: &Value,
+) -> Result<Value, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let opts = decode_body(h, body)?;
+    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        let Some(want) = opts
+            .pointer(&format!("/preconditions/{field}"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let have = meta_str(current, field);
+        if want != have {
+            return Err(AppError::Conflict(
+                crate::error::target(t.info.group, t.info.plural, meta_str(current, "name")),
+                format!("Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}"),
+            ));
+        }
+    }
+    Ok(opts)
+}
+
+/// A Pod on a node is deleted gracefully: marked now, removed by its kubelet (which
+/// deletes again with `gracePeriodSeconds: 0`) once its processes have stopped.
+fn graceful_pod(t: &Target, current: &Value, opts: &Value) -> Option<i64> {
+    let bound = t.info.group.is_empty()
+        && t.info.kind == "Pod"
+        && current
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            current
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    (bound && grace > 0).then_some(grace)
+}
+
+pub async fn delete(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let out = delete_object(state, t, name, h, body).await?;
+    Ok(json_response(StatusCode::OK, out))
+}
+
+async fn delete_object(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, AppError> {
+    if t.sub.is_some() {
+        return Err(AppError::MethodNotAllowed);
+    }
+    let (current, kv) = get_existing(state, t, name).await?;
+    let opts = check_preconditions(t, h, body, &current)?;
+    if t.dry_run {
+        return Ok(current);
+    }
+    if let Some(grace) = graceful_pod(t, &current, &opts) {
+        if !meta_str(&current, "deletionTimestamp").is_empty() {
+            return Ok(current);
+        }
+        let mut marked = current.clone();
+        let meta = meta_mut(&mut marked);
+        meta.insert("deletionTimestamp".into(), now_plus(grace).into());
+        meta.insert("deletionGracePeriodSeconds".into(), grace.into());
+        return state.store.update(t.info, marked, &kv).await;
+    }
+    if has_finalizers(&current) {
+        // Finalizers hold the object: mark it and let their owners finish.
+        if meta_str(&current, "deletionTimestamp").is_empty() {
+            let mut marked = current.clone();
+            let meta = meta_mut(&mut marked);
+            meta.insert("deletionTimestamp".into(), now().into());
+            meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+            let out = state.store.update(t.info, marked, &kv).await?;
+            return Ok(out);
+        }
+        return Ok(current);
+    }
+    state.store.delete(t.info, &current, &kv).await?;
+    if is_service(t.info) {
+        state.alloc.release_unused(&current, None).await;
+    }
+    Ok(current)
+}
+
+/// DELETE on a collection: every object matching the selectors, each deleted as a single
+/// DELETE would (finalizers respected). Answers with the list of what was deleted.
+pub async fn delete_collection(
+    state: &AppState,
+    t: &Target,
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+) -> Result<Response, AppError> {
+    let mut lq = list_query(q)?;
+    lq.limit = 0;
+    lq.continue_token = None;
+    let page = state
+        .store
+        .list(t.info, t.namespace.as_deref(), &lq)
+        .await?;
+    let mut items = Vec::new();
+    for obj in page.items {
+        let name = meta_str(&obj, "name").to_string();
+        let ns = meta_str(&obj, "namespace").to_string();
+        let one = Target {
+            namespace: (!ns.is_empty()).then_some(ns),
+            name: Some(name.clone()),
+            ..t.clone()
+        };
+        match delete_object(state, &one, &name, h, &[]).await {
+            Ok(v) => items.push(v),
+            // Gone in the meantime: that is what was asked for.
+            Err(AppError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"kind": t.info.list_kind(), "apiVersion": t.info.api_version(),
+               "metadata": {"resourceVersion": page.revision.to_string()}, "items": items}),
+    ))
+}
+
+/// `POST pods/<name>/binding`: the scheduler's way to put a Pod on a node.
+pub async fn bind(
+    state: &AppState,
+    t: &Target,
+    name: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let binding = decode_body(h, body)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| AppError::BadRequest("a Binding must name its target node".into()))?
+        .to_string();
+    let conflict = |msg: String| AppError::Conflict(crate::error::target("", "pods", name), msg);
+    for _ in 0..5 {
+        let (current, kv) = get_existing(state, t, name).await?;
+        if !meta_str(&current, "deletionTimestamp").is_empty() {
+            return Err(conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        match current.pointer("/spec/nodeName").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() => {
+                return Err(conflict(format!(
+                    "pod {name} is already assigned to node \"{n}\""
+                )))
+            }
+            _ => {}
+        }
+        let mut bound = current.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        if t.dry_run {
+            break;
+        }
+        match state.store.update(t.info, bound, &kv).await {
+            Err(AppError::Conflict(..)) => continue,
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
