@@ -75,6 +75,8 @@ enum Command {
     Flannel(FlannelArgs),
     /// The API server of one cluster (started by the supervisor, kube-apiserver's flags).
     Apiserver(ApiserverArgs),
+    /// The kubelet of one node (started by the supervisor, kubelet's flags).
+    Kubelet(KubeletArgs),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -87,6 +89,11 @@ enum Command {
     Shim {
         #[arg(long)]
         container_dir: PathBuf,
+        /// The sandbox's pause process, whose namespaces the container joins.
+        #[arg(long)]
+        pause_pid: u32,
+        #[arg(long)]
+        hostname: String,
     },
     /// The infra process of a pod sandbox (started by the runtime; not for direct use).
     #[command(hide = true)]
@@ -145,6 +152,27 @@ enum CrictlVerb {
     },
     /// Print a container's log (the CRI log file).
     Logs { id: String },
+}
+
+#[derive(clap::Args)]
+struct KubeletArgs {
+    #[arg(long)]
+    cluster: String,
+    /// The node within the cluster (`w1`).
+    #[arg(long)]
+    node: String,
+    #[arg(long, default_value = "/var/lib/kubelet/kubeconfig")]
+    kubeconfig: PathBuf,
+    /// The Node object's name (`c0-w1`).
+    #[arg(long)]
+    hostname_override: String,
+    #[arg(long)]
+    node_ip: std::net::Ipv4Addr,
+    /// Register with the control-plane role label and `NoSchedule` taint.
+    #[arg(long)]
+    register_with_control_plane_taint: bool,
+    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    subnet_file: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -216,6 +244,12 @@ enum Bench {
         config: Option<PathBuf>,
         #[arg(long)]
         flannel_config: Option<PathBuf>,
+    },
+    /// Pod start latency (creation → Running with an IP) for batches of pods.
+    Pods {
+        /// Batch sizes, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "100,500")]
+        counts: Vec<usize>,
     },
 }
 
@@ -305,6 +339,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let result = lab::bench::bench_up(runs.max(1), &options)?;
             print!("{}", result.report());
         }
+        Command::Bench {
+            what: Bench::Pods { counts },
+        } => {
+            let results = lab::bench_pods::bench_pods(&counts)?;
+            print!("{}", lab::bench_pods::report(&results));
+        }
         Command::Supervise => {
             init_logging();
             let runtime = tokio::runtime::Runtime::new()?;
@@ -357,14 +397,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::stderr().write_all(&outcome.stderr)?;
             return Ok(ExitCode::from(outcome.code.clamp(0, 255) as u8));
         }
-        Command::Shim { container_dir } => {
-            let plan = lab::read_plan(lab)?;
-            let node = std::env::var("KNETSIM_NODE").unwrap_or_default();
-            let node_plan = plan.node(&node).map_err(anyhow::Error::msg)?;
-            let runtime = kubelet_lite::crictl::node_runtime(lab, &node_plan.netns)?;
-            kubelet_lite::shim::run(&runtime, &container_dir)?;
-        }
+        Command::Shim {
+            container_dir,
+            pause_pid,
+            hostname,
+        } => kubelet_lite::shim::run(&container_dir, pause_pid, &hostname)?,
         Command::Pause { .. } => kubelet_lite::pause::run(),
+        Command::Kubelet(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubelet starting");
+            let plan = lab::read_plan(lab)?;
+            let node = plan
+                .node(&format!("{}/{}", args.cluster, args.node))
+                .map_err(anyhow::Error::msg)?;
+            let config = kubelet_lite::kubelet::Config {
+                kubeconfig: args.kubeconfig,
+                node_name: args.hostname_override,
+                node_ip: args.node_ip,
+                control_plane: args.register_with_control_plane_taint,
+                subnet_file: args.subnet_file,
+                runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
+        }
         Command::Apiserver(args) => {
             init_logging();
             tracing::info!(lab, cluster = %args.cluster, "apiserver starting");

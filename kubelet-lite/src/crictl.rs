@@ -113,6 +113,7 @@ pub fn run(runtime: &Runtime, verb: Verb) -> anyhow::Result<Outcome> {
                 namespace,
                 uid,
                 port_mappings: Vec::new(),
+                labels: Default::default(),
             })?;
             format!("{}\n", sandbox.id).into()
         }

@@ -12,6 +12,7 @@
 
 pub mod cni;
 pub mod crictl;
+pub mod kubelet;
 pub mod pause;
 pub mod runtime;
 pub mod shim;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 
-use crate::runtime::{read_container, ExitRecord, Runtime};
+use crate::runtime::{read_container, ExitRecord};
 
 /// A container's view: the pause process's network, UTS and IPC namespaces, and its own
 /// mounts (volumes) in a new mount namespace.
@@ -55,8 +55,9 @@ fn container_env(hostname: &str, env: &[(String, String)]) -> Vec<(String, Strin
     all
 }
 
-pub fn run(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
-    let result = start_and_wait(runtime, dir);
+/// Run the container described in `dir` inside the sandbox held by `pause_pid`.
+pub fn run(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<()> {
+    let result = start_and_wait(dir, pause_pid, hostname);
     if let Err(error) = &result {
         // The runtime reports this as the reason the container did not start.
         let _ = std::fs::write(dir.join("shim.error"), format!("{error:#}\n"));
@@ -70,13 +71,11 @@ pub fn run(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
     result
 }
 
-fn start_and_wait(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
+fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let container = read_container(dir)?;
-    let sandbox = runtime.pod_sandbox_status(&container.sandbox_id)?;
-    let pause = crate::runtime::pause_pid(runtime, &container.sandbox_id)?;
     let config = &container.config;
-    let enter = container_namespaces(pause, &config.mounts, config.working_dir.as_deref())?;
+    let enter = container_namespaces(pause_pid, &config.mounts, config.working_dir.as_deref())?;
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -92,7 +91,7 @@ fn start_and_wait(runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
     command
         .args(&config.argv[1..])
         .env_clear()
-        .envs(container_env(&sandbox.config.hostname, &config.env))
+        .envs(container_env(hostname, &config.env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -177,7 +176,12 @@ pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
+    rfc3339(now.as_secs(), now.subsec_nanos())
+}
+
+/// `secs` since the Unix epoch (plus `nanos`) as RFC 3339 in UTC, with nanoseconds.
+pub fn rfc3339(secs: u64, nanos: u32) -> String {
+    let secs = secs as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -194,7 +198,7 @@ pub fn now_rfc3339() -> String {
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60,
-        now.subsec_nanos()
+        nanos
     )
 }
 
@@ -216,6 +220,11 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_nanoseconds() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(1_795_464_442, 192_079_000),
+            "2026-11-23T20:07:22.192079000Z"
+        );
         let now = now_rfc3339();
         assert_eq!(now.len(), "2026-11-23T20:07:22.192079000Z".len(), "{now}");
         assert!(

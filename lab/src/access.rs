@@ -3,7 +3,8 @@
 //! One CA per lab (`pki/ca.crt`) issues each cluster's API server certificate (valid for the
 //! addresses clients use: `127.0.0.1`, the control-plane node, the `kubernetes` Service IP and
 //! its DNS names) and the admin's client certificate (`kubernetes-admin`, group
-//! `system:masters`, as kubeadm issues it).
+//! `system:masters`, as kubeadm issues it), and each node's kubelet certificate and
+//! kubeconfig (`system:node:<node>`, in the node's own `/var/lib/kubelet/kubeconfig`).
 //!
 //! `up` writes the lab's kubeconfig (`/tmp/knetsim/<lab>/kubeconfig`, one context per
 //! cluster named after it) and merges the same clusters into the user's own kubeconfig
@@ -50,6 +51,36 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
     }
     let admin = pki::client_cert(&ca, ADMIN, &["system:masters"])?;
     admin.write(&dir.join("admin.crt"), &dir.join("admin.key"))?;
+    // Each kubelet is `system:node:<name>` in `system:nodes`, as with kubeadm, and reaches
+    // its cluster's API server on the control-plane node, inside the lab.
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))?;
+    for cluster in &plan.clusters {
+        let server = format!(
+            "https://{}:{}",
+            cluster.control_plane().address,
+            crate::plan::API_SECURE_PORT
+        );
+        for node in &cluster.nodes {
+            let cert = pki::client_cert(
+                &ca,
+                &format!("system:node:{}", node.hostname),
+                &["system:nodes"],
+            )?;
+            let entry = Entry {
+                name: cluster.name.clone(),
+                server: server.clone(),
+                ca_pem: ca_pem.clone(),
+                client_cert_pem: cert.cert_pem,
+                client_key_pem: cert.key_pem,
+                namespace: None,
+            };
+            let path = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_KUBECONFIG);
+            write_private(
+                &path,
+                apiserver::kubeconfig::render(&[entry], None).as_bytes(),
+            )?;
+        }
+    }
     Ok(())
 }
 

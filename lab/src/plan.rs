@@ -233,6 +233,7 @@ impl LabPlan {
             processes.push(apiserver(&self.lab, cluster, paths));
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
+                processes.push(kubelet(&self.lab, cluster, node));
             }
         }
         processes
@@ -320,6 +321,41 @@ fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec 
         ],
         ready: Readiness::TcpConnect(API_SECURE_PORT),
         root_listener: Some(cluster.api_port),
+    }
+}
+
+/// Where a node's kubelet finds its kubeconfig (written by `up`, in the node's own
+/// `/var/lib/kubelet`).
+pub const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// The real kubelet's healthz port.
+pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
+
+/// The kubelet of every node (the control plane's registers tainted `NoSchedule`).
+fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
+    let mut args = vec![
+        "kubelet".into(),
+        format!("--lab={lab}"),
+        format!("--cluster={}", cluster.name),
+        format!("--node={}", node.name),
+        format!("--kubeconfig={KUBELET_KUBECONFIG}"),
+        format!("--hostname-override={}", node.hostname),
+        format!("--node-ip={}", node.address),
+    ];
+    if node.role == Role::ControlPlane {
+        args.push("--register-with-control-plane-taint".into());
+    }
+    ProcessSpec {
+        name: "kubelet".into(),
+        cluster: cluster.name.clone(),
+        node: node.name.clone(),
+        program: Program::Knetsim,
+        args,
+        ready: Readiness::HttpGet {
+            port: KUBELET_HEALTHZ_PORT,
+            path: "/healthz".into(),
+            body_contains: "ok".into(),
+        },
+        root_listener: None,
     }
 }
 
@@ -415,6 +451,14 @@ mod tests {
         }
     }
 
+    fn by_id_args(processes: &[ProcessSpec], id: &str) -> Vec<String> {
+        processes
+            .iter()
+            .find(|p| p.id() == id)
+            .map(|p| p.args.clone())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn control_plane_processes_and_flannel_on_every_node() {
         let mut plan = default_plan();
@@ -422,8 +466,21 @@ mod tests {
         let paths = LabPaths::new("lab");
         let processes = plan.processes(&paths);
         let ids: Vec<String> = processes.iter().map(ProcessSpec::id).collect();
-        assert_eq!(ids[..3], ["c0/cp/etcd", "c0/cp/apiserver", "c0/cp/flannel"]);
+        assert_eq!(
+            ids[..4],
+            [
+                "c0/cp/etcd",
+                "c0/cp/apiserver",
+                "c0/cp/flannel",
+                "c0/cp/kubelet"
+            ]
+        );
         assert_eq!(ids.iter().filter(|id| id.ends_with("/flannel")).count(), 8);
+        assert_eq!(ids.iter().filter(|id| id.ends_with("/kubelet")).count(), 8);
+        assert!(by_id_args(&processes, "c0/cp/kubelet")
+            .contains(&"--register-with-control-plane-taint".to_string()));
+        assert!(!by_id_args(&processes, "c0/w1/kubelet")
+            .contains(&"--register-with-control-plane-taint".to_string()));
         let by_id = |id: &str| processes.iter().find(|p| p.id() == id).unwrap();
         let etcd = by_id("c1/cp/etcd");
         assert!(etcd

@@ -183,10 +183,29 @@ impl Runtime {
             )));
         }
         let dir = self.container_dir(id);
+        let sandbox = self.pod_sandbox_status(&status.container.sandbox_id)?;
+        let pause = sandbox
+            .pause_pid
+            .filter(|pid| kernel::procs::alive(*pid as i32))
+            .ok_or_else(|| {
+                RuntimeError::Invalid(format!(
+                    "pod sandbox {} has no running pause process",
+                    sandbox.id
+                ))
+            })?;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(&self.exe);
         command
-            .args(["shim", "--lab", &self.lab, "--container-dir"])
+            .args([
+                "shim",
+                "--lab",
+                &self.lab,
+                "--pause-pid",
+                &pause.to_string(),
+                "--hostname",
+                &sandbox.config.hostname,
+                "--container-dir",
+            ])
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -306,19 +325,6 @@ impl Runtime {
         let _ = watchdog.join();
         Ok(output)
     }
-}
-
-/// Where a container's process joins: the sandbox's pause process.
-pub(crate) fn pause_pid(runtime: &Runtime, sandbox_id: &str) -> Result<u32, RuntimeError> {
-    let sandbox = runtime.pod_sandbox_status(sandbox_id)?;
-    sandbox
-        .pause_pid
-        .filter(|pid| kernel::procs::alive(*pid as i32))
-        .ok_or_else(|| {
-            RuntimeError::Invalid(format!(
-                "pod sandbox {sandbox_id} has no running pause process"
-            ))
-        })
 }
 
 pub(crate) fn read_container(dir: &Path) -> Result<Container, RuntimeError> {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cni::{Cni, CniError};
 
-pub(crate) use container::{pause_pid, read_container};
+pub(crate) use container::read_container;
 pub use container::{
     Container, ContainerConfig, ContainerState, ContainerStatus, ExitRecord, Mount,
 };
@@ -57,7 +57,14 @@ pub struct PodSandboxConfig {
     pub hostname: String,
     #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
+    /// The CRI's sandbox labels; the kubelet marks its own with `io.kubernetes.pod.uid`, and
+    /// only those are its to clean up (a sandbox made with `crictl runp` is left alone).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// The label that marks a sandbox as the kubelet's, for the Pod of that UID.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {

@@ -1,0 +1,127 @@
+//! The kubelet (`knetsim kubelet --lab L --cluster c0 --node w1 …`), one per node, inside the
+//! node's namespaces.
+//!
+//! 1. Waits for flannel's `subnet.env` (the node's pod CIDR), then registers its Node
+//!    ([`node`]) and keeps it alive with a Lease in `kube-node-lease`.
+//! 2. Watches the Pods bound to it (`spec.nodeName`) and, level-based, makes the runtime match
+//!    them ([`pods`]): a sandbox and containers per Pod, restarts by `restartPolicy`, teardown
+//!    and the final delete when a Pod is deleted; then posts each Pod's status.
+//! 3. Serves `/healthz` on `127.0.0.1:10248`, as the real kubelet, once the Node is registered.
+
+mod images;
+mod node;
+mod pods;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::runtime::Runtime;
+
+/// The kubelet's flags, the ones knetsim uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: PathBuf,
+    /// The Node's name (`c0-w1`).
+    pub node_name: String,
+    pub node_ip: std::net::Ipv4Addr,
+    /// Register with the control-plane taint and role label.
+    pub control_plane: bool,
+    /// flannel's `subnet.env`: the node's pod CIDR comes from it.
+    pub subnet_file: PathBuf,
+    pub runtime: Runtime,
+}
+
+/// The real kubelet's healthz port.
+pub const HEALTHZ_PORT: u16 = 10248;
+
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let registered = Arc::new(AtomicBool::new(false));
+    let healthz = tokio::spawn(serve_healthz(registered.clone()));
+    tokio::select! {
+        result = serve(config, registered) => {
+            healthz.abort();
+            result
+        }
+        _ = shutdown => {
+            // Pods keep running: a restarted kubelet adopts them, as a real one does.
+            tracing::info!("shutting down; pods keep running");
+            healthz.abort();
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, registered: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let client = connect(&config).await?;
+    let pod_cidr = wait_for_pod_cidr(&config).await?;
+    node::register(&client, &config, &pod_cidr).await?;
+    registered.store(true, Ordering::SeqCst);
+    tracing::info!(node = %config.node_name, %pod_cidr, "node registered");
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone()));
+    let result = pods::sync_loop(client, config).await;
+    heartbeat.abort();
+    result
+}
+
+async fn connect(config: &Config) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
+        .with_context(|| format!("reading {}", config.kubeconfig.display()))?;
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("loading {}", config.kubeconfig.display()))?;
+    kube::Client::try_from(client_config).context("creating the API client")
+}
+
+/// The node's pod CIDR from flannel's `subnet.env`, waiting until flannel has a lease.
+async fn wait_for_pod_cidr(config: &Config) -> anyhow::Result<ipnet::Ipv4Net> {
+    let mut logged = false;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&config.subnet_file) {
+            let env = flannel::network::SubnetEnv::parse(&text)?;
+            return Ok(env.subnet.trunc());
+        }
+        if !logged {
+            tracing::info!(
+                "waiting for {} (flannel's lease)",
+                config.subnet_file.display()
+            );
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /healthz` → `ok` once registered, 503 before; anything else 404.
+async fn serve_healthz(registered: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(listener) =
+        tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, HEALTHZ_PORT)).await
+    else {
+        tracing::warn!("cannot listen on 127.0.0.1:{HEALTHZ_PORT}; no healthz");
+        return;
+    };
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let registered = registered.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let n = stream.read(&mut request).await.unwrap_or(0);
+            let healthz = request[..n].starts_with(b"GET /healthz ");
+            let response: &[u8] = match (healthz, registered.load(Ordering::SeqCst)) {
+                (true, true) => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                (true, false) => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 14\r\nConnection: close\r\n\r\nnot registered",
+                _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            };
+            let _ = stream.write_all(response).await;
+        });
+    }
+}

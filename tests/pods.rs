@@ -1,0 +1,255 @@
+//! Pods from the API server on lab nodes: the kubelet registers each Node, runs the Pods bound
+//! to it (`spec.nodeName`; there is no scheduler yet) through the runtime and the real CNI
+//! plugins, reports their status, and removes them when they are deleted. Driven with the
+//! real kubectl.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const TWO_WORKERS: &str = "clusters:\n  - name: c0\n    workers: 2\n";
+
+const SERVER_AND_CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: server, labels: {app: server}}
+spec:
+  nodeName: c0-w1
+  containers:
+  - name: http
+    image: python:3.12
+    command: ["python3", "-m", "http.server", "8080"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: c0-w2
+  containers:
+  - name: shell
+    image: busybox
+    command: ["sleep", "3600"]
+"#;
+
+fn jsonpath(lab: &Lab, pod: &str, path: &str) -> String {
+    stdout(&lab.kubectl(
+        "c0",
+        &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
+    ))
+}
+
+fn wait_running(lab: &Lab, pod: &str) {
+    let running = eventually(Duration::from_secs(20), || {
+        jsonpath(lab, pod, "{.status.phase}") == "Running"
+    });
+    assert!(
+        running,
+        "{pod} is not Running: {}",
+        stdout(&lab.kubectl("c0", &["get", "pod", pod, "-o", "yaml"]))
+    );
+}
+
+#[test]
+fn pods_run_on_their_nodes_and_talk_without_nat() {
+    let lab = Lab::up("pods", Some(TWO_WORKERS));
+    let nodes = ok(lab.kubectl("c0", &["get", "nodes"]));
+    for node in ["c0-cp ", "c0-w1 ", "c0-w2 "] {
+        let line = nodes
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} missing:\n{nodes}"));
+        assert!(line.contains(" Ready "), "{line}");
+    }
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with("c0-cp ") && l.contains("control-plane")),
+        "{nodes}"
+    );
+
+    let manifest = write_temp(&format!("{}-pods.yaml", lab.name), SERVER_AND_CLIENT);
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    wait_running(&lab, "server");
+    wait_running(&lab, "client");
+
+    // Each pod has an address from its node's flannel subnet.
+    let server_ip = jsonpath(&lab, "server", "{.status.podIP}");
+    let client_ip = jsonpath(&lab, "client", "{.status.podIP}");
+    let pod_cidr = |node: &str| {
+        stdout(&lab.kubectl(
+            "c0",
+            &["get", "node", node, "-o", "jsonpath={.spec.podCIDR}"],
+        ))
+    };
+    let prefix = |cidr: String| cidr.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap();
+    assert!(
+        server_ip.starts_with(&prefix(pod_cidr("c0-w1"))),
+        "{server_ip}"
+    );
+    assert!(
+        client_ip.starts_with(&prefix(pod_cidr("c0-w2"))),
+        "{client_ip}"
+    );
+    assert_eq!(jsonpath(&lab, "server", "{.status.hostIP}"), "172.20.0.11");
+
+    // The client reaches the server across nodes, and the server sees the client's own
+    // address: pod to pod, no NAT.
+    let client_netns = format!("{}-c0-w2-default-client", lab.name);
+    let served = eventually(Duration::from_secs(15), || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &client_netns,
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(format!("http://{server_ip}:8080/"))
+            .output()
+            .unwrap();
+        stdout(&out) == "200"
+    });
+    assert!(
+        served,
+        "client could not reach the server at {server_ip}:8080"
+    );
+    let containers = ok(lab.run(&["crictl", "c0/w1", "ps"]));
+    let container = containers
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let log = ok(lab.run(&["crictl", "c0/w1", "logs", &container]));
+    assert!(
+        log.contains(&format!("{client_ip} - - ")),
+        "the server did not see {client_ip}:\n{log}"
+    );
+
+    // A killed kubelet is restarted and adopts the running pod: no duplicate, same address.
+    let index = lab.status_json()["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["name"] == "kubelet" && p["node"] == "w1")
+        .unwrap();
+    let pid = lab.status_json()["processes"][index]["pid"]
+        .as_i64()
+        .unwrap();
+    ok(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap());
+    let back = eventually(Duration::from_secs(20), || {
+        lab.status_json()["processes"][index]["state"] == "ready"
+    });
+    assert!(back, "kubelet not restarted");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ok(lab.run(&["crictl", "c0/w1", "pods"])).lines().count(),
+        2,
+        "one sandbox, not two"
+    );
+    assert_eq!(jsonpath(&lab, "server", "{.status.podIP}"), server_ip);
+
+    // Deleting pods removes them from the API and their sandbox, veth and address from the node.
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "delete",
+            "pod",
+            "server",
+            "client",
+            "--wait=true",
+            "--timeout=20s",
+        ],
+    ));
+    assert!(!path_exists(&format!(
+        "/run/netns/{}-c0-w1-default-server",
+        lab.name
+    )));
+    assert_eq!(ok(lab.run(&["crictl", "c0/w1", "pods"])).lines().count(), 1);
+    let leases = ok(lab.exec("c0/w1", &["ls", "/var/lib/cni/networks/cbr0"]));
+    assert!(!leases.contains(&server_ip), "{leases}");
+}
+
+#[test]
+fn restart_policies_and_bad_images_show_in_status() {
+    let lab = Lab::up("podstatus", Some(TWO_WORKERS));
+    let manifest = write_temp(
+        &format!("{}-status.yaml", lab.name),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  nodeName: c0-w1
+  restartPolicy: OnFailure
+  containers: [{name: c, image: busybox, command: ["sh", "-c", "exit 2"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  nodeName: c0-w1
+  restartPolicy: Never
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  nodeName: c0-w1
+  containers: [{name: c, image: example.com/unknown:v1}]
+"#,
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    let settled = eventually(Duration::from_secs(20), || {
+        jsonpath(
+            &lab,
+            "crash",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CrashLoopBackOff"
+            && jsonpath(&lab, "done", "{.status.phase}") == "Succeeded"
+            && jsonpath(
+                &lab,
+                "noimage",
+                "{.status.containerStatuses[0].state.waiting.reason}",
+            ) == "InvalidImageName"
+    });
+    assert!(
+        settled,
+        "{}",
+        stdout(&lab.kubectl("c0", &["get", "pods", "-o", "yaml"]))
+    );
+    assert_eq!(
+        jsonpath(
+            &lab,
+            "crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "2"
+    );
+    assert_eq!(
+        jsonpath(
+            &lab,
+            "done",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    let message = jsonpath(
+        &lab,
+        "noimage",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(message.contains("not in knetsim's catalogue"), "{message}");
+}
