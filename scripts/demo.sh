@@ -21,6 +21,7 @@ show knetsim exec c0/w1 -- ping -c1 -W2 172.20.1.11
 show knetsim exec c0/w1 -- ip route
 show knetsim etcdctl c0 -- endpoint health
 show knetsim etcdctl c0 -- get --prefix --keys-only /coreos.com/network/subnets
+show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 get nodes -o wide
 show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 get namespaces
 show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c1 get services -A
 echo

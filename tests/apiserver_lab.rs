@@ -86,12 +86,7 @@ fn kubectl_reaches_each_cluster_and_objects_live_in_etcd() {
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
 
     // Killed, restarted by the supervisor, nothing lost.
-    let index = lab.status_json()["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|p| p["name"] == "apiserver" && p["cluster"] == "c0")
-        .unwrap();
+    let index = lab.process_index("apiserver", "c0", "cp");
     let pid = lab.status_json()["processes"][index]["pid"]
         .as_i64()
         .unwrap();
@@ -117,10 +112,10 @@ fn kubectl_reaches_each_cluster_and_objects_live_in_etcd() {
 
     let name = lab.name.clone();
     drop(lab);
-    let user = std::fs::read_to_string(user_kubeconfig(&name)).unwrap();
+    // The kubeconfig held only this lab's entries, so it went with them.
     assert!(
-        !user.contains(&format!("knetsim-{name}-")),
-        "down left entries behind:\n{user}"
+        !user_kubeconfig(&name).exists(),
+        "down left the user's kubeconfig behind"
     );
 }
 

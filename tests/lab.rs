@@ -173,12 +173,7 @@ fn a_crashed_process_is_restarted() {
 fn flannel_keeps_its_subnet_across_a_crash() {
     let lab = Lab::up("flannelcrash", Some(SMALL));
     let before = ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"]));
-    let index = lab.status_json()["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|p| p["name"] == "flannel" && p["node"] == "w1")
-        .expect("flannel on w1");
+    let index = lab.process_index("flannel", "c0", "w1");
     let pid = lab.status_json()["processes"][index]["pid"]
         .as_i64()
         .unwrap();

@@ -95,6 +95,13 @@ enum Command {
         #[arg(long)]
         hostname: String,
     },
+    /// Kubernetes' network test tool (`netexec`, `serve-hostname`, `pause`): what the image
+    /// registry.k8s.io/e2e-test-images/agnhost runs.
+    #[command(disable_help_flag = true)]
+    Agnhost {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The infra process of a pod sandbox (started by the runtime; not for direct use).
     #[command(hide = true)]
     Pause {
@@ -403,6 +410,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hostname,
         } => kubelet_lite::shim::run(&container_dir, pause_pid, &hostname)?,
         Command::Pause { .. } => kubelet_lite::pause::run(),
+        Command::Agnhost { args } => {
+            let code = kubelet_lite::agnhost::main(&args);
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
         Command::Kubelet(args) => {
             init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubelet starting");

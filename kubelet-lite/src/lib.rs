@@ -10,6 +10,7 @@
 //! one. The watch of Pods bound to the node, the Node object and pod status come with the API
 //! server (issue 5 builds on issue 4).
 
+pub mod agnhost;
 pub mod cni;
 pub mod crictl;
 pub mod kubelet;

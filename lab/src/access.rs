@@ -9,7 +9,8 @@
 //! `up` writes the lab's kubeconfig (`/tmp/knetsim/<lab>/kubeconfig`, one context per
 //! cluster named after it) and merges the same clusters into the user's own kubeconfig
 //! (`$KUBECONFIG`'s first file, else `~/.kube/config`) as `knetsim-<lab>-<cluster>`,
-//! selecting the first. `down` takes exactly those entries out again.
+//! selecting the first. `down` takes exactly those entries out again (and the file too, if
+//! nothing else is left in it).
 
 use std::path::{Path, PathBuf};
 
@@ -168,7 +169,16 @@ pub fn remove_user_entries(lab: &str) -> anyhow::Result<usize> {
     if current.starts_with(&prefix) {
         config["current-context"] = Value::String(String::new());
     }
-    if removed > 0 {
+    let empty = ["clusters", "contexts", "users"].iter().all(|list| {
+        config
+            .get(*list)
+            .and_then(Value::as_sequence)
+            .is_none_or(Vec::is_empty)
+    });
+    if removed > 0 && empty {
+        // Nothing but what `up` put there: the file goes, as it came, with the lab.
+        std::fs::remove_file(&user).with_context(|| format!("removing {}", user.display()))?;
+    } else if removed > 0 {
         write_private(&user, serde_yaml::to_string(&config)?.as_bytes())?;
     }
     Ok(removed)

@@ -135,6 +135,18 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The index in `status.json` of the process `name` on `cluster/node`.
+    pub fn process_index(&self, name: &str, cluster: &str, node: &str) -> usize {
+        self.status_json()["processes"]
+            .as_array()
+            .expect("a process list")
+            .iter()
+            .position(|p| p["name"] == name && p["cluster"] == cluster && p["node"] == node)
+            .unwrap_or_else(|| panic!("no {name} on {cluster}/{node}"))
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = knetsim(&["down", "--lab", &self.name]);

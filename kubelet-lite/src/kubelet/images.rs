@@ -7,11 +7,15 @@
 //! * neither: the entrypoint + the image's default arguments.
 //!
 //! An image outside the catalogue runs only with an explicit `command`.
+//!
+//! `registry.k8s.io/e2e-test-images/agnhost` is knetsim itself (`knetsim agnhost …`, see
+//! `crate::agnhost`), so the manifests of Kubernetes' own network tests run unchanged: its
+//! entrypoint `/agnhost` is this binary.
 
 /// An image's entrypoint and default arguments.
 struct Image {
-    entrypoint: &'static [&'static str],
-    cmd: &'static [&'static str],
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
 }
 
 /// The repository name of `image`, without registry, tag or digest: `docker.io/library/busybox:1.36` → `busybox`.
@@ -21,37 +25,57 @@ fn repository(image: &str) -> &str {
     last.split(':').next().unwrap_or(last)
 }
 
-fn catalogue(image: &str) -> Option<Image> {
+fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match repository(image) {
         // Shell images: a shell with no input exits 0, as the image would.
         "busybox" | "debian" | "alpine" | "ubuntu" => Some(Image {
-            entrypoint: &[],
-            cmd: &["sh"],
+            entrypoint: Vec::new(),
+            cmd: strings(&["sh"]),
         }),
         "python" => Some(Image {
-            entrypoint: &[],
-            cmd: &["python3"],
+            entrypoint: Vec::new(),
+            cmd: strings(&["python3"]),
+        }),
+        // agnhost's image has ENTRYPOINT ["/agnhost"] and no CMD (it prints its usage).
+        "agnhost" => Some(Image {
+            entrypoint: vec![knetsim.to_string(), "agnhost".to_string()],
+            cmd: Vec::new(),
         }),
         _ => None,
     }
 }
 
-/// The argv a container runs, or why it cannot run (the Pod's waiting message).
-pub fn resolve(image: &str, command: &[String], args: &[String]) -> Result<Vec<String>, String> {
+/// The argv a container runs, or why it cannot run (the Pod's waiting message). `knetsim`
+/// is this binary's path, which the agnhost image runs.
+pub fn resolve(
+    image: &str,
+    command: &[String],
+    args: &[String],
+    knetsim: &str,
+) -> Result<Vec<String>, String> {
+    let entry = catalogue(image, knetsim);
     if !command.is_empty() {
-        return Ok(command.iter().chain(args).cloned().collect());
+        let mut argv: Vec<String> = command.iter().chain(args).cloned().collect();
+        // `command: ["/agnhost", "netexec", …]` names the image's own program.
+        if entry.as_ref().is_some_and(|e| e.entrypoint.len() == 2)
+            && matches!(argv[0].as_str(), "/agnhost" | "agnhost")
+        {
+            argv.splice(0..1, [knetsim.to_string(), "agnhost".to_string()]);
+        }
+        return Ok(argv);
     }
-    let Some(entry) = catalogue(image) else {
+    let Some(entry) = entry else {
         return Err(format!(
-            "image {image:?} is not in knetsim's catalogue and the container has no command; set `command`, or use busybox, debian, alpine, ubuntu or python"
+            "image {image:?} is not in knetsim's catalogue and the container has no command; set `command`, or use agnhost, busybox, debian, alpine, ubuntu or python"
         ));
     };
-    let mut argv: Vec<String> = entry.entrypoint.iter().map(|s| s.to_string()).collect();
-    if args.is_empty() {
-        argv.extend(entry.cmd.iter().map(|s| s.to_string()));
+    let mut argv = entry.entrypoint;
+    argv.extend(if args.is_empty() {
+        entry.cmd
     } else {
-        argv.extend(args.iter().cloned());
-    }
+        args.to_vec()
+    });
     if argv.is_empty() {
         return Err(format!(
             "image {image:?} has no default command; set `command`"
@@ -64,29 +88,48 @@ pub fn resolve(image: &str, command: &[String], args: &[String]) -> Result<Vec<S
 mod tests {
     use super::*;
 
+    const EXE: &str = "/usr/bin/knetsim";
+
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
     }
 
     #[test]
     fn command_and_args_resolve_as_in_kubernetes() {
+        let run =
+            |image, command: &[&str], args: &[&str]| resolve(image, &s(command), &s(args), EXE);
         assert_eq!(
-            resolve("busybox", &s(&["sleep"]), &s(&["10"])).unwrap(),
+            run("busybox", &["sleep"], &["10"]).unwrap(),
             s(&["sleep", "10"])
         );
         assert_eq!(
-            resolve("docker.io/library/busybox:1.36", &[], &[]).unwrap(),
+            run("docker.io/library/busybox:1.36", &[], &[]).unwrap(),
             s(&["sh"])
         );
+        // Without an ENTRYPOINT, args replace the image's CMD, as Docker runs it.
         assert_eq!(
-            resolve("python:3.12@sha256:abc", &[], &s(&["-c", "print(1)"])).unwrap(),
+            run("python:3.12@sha256:abc", &[], &["-c", "print(1)"]).unwrap(),
             s(&["-c", "print(1)"])
         );
         assert_eq!(
-            resolve("example.com/anything:v1", &s(&["true"]), &[]).unwrap(),
+            run("example.com/anything:v1", &["true"], &[]).unwrap(),
             s(&["true"])
         );
-        let err = resolve("example.com/anything:v1", &[], &[]).unwrap_err();
+        let err = run("example.com/anything:v1", &[], &[]).unwrap_err();
         assert!(err.contains("not in knetsim's catalogue"), "{err}");
+    }
+
+    #[test]
+    fn agnhost_is_knetsim() {
+        let image = "registry.k8s.io/e2e-test-images/agnhost:2.53";
+        assert_eq!(
+            resolve(image, &[], &s(&["netexec", "--http-port=8080"]), EXE).unwrap(),
+            s(&[EXE, "agnhost", "netexec", "--http-port=8080"])
+        );
+        assert_eq!(
+            resolve(image, &s(&["/agnhost", "serve-hostname"]), &[], EXE).unwrap(),
+            s(&[EXE, "agnhost", "serve-hostname"])
+        );
+        assert_eq!(resolve(image, &[], &[], EXE).unwrap(), s(&[EXE, "agnhost"]));
     }
 }

@@ -179,6 +179,7 @@ async fn sync_once(
                 spec.image.as_deref().unwrap_or_default(),
                 spec.command.as_deref().unwrap_or_default(),
                 spec.args.as_deref().unwrap_or_default(),
+                &runtime.exe.display().to_string(),
             );
             let argv = match argv {
                 Ok(argv) => argv,
@@ -248,13 +249,8 @@ fn should_restart(pod: &Pod, latest: &ContainerStatus, attempts: usize) -> bool 
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
     let code = latest.exit.as_ref().map_or(0, |e| e.exit_code);
-    let wanted = match policy {
-        "Never" => false,
-        "OnFailure" => code != 0,
-        _ => true,
-    };
     let finished = latest.exit.as_ref().map_or(0, |e| e.finished_at);
-    wanted && crate::now_ms() >= finished + backoff_ms(attempts)
+    restarts_under(policy, code) && crate::now_ms() >= finished + backoff_ms(attempts)
 }
 
 /// Kubernetes' container restart back-off: 10 s, doubling, at most 5 min.
@@ -298,7 +294,7 @@ fn pod_status(
             }
             (Some(c), _) if c.state == ContainerState::Exited => {
                 let code = c.exit.as_ref().map_or(0, |e| e.exit_code);
-                let restarting = should_restart_policy(policy, code);
+                let restarting = restarts_under(policy, code);
                 if code == 0 {
                     succeeded += 1
                 } else {
@@ -370,7 +366,8 @@ fn pod_status(
     }})
 }
 
-fn should_restart_policy(policy: &str, code: i32) -> bool {
+/// Whether `restartPolicy` restarts a container that exited with `code`.
+fn restarts_under(policy: &str, code: i32) -> bool {
     match policy {
         "Never" => false,
         "OnFailure" => code != 0,
