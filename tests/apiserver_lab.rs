@@ -86,14 +86,7 @@ fn kubectl_reaches_each_cluster_and_objects_live_in_etcd() {
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
 
     // Killed, restarted by the supervisor, nothing lost.
-    let index = lab.process_index("apiserver", "c0", "cp");
-    let pid = lab.status_json()["processes"][index]["pid"]
-        .as_i64()
-        .unwrap();
-    ok(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .output()
-        .unwrap());
+    lab.kill_process("apiserver", "c0", "cp");
     let back = eventually(Duration::from_secs(20), || {
         lab.kubectl(
             "c0",

@@ -149,15 +149,9 @@ fn down_works_after_the_supervisor_was_killed() {
 #[test]
 fn a_crashed_process_is_restarted() {
     let lab = Lab::up("crash", Some(SMALL));
-    let etcd = &lab.status_json()["processes"][0];
-    assert_eq!(etcd["name"], "etcd");
-    let pid = etcd["pid"].as_i64().expect("etcd pid");
-    ok(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .output()
-        .expect("kill runs"));
+    let (index, pid) = lab.kill_process("etcd", "c0", "cp");
     let restarted = eventually(Duration::from_secs(20), || {
-        let p = &lab.status_json()["processes"][0];
+        let p = &lab.status_json()["processes"][index];
         p["restarts"] == 1 && p["state"] == "ready" && p["pid"].as_i64() != Some(pid)
     });
     assert!(restarted, "etcd was not restarted: {}", lab.status_json());
@@ -173,14 +167,7 @@ fn a_crashed_process_is_restarted() {
 fn flannel_keeps_its_subnet_across_a_crash() {
     let lab = Lab::up("flannelcrash", Some(SMALL));
     let before = ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"]));
-    let index = lab.process_index("flannel", "c0", "w1");
-    let pid = lab.status_json()["processes"][index]["pid"]
-        .as_i64()
-        .unwrap();
-    ok(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .output()
-        .unwrap());
+    let (index, _) = lab.kill_process("flannel", "c0", "w1");
     let restarted = eventually(Duration::from_secs(20), || {
         let p = &lab.status_json()["processes"][index];
         p["restarts"] == 1 && p["state"] == "ready"

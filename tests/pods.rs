@@ -126,14 +126,7 @@ fn pods_run_on_their_nodes_and_talk_without_nat() {
     assert!(log.contains("Started HTTP server on port 8080"), "{log}");
 
     // A killed kubelet is restarted and adopts the running pod: no duplicate, same address.
-    let index = lab.process_index("kubelet", "c0", "w1");
-    let pid = lab.status_json()["processes"][index]["pid"]
-        .as_i64()
-        .unwrap();
-    ok(std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .output()
-        .unwrap());
+    let (index, _) = lab.kill_process("kubelet", "c0", "w1");
     let back = eventually(Duration::from_secs(20), || {
         lab.status_json()["processes"][index]["state"] == "ready"
     });
@@ -238,4 +231,44 @@ spec:
         "{.status.containerStatuses[0].state.waiting.message}",
     );
     assert!(message.contains("not in knetsim's catalogue"), "{message}");
+}
+
+#[test]
+fn a_pod_slow_to_stop_holds_up_no_other() {
+    let lab = Lab::up("podslow", Some(TWO_WORKERS));
+    let stubborn = write_temp(
+        &format!("{}-stubborn.yaml", lab.name),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  nodeName: c0-w1
+  terminationGracePeriodSeconds: 20
+  containers: [{name: c, image: busybox, command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}]
+"#,
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", stubborn.to_str().unwrap()]));
+    wait_running(&lab, "stubborn");
+    // Deleting it takes its grace period (the container ignores SIGTERM) …
+    ok(lab.kubectl("c0", &["delete", "pod", "stubborn", "--wait=false"]));
+    std::thread::sleep(Duration::from_millis(500));
+    // … while a new pod on the same node starts at once.
+    let started = std::time::Instant::now();
+    let quick = write_temp(
+        &format!("{}-quick.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: quick}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", quick.to_str().unwrap()]));
+    wait_running(&lab, "quick");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "quick waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        jsonpath(&lab, "stubborn", "{.metadata.name}"),
+        "stubborn",
+        "stubborn should still be stopping"
+    );
 }

@@ -145,6 +145,19 @@ impl Lab {
             .position(|p| p["name"] == name && p["cluster"] == cluster && p["node"] == node)
             .unwrap_or_else(|| panic!("no {name} on {cluster}/{node}"))
     }
+
+    /// SIGKILL the process `name` on `cluster/node`; its index in `status.json` and old pid.
+    pub fn kill_process(&self, name: &str, cluster: &str, node: &str) -> (usize, i64) {
+        let index = self.process_index(name, cluster, node);
+        let pid = self.status_json()["processes"][index]["pid"]
+            .as_i64()
+            .expect("the process runs");
+        ok(Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .output()
+            .expect("kill runs"));
+        (index, pid)
+    }
 }
 
 impl Drop for Lab {

@@ -2,6 +2,10 @@
 //! the real kubelet's sync loop: every watch event (and a 1 s tick) compares every Pod with
 //! what the runtime has and fixes the difference, so nothing depends on seeing each event.
 //!
+//! Each Pod's turn runs in a worker of its own (one at a time per Pod, as the kubelet's pod
+//! workers): a Pod that takes 30 s to stop holds up no other. Sandbox set-ups, which fork a
+//! chain of CNI plugins, are limited to a few at once.
+//!
 //! Per Pod: a sandbox; per container, the newest runtime container of that name is the
 //! current attempt (older exited ones give `restartCount` and `lastState`). A container that
 //! exited is started again by `restartPolicy` after Kubernetes' back-off (10 s doubling to
@@ -28,6 +32,12 @@ use crate::runtime::{
 const TICK: Duration = Duration::from_secs(1);
 const BACKOFF_START: u64 = 10_000;
 const BACKOFF_MAX: u64 = 300_000;
+/// Pod sandboxes set up at once on this node: each forks a chain of CNI plugins, and a small
+/// machine gains nothing from more.
+const PARALLEL_STARTS: usize = 8;
+
+/// What was last posted per Pod UID, shared by the pod workers.
+type Posted = Arc<std::sync::Mutex<HashMap<String, Value>>>;
 
 pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
@@ -51,10 +61,14 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         }
     });
     store.wait_until_ready().await?;
-    let mut posted: HashMap<String, Value> = HashMap::new();
+    let posted = Posted::default();
+    let starts = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
+    // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
+    // and a Pod being stopped slowly holds up no other.
+    let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let desired: Vec<Arc<Pod>> = store.state();
-        if let Err(e) = sync_once(&client, &config, &desired, &mut posted).await {
+        if let Err(e) = sync_once(&client, &config, &desired, &posted, &starts, &mut workers) {
             tracing::warn!("sync: {e:#}");
         }
         tokio::select! {
@@ -64,181 +78,227 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     }
 }
 
-async fn sync_once(
+fn sync_once(
     client: &kube::Client,
     config: &Config,
     desired: &[Arc<Pod>],
-    posted: &mut HashMap<String, Value>,
+    posted: &Posted,
+    starts: &Arc<tokio::sync::Semaphore>,
+    workers: &mut HashMap<String, tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
+    workers.retain(|_, worker| !worker.is_finished());
     let runtime = &config.runtime;
-    let sandboxes = blocking(|| runtime.list_pod_sandboxes());
-    let containers = blocking(|| runtime.list_containers());
+    let sandboxes = Arc::new(blocking(|| runtime.list_pod_sandboxes()));
+    let containers = Arc::new(blocking(|| runtime.list_containers()));
     for pod in desired {
-        let (Some(uid), Some(name), Some(namespace)) = (
-            pod.metadata.uid.clone(),
-            pod.metadata.name.clone(),
-            pod.metadata.namespace.clone(),
-        ) else {
+        let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
-        let sandbox = sandboxes.iter().find(|s| s.config.uid == uid);
-        let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        if pod.metadata.deletion_timestamp.is_some() {
-            if let Some(sandbox) = sandbox {
-                let grace = pod
-                    .metadata
-                    .deletion_grace_period_seconds
-                    .unwrap_or(30)
-                    .clamp(0, 300) as u64;
-                let id = sandbox.id.clone();
-                blocking(|| -> anyhow::Result<()> {
-                    for c in runtime
-                        .list_containers()
-                        .iter()
-                        .filter(|c| c.container.sandbox_id == id)
-                    {
-                        runtime.stop_container(&c.container.id, Duration::from_secs(grace))?;
-                    }
-                    runtime.remove_pod_sandbox(&id)?;
-                    Ok(())
-                })?;
-                tracing::info!(pod = %format!("{namespace}/{name}"), "stopped and removed");
-            }
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            if let Err(e) = api.delete(&name, &params).await {
-                tracing::debug!("final delete of {namespace}/{name}: {e}");
-            }
-            posted.remove(&uid);
-            continue;
+        if workers.contains_key(&uid) {
+            continue; // its worker is still busy; the next round sees the result
         }
-        let sandbox = match sandbox {
-            Some(s) => s.clone(),
-            None => {
-                let sandbox_config = PodSandboxConfig {
-                    name: name.clone(),
-                    namespace: namespace.clone(),
-                    uid: uid.clone(),
-                    hostname: pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.hostname.clone())
-                        .unwrap_or_else(|| name.clone()),
-                    port_mappings: Vec::new(),
-                    labels: [(POD_UID_LABEL.to_string(), uid.clone())].into(),
-                };
-                match blocking(|| runtime.run_pod_sandbox(sandbox_config)) {
-                    Ok(sandbox) => {
-                        tracing::info!(pod = %format!("{namespace}/{name}"), ip = ?sandbox.ip, "sandbox ready");
-                        sandbox
-                    }
-                    Err(e) => {
-                        let message = format!("{:#}", anyhow::Error::new(e));
-                        tracing::warn!(pod = %format!("{namespace}/{name}"), "sandbox failed: {message}");
-                        let status = json!({ "status": { "phase": "Pending", "conditions": [
-                            { "type": "PodScheduled", "status": "True" },
-                            { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
-                        post(&api, &name, &uid, status, posted).await;
-                        continue;
-                    }
-                }
-            }
-        };
-        let mut waiting: HashMap<String, (String, String)> = HashMap::new();
-        for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-            let attempts: Vec<&ContainerStatus> = containers
-                .iter()
-                .filter(|c| {
-                    c.container.sandbox_id == sandbox.id && c.container.config.name == spec.name
-                })
-                .collect();
-            let latest = attempts.last();
-            let start = match latest {
-                None => true,
-                Some(c) if c.state == ContainerState::Exited => {
-                    should_restart(pod, c, attempts.len())
-                }
-                Some(c) if c.state == ContainerState::Created => {
-                    // Left over from an interrupted start: replace it.
-                    let id = c.container.id.clone();
-                    let _ = blocking(|| runtime.remove_container(&id));
-                    true
-                }
-                Some(_) => false,
-            };
-            if !start {
-                continue;
-            }
-            let argv = images::resolve(
-                spec.image.as_deref().unwrap_or_default(),
-                spec.command.as_deref().unwrap_or_default(),
-                spec.args.as_deref().unwrap_or_default(),
-                &runtime.exe.display().to_string(),
-            );
-            let argv = match argv {
-                Ok(argv) => argv,
-                Err(message) => {
-                    waiting.insert(spec.name.clone(), ("InvalidImageName".into(), message));
-                    continue;
-                }
-            };
-            let env = spec
-                .env
-                .iter()
-                .flatten()
-                .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-                .collect();
-            let container_config = ContainerConfig {
-                name: spec.name.clone(),
-                argv,
-                env,
-                working_dir: spec.working_dir.as_ref().map(Into::into),
-                mounts: Vec::new(),
-                log_path: format!(
-                    "/var/log/pods/{namespace}_{name}_{uid}/{}/{}.log",
-                    spec.name,
-                    attempts.len()
-                )
-                .into(),
-            };
-            let result = blocking(|| {
-                let created = runtime.create_container(&sandbox.id, container_config)?;
-                let started = runtime.start_container(&created.id);
-                if started.is_err() {
-                    // Not left as a container that never ran: the next sync tries afresh.
-                    let _ = runtime.remove_container(&created.id);
-                }
-                started
-            });
-            if let Err(e) = result {
-                let message = format!("{:#}", anyhow::Error::new(e));
-                waiting.insert(spec.name.clone(), ("RunContainerError".into(), message));
-            }
-        }
-        let containers = blocking(|| runtime.list_containers());
-        let status = pod_status(pod, &sandbox, &containers, &waiting, config);
-        post(&api, &name, &uid, status, posted).await;
+        let worker = sync_pod(
+            client.clone(),
+            config.clone(),
+            pod.clone(),
+            sandboxes.clone(),
+            containers.clone(),
+            posted.clone(),
+            starts.clone(),
+        );
+        workers.insert(uid, tokio::spawn(worker));
     }
     // The kubelet's sandboxes of Pods that are gone (deleted while it was down).
-    for sandbox in &sandboxes {
+    for sandbox in sandboxes.iter() {
+        let uid = sandbox.config.uid.as_str();
         let ours = sandbox.config.labels.contains_key(POD_UID_LABEL);
-        if ours
-            && !desired
-                .iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(sandbox.config.uid.as_str()))
-        {
+        let wanted = desired
+            .iter()
+            .any(|p| p.metadata.uid.as_deref() == Some(uid));
+        if ours && !wanted && !workers.contains_key(uid) {
             let id = sandbox.id.clone();
             blocking(|| runtime.remove_pod_sandbox(&id))?;
+            posted.lock().map(|mut p| p.remove(uid)).ok();
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
     }
     Ok(())
+}
+
+/// One Pod's turn: teardown if it is being deleted, else sandbox, containers and status.
+async fn sync_pod(
+    client: kube::Client,
+    config: Config,
+    pod: Arc<Pod>,
+    sandboxes: Arc<Vec<PodSandbox>>,
+    containers: Arc<Vec<ContainerStatus>>,
+    posted: Posted,
+    starts: Arc<tokio::sync::Semaphore>,
+) {
+    let (Some(uid), Some(name), Some(namespace)) = (
+        pod.metadata.uid.clone(),
+        pod.metadata.name.clone(),
+        pod.metadata.namespace.clone(),
+    ) else {
+        return;
+    };
+    let runtime = &config.runtime;
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    let sandbox = sandboxes.iter().find(|s| s.config.uid == uid);
+    if pod.metadata.deletion_timestamp.is_some() {
+        if let Some(sandbox) = sandbox {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .unwrap_or(30)
+                .clamp(0, 300) as u64;
+            let id = sandbox.id.clone();
+            let stopped = blocking(|| -> anyhow::Result<()> {
+                for c in containers.iter().filter(|c| c.container.sandbox_id == id) {
+                    runtime.stop_container(&c.container.id, Duration::from_secs(grace))?;
+                }
+                runtime.remove_pod_sandbox(&id)?;
+                Ok(())
+            });
+            if let Err(e) = stopped {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), "stopping: {e:#}");
+                return;
+            }
+            tracing::info!(pod = %format!("{namespace}/{name}"), "stopped and removed");
+        }
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(e) = api.delete(&name, &params).await {
+            tracing::debug!("final delete of {namespace}/{name}: {e}");
+        }
+        posted.lock().map(|mut p| p.remove(&uid)).ok();
+        return;
+    }
+    let sandbox = match sandbox {
+        Some(s) => s.clone(),
+        None => {
+            let Ok(_permit) = starts.acquire().await else {
+                return;
+            };
+            let sandbox_config = PodSandboxConfig {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                uid: uid.clone(),
+                hostname: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.hostname.clone())
+                    .unwrap_or_else(|| name.clone()),
+                port_mappings: Vec::new(),
+                labels: [(POD_UID_LABEL.to_string(), uid.clone())].into(),
+            };
+            match blocking(|| runtime.run_pod_sandbox(sandbox_config)) {
+                Ok(sandbox) => {
+                    tracing::info!(pod = %format!("{namespace}/{name}"), ip = ?sandbox.ip, "sandbox ready");
+                    sandbox
+                }
+                Err(e) => {
+                    let message = format!("{:#}", anyhow::Error::new(e));
+                    tracing::warn!(pod = %format!("{namespace}/{name}"), "sandbox failed: {message}");
+                    let status = json!({ "status": { "phase": "Pending", "conditions": [
+                        { "type": "PodScheduled", "status": "True" },
+                        { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
+                    post(&api, &name, &uid, status, &posted).await;
+                    return;
+                }
+            }
+        }
+    };
+    // This pod's containers, refreshed: the snapshot may be a moment old.
+    let mut mine: Vec<ContainerStatus> = containers
+        .iter()
+        .filter(|c| c.container.sandbox_id == sandbox.id)
+        .filter_map(|c| runtime.container_status(&c.container.id).ok())
+        .collect();
+    let mut waiting: HashMap<String, (String, String)> = HashMap::new();
+    for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let attempts = mine
+            .iter()
+            .filter(|c| c.container.config.name == spec.name)
+            .count();
+        let latest = mine
+            .iter()
+            .rev()
+            .find(|c| c.container.config.name == spec.name)
+            .cloned();
+        let start = match &latest {
+            None => true,
+            Some(c) if c.state == ContainerState::Exited => should_restart(&pod, c, attempts),
+            Some(c) if c.state == ContainerState::Created => {
+                // Left over from an interrupted start: replace it.
+                let id = c.container.id.clone();
+                let _ = blocking(|| runtime.remove_container(&id));
+                mine.retain(|m| m.container.id != id);
+                true
+            }
+            Some(_) => false,
+        };
+        if !start {
+            continue;
+        }
+        let argv = images::resolve(
+            spec.image.as_deref().unwrap_or_default(),
+            spec.command.as_deref().unwrap_or_default(),
+            spec.args.as_deref().unwrap_or_default(),
+            &runtime.exe.display().to_string(),
+        );
+        let argv = match argv {
+            Ok(argv) => argv,
+            Err(message) => {
+                waiting.insert(spec.name.clone(), ("InvalidImageName".into(), message));
+                continue;
+            }
+        };
+        let env = spec
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        let container_config = ContainerConfig {
+            name: spec.name.clone(),
+            argv,
+            env,
+            working_dir: spec.working_dir.as_ref().map(Into::into),
+            mounts: Vec::new(),
+            log_path: format!(
+                "/var/log/pods/{namespace}_{name}_{uid}/{}/{attempts}.log",
+                spec.name
+            )
+            .into(),
+        };
+        let result = blocking(|| {
+            let created = runtime.create_container(&sandbox.id, container_config)?;
+            match runtime.start_container(&created.id) {
+                Ok(()) => runtime.container_status(&created.id),
+                Err(e) => {
+                    // Not left as a container that never ran: the next sync tries afresh.
+                    let _ = runtime.remove_container(&created.id);
+                    Err(e)
+                }
+            }
+        });
+        match result {
+            Ok(started) => mine.push(started),
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::new(e));
+                waiting.insert(spec.name.clone(), ("RunContainerError".into(), message));
+            }
+        }
+    }
+    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config);
+    post(&api, &name, &uid, status, &posted).await;
 }
 
 /// `restartPolicy` and the back-off: restart now?
@@ -391,14 +451,12 @@ fn terminated(c: &ContainerStatus) -> Value {
 }
 
 /// Patch the status if it differs from what was last posted for this Pod.
-async fn post(
-    api: &Api<Pod>,
-    name: &str,
-    uid: &str,
-    status: Value,
-    posted: &mut HashMap<String, Value>,
-) {
-    if posted.get(uid) == Some(&status) {
+async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) {
+    if posted
+        .lock()
+        .map(|p| p.get(uid) == Some(&status))
+        .unwrap_or(false)
+    {
         return;
     }
     match api
@@ -406,7 +464,9 @@ async fn post(
         .await
     {
         Ok(_) => {
-            posted.insert(uid.to_string(), status);
+            if let Ok(mut p) = posted.lock() {
+                p.insert(uid.to_string(), status);
+            }
         }
         Err(e) => tracing::warn!(pod = name, "posting status: {e}"),
     }
