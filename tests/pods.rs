@@ -115,15 +115,17 @@ fn pods_run_on_their_nodes_and_talk_without_nat() {
         seen.starts_with(&format!("{client_ip}:")),
         "the server saw {seen}, not {client_ip}"
     );
-    let containers = ok(lab.run(&["crictl", "c0/w1", "ps"]));
-    let container = containers
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let log = ok(lab.run(&["crictl", "c0/w1", "logs", &container]));
+    // kubectl logs, through the API server to the kubelet of the pod's node.
+    let log = ok(lab.kubectl("c0", &["logs", "server"]));
     assert!(log.contains("Started HTTP server on port 8080"), "{log}");
+    let last = ok(lab.kubectl("c0", &["logs", "server", "--tail=1"]));
+    assert_eq!(last.lines().count(), 1, "{last}");
+    let wrong = lab.kubectl("c0", &["logs", "server", "-c", "nope"]);
+    assert!(
+        stderr(&wrong).contains("container nope is not valid for pod server"),
+        "{}",
+        stderr(&wrong)
+    );
 
     // A killed kubelet is restarted and adopts the running pod: no duplicate, same address.
     let (index, _) = lab.kill_process("kubelet", "c0", "w1");

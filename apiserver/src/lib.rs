@@ -34,6 +34,7 @@ pub mod error;
 pub mod etcd;
 mod json;
 pub mod kubeconfig;
+pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -82,6 +83,8 @@ pub struct Config {
     pub etcd_connect_timeout: Duration,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Credentials for kubelets, which `pods/log` is proxied to.
+    pub kubelet_client: Option<logs::KubeletClientFiles>,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
             advertise_address: None,
             etcd_connect_timeout: Duration::from_secs(30),
             bookmark_interval: Duration::from_secs(5),
+            kubelet_client: None,
         }
     }
 }
@@ -114,6 +118,8 @@ pub struct AppState {
     pub bookmark_interval: Duration,
     /// Set to true at shutdown so long-running watches end and graceful shutdown completes.
     pub stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// How to reach kubelets (pods/log); none: those requests fail with a clear message.
+    pub kubelet: Option<logs::KubeletClient>,
 }
 
 impl AppState {
@@ -129,6 +135,7 @@ impl AppState {
             advertise: Vec::new(),
             bookmark_interval: Duration::from_secs(5),
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            kubelet: None,
         }
     }
 
@@ -220,6 +227,11 @@ pub async fn run(
         config.node_port_range.clone(),
     );
     state.bookmark_interval = config.bookmark_interval;
+    if let Some(files) = &config.kubelet_client {
+        state.kubelet = Some(
+            logs::KubeletClient::new(files).context("loading the kubelet client credentials")?,
+        );
+    }
     state.advertise = config
         .advertise_address
         .iter()

@@ -180,6 +180,14 @@ struct KubeletArgs {
     register_with_control_plane_taint: bool,
     #[arg(long, default_value = "/run/flannel/subnet.env")]
     subnet_file: PathBuf,
+    /// The serving certificate for container logs on <node-ip>:10250 (with its key and the CA
+    /// client certificates must come from); without them, logs are not served.
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    tls_private_key_file: Option<PathBuf>,
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -212,6 +220,14 @@ struct ApiserverArgs {
     /// machine's own namespace, for kubectl).
     #[arg(long)]
     listener_fd: Vec<i32>,
+    /// How this server authenticates to kubelets (`kubectl logs`), and the CA of their
+    /// serving certificates.
+    #[arg(long)]
+    kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long)]
+    kubelet_client_key: Option<PathBuf>,
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -428,6 +444,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 control_plane: args.register_with_control_plane_taint,
                 subnet_file: args.subnet_file,
                 runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
+                tls: match (
+                    args.tls_cert_file,
+                    args.tls_private_key_file,
+                    args.client_ca_file,
+                ) {
+                    (Some(cert), Some(key), Some(client_ca)) => {
+                        Some(kubelet_lite::kubelet::server::TlsFiles {
+                            cert,
+                            key,
+                            client_ca,
+                        })
+                    }
+                    (None, None, None) => None,
+                    _ => anyhow::bail!(
+                        "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+                    ),
+                },
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
@@ -491,6 +524,17 @@ fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
     config.advertise_address = args
         .advertise_address
         .map(|address| (address, args.secure_port).into());
+    config.kubelet_client = match (
+        args.kubelet_client_certificate,
+        args.kubelet_client_key,
+        args.kubelet_certificate_authority,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Some(apiserver::logs::KubeletClientFiles { cert, key, ca }),
+        (None, None, None) => None,
+        _ => anyhow::bail!(
+            "--kubelet-client-certificate, --kubelet-client-key and --kubelet-certificate-authority go together"
+        ),
+    };
     Ok(config)
 }
 

@@ -52,6 +52,13 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
     }
     let admin = pki::client_cert(&ca, ADMIN, &["system:masters"])?;
     admin.write(&dir.join("admin.crt"), &dir.join("admin.key"))?;
+    // How API servers reach kubelets (kubectl logs), as kubeadm's apiserver-kubelet-client.
+    let kubelet_client =
+        pki::client_cert(&ca, "kube-apiserver-kubelet-client", &["system:masters"])?;
+    kubelet_client.write(
+        &dir.join("apiserver-kubelet-client.crt"),
+        &dir.join("apiserver-kubelet-client.key"),
+    )?;
     // Each kubelet is `system:node:<name>` in `system:nodes`, as with kubeadm, and reaches
     // its cluster's API server on the control-plane node, inside the lab.
     let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))?;
@@ -80,6 +87,16 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
                 &path,
                 apiserver::kubeconfig::render(&[entry], None).as_bytes(),
             )?;
+            // The kubelet's serving certificate, for its address, and the CA it trusts.
+            let pki_dir = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_PKI);
+            write_private(&pki_dir.join("ca.crt"), ca_pem.as_bytes())?;
+            let address = node.address.to_string();
+            let serving = pki::server_cert(
+                &ca,
+                &format!("system:node:{}", node.hostname),
+                &[address.as_str(), node.hostname.as_str()],
+            )?;
+            serving.write(&pki_dir.join("kubelet.crt"), &pki_dir.join("kubelet.key"))?;
         }
     }
     Ok(())

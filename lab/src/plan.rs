@@ -318,6 +318,15 @@ fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec 
                 pki(&format!("{}-apiserver.key", cluster.name))
             ),
             format!("--client-ca-file={}", pki("ca.crt")),
+            format!(
+                "--kubelet-client-certificate={}",
+                pki("apiserver-kubelet-client.crt")
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                pki("apiserver-kubelet-client.key")
+            ),
+            format!("--kubelet-certificate-authority={}", pki("ca.crt")),
         ],
         ready: Readiness::TcpConnect(API_SECURE_PORT),
         root_listener: Some(cluster.api_port),
@@ -327,6 +336,8 @@ fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec 
 /// Where a node's kubelet finds its kubeconfig (written by `up`, in the node's own
 /// `/var/lib/kubelet`).
 pub const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// The kubelet's serving certificate and the CA it trusts, in the node's own directory.
+pub const KUBELET_PKI: &str = "/var/lib/kubelet/pki";
 /// The real kubelet's healthz port.
 pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
 
@@ -340,6 +351,9 @@ fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
         format!("--kubeconfig={KUBELET_KUBECONFIG}"),
         format!("--hostname-override={}", node.hostname),
         format!("--node-ip={}", node.address),
+        format!("--tls-cert-file={KUBELET_PKI}/kubelet.crt"),
+        format!("--tls-private-key-file={KUBELET_PKI}/kubelet.key"),
+        format!("--client-ca-file={KUBELET_PKI}/ca.crt"),
     ];
     if node.role == Role::ControlPlane {
         args.push("--register-with-control-plane-taint".into());

@@ -6,11 +6,13 @@
 //! 2. Watches the Pods bound to it (`spec.nodeName`) and, level-based, makes the runtime match
 //!    them ([`pods`]): a sandbox and containers per Pod, restarts by `restartPolicy`, teardown
 //!    and the final delete when a Pod is deleted; then posts each Pod's status.
-//! 3. Serves `/healthz` on `127.0.0.1:10248`, as the real kubelet, once the Node is registered.
+//! 3. Serves `/healthz` on `127.0.0.1:10248`, as the real kubelet, once the Node is registered,
+//!    and container logs over HTTPS on `<node IP>:10250` for the API server ([`server`]).
 
 mod images;
 mod node;
 mod pods;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +35,8 @@ pub struct Config {
     /// flannel's `subnet.env`: the node's pod CIDR comes from it.
     pub subnet_file: PathBuf,
     pub runtime: Runtime,
+    /// The HTTPS server for container logs; none: not served.
+    pub tls: Option<server::TlsFiles>,
 }
 
 /// The real kubelet's healthz port.
@@ -65,8 +69,19 @@ async fn serve(config: Config, registered: Arc<AtomicBool>) -> anyhow::Result<()
     registered.store(true, Ordering::SeqCst);
     tracing::info!(node = %config.node_name, %pod_cidr, "node registered");
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), config.clone()));
+    let logs = config.tls.clone().map(|tls| {
+        let (address, runtime) = (config.node_ip, config.runtime.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(address, tls, runtime).await {
+                tracing::error!("the log server stopped: {e:#}");
+            }
+        })
+    });
     let result = pods::sync_loop(client, config).await;
     heartbeat.abort();
+    if let Some(logs) = logs {
+        logs.abort();
+    }
     result
 }
 
