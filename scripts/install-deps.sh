@@ -19,7 +19,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
-    echo "install-deps: installing ${missing[*]} needs root: run with sudo" >&2
+    echo "install-deps: installing ${missing[*]} needs root: run it as root (e.g. with sudo)" >&2
     exit 1
   fi
   echo "install-deps: installing ${missing[*]}"

@@ -62,7 +62,7 @@ pub fn load_topology(config: Option<&Path>) -> anyhow::Result<Topology> {
 pub fn preflight(lab: &str) -> anyhow::Result<()> {
     check_lab_name(lab).map_err(anyhow::Error::msg)?;
     if !nix::unistd::geteuid().is_root() {
-        bail!("knetsim needs root to create network namespaces: run it with sudo (or as root)");
+        bail!("knetsim needs root to create network namespaces: run it as root (e.g. with sudo)");
     }
     let missing: Vec<String> = REQUIRED
         .iter()
