@@ -233,6 +233,18 @@ spec:
         "{.status.containerStatuses[0].state.waiting.message}",
     );
     assert!(message.contains("not in knetsim's catalogue"), "{message}");
+    // kubectl prints the container's reason, as on a real cluster.
+    let table = ok(lab.kubectl("c0", &["get", "pods"]));
+    let row = |pod: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{pod} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("done").contains(" Completed "), "{table}");
+    assert!(row("crash").contains(" CrashLoopBackOff "), "{table}");
+    assert!(row("noimage").contains(" InvalidImageName "), "{table}");
 }
 
 #[test]

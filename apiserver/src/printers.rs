@@ -72,14 +72,37 @@ fn pod_row(o: &Value) -> Vec<Value> {
     if status.is_empty() {
         status = s(o, "/status/phase").to_string();
     }
-    for c in statuses {
+    // As kubectl's printer: the last container with a waiting or terminated reason names
+    // the status; a pod whose containers completed but one still runs is Running.
+    let mut has_running = false;
+    for c in statuses.iter().rev() {
         let waiting = s(c, "/state/waiting/reason");
         let terminated = s(c, "/state/terminated/reason");
         if !waiting.is_empty() {
             status = waiting.to_string();
-        } else if !terminated.is_empty() && status == "Running" {
+        } else if !terminated.is_empty() {
             status = terminated.to_string();
+        } else if c.pointer("/state/terminated").is_some() {
+            let signal = n(c, "/state/terminated/signal");
+            status = if signal != 0 {
+                format!("Signal:{signal}")
+            } else {
+                format!("ExitCode:{}", n(c, "/state/terminated/exitCode"))
+            };
+        } else if c["ready"] == json!(true) && c.pointer("/state/running").is_some() {
+            has_running = true;
         }
+    }
+    if status == "Completed" && has_running {
+        let ready_condition = items(o, "/status/conditions")
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        status = if ready_condition {
+            "Running"
+        } else {
+            "NotReady"
+        }
+        .to_string();
     }
     if !meta_str(o, "deletionTimestamp").is_empty() {
         status = "Terminating".into();
@@ -493,6 +516,43 @@ mod tests {
         assert_eq!(
             cells[3],
             json!("10.244.1.2,10.244.1.3,10.244.2.2 + 1 more...")
+        );
+    }
+
+    #[test]
+    fn pod_status_column_reads_like_kubectl() {
+        let pod = |phase: &str, state: Value, ready: bool| {
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]},
+                   "status": {"phase": phase, "containerStatuses": [{"name": "c", "ready": ready, "restartCount": 0, "state": state}]}})
+        };
+        let status = |o: &Value| pod_row(o)[2].clone();
+        assert_eq!(
+            status(&pod(
+                "Succeeded",
+                json!({"terminated": {"reason": "Completed", "exitCode": 0}}),
+                false
+            )),
+            json!("Completed")
+        );
+        assert_eq!(
+            status(&pod(
+                "Running",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                false
+            )),
+            json!("CrashLoopBackOff")
+        );
+        assert_eq!(
+            status(&pod(
+                "Failed",
+                json!({"terminated": {"exitCode": 3}}),
+                false
+            )),
+            json!("ExitCode:3")
+        );
+        assert_eq!(
+            status(&pod("Running", json!({"running": {}}), true)),
+            json!("Running")
         );
     }
 }
