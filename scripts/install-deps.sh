@@ -9,7 +9,8 @@ packages=(
   nftables iptables                # kube-proxy's rules; iptables(-nft) for CNI portmap
   containernetworking-plugins      # CNI: bridge, host-local, loopback, portmap
   nginx                            # ingress, and the nginx image
-  curl tcpdump                     # what learners use inside the lab
+  curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)
+  python3                          # the python image, and a test server
   protobuf-compiler                # build dependency of the etcd-client crate
 )
 
