@@ -60,7 +60,7 @@ pub fn run(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<()> {
     let result = start_and_wait(dir, pause_pid, hostname);
     if let Err(error) = &result {
         // The runtime reports this as the reason the container did not start.
-        let _ = std::fs::write(dir.join("shim.error"), format!("{error:#}\n"));
+        let _ = write_atomic(&dir.join("shim.error"), format!("{error:#}\n").as_bytes());
         let exit = ExitRecord {
             exit_code: 128,
             signal: None,
