@@ -48,15 +48,7 @@ fn up_down_round_trip_leaves_nothing_behind() {
     }
     // flannel: one lease per node in each cluster's etcd, a subnet.env per node, and the
     // VXLAN overlay between nodes.
-    let leases = ok(lab.run(&[
-        "etcdctl",
-        "c0",
-        "--",
-        "get",
-        "--prefix",
-        "--keys-only",
-        "/coreos.com/network/subnets",
-    ]));
+    let leases = lab.flannel_lease_keys("c0");
     assert_eq!(
         leases
             .lines()
@@ -181,15 +173,7 @@ fn flannel_keeps_its_subnet_across_a_crash() {
         ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"])),
         before
     );
-    let leases = ok(lab.run(&[
-        "etcdctl",
-        "c0",
-        "--",
-        "get",
-        "--prefix",
-        "--keys-only",
-        "/coreos.com/network/subnets",
-    ]));
+    let leases = lab.flannel_lease_keys("c0");
     assert_eq!(
         leases.lines().filter(|l| l.contains("/subnets/")).count(),
         2,

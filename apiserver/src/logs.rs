@@ -15,8 +15,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,18 +45,9 @@ pub struct KubeletClient {
 
 impl KubeletClient {
     pub fn new(files: &KubeletClientFiles) -> anyhow::Result<KubeletClient> {
-        use anyhow::Context as _;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-            .with_context(|| format!("reading {}", files.cert.display()))?
-            .collect::<Result<_, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&files.key)
-            .with_context(|| format!("reading {}", files.key.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_file_iter(&files.ca)
-            .with_context(|| format!("reading {}", files.ca.display()))?
-        {
-            roots.add(ca?)?;
-        }
+        let certs = crate::tls::read_certs(&files.cert)?;
+        let key = crate::tls::read_key(&files.key)?;
+        let roots = crate::tls::read_roots(&files.ca)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

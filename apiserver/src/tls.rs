@@ -10,7 +10,7 @@
 //! `Peer`, so axum's `ConnectInfo<Peer>` carries the user into each request.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request};
@@ -74,24 +74,9 @@ pub struct Peer {
 
 /// The rustls configuration: our certificate, optional client certificates from the CA.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let read_err = |path: &PathBuf| {
-        let path = path.clone();
-        move |source| TlsError::Read { path, source }
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(read_err(&files.cert))?
-        .collect::<Result<_, _>>()
-        .map_err(read_err(&files.cert))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(read_err(&files.key))?;
-    let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&files.client_ca).map_err(read_err(&files.client_ca))? {
-        roots
-            .add(ca.map_err(read_err(&files.client_ca))?)
-            .map_err(|source| TlsError::ClientCa {
-                path: files.client_ca.clone(),
-                source,
-            })?;
-    }
+    let certs = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let roots = read_roots(&files.client_ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
@@ -106,6 +91,38 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     // HTTP/1.1 only: watches stream fine over chunked encoding, and it keeps the build lean.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The PEM certificates (a chain) in `path`.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_err = |source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(read_err)?
+        .collect::<Result<_, _>>()
+        .map_err(read_err)
+}
+
+/// The PEM private key in `path`.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The CA certificates in `path`, as trust roots.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(path)? {
+        roots.add(ca).map_err(|source| TlsError::ClientCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(roots)
 }
 
 /// CN and O values of a DER certificate.

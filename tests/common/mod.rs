@@ -146,6 +146,19 @@ impl Lab {
             .unwrap_or_else(|| panic!("no {name} on {cluster}/{node}"))
     }
 
+    /// The flannel lease keys in `cluster`'s etcd, as `etcdctl get --keys-only` prints them.
+    pub fn flannel_lease_keys(&self, cluster: &str) -> String {
+        ok(self.run(&[
+            "etcdctl",
+            cluster,
+            "--",
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/coreos.com/network/subnets",
+        ]))
+    }
+
     /// SIGKILL the process `name` on `cluster/node`; its index in `status.json` and old pid.
     pub fn kill_process(&self, name: &str, cluster: &str, node: &str) -> (usize, i64) {
         let index = self.process_index(name, cluster, node);
