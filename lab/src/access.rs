@@ -4,7 +4,9 @@
 //! addresses clients use: `127.0.0.1`, the control-plane node, the `kubernetes` Service IP and
 //! its DNS names) and the admin's client certificate (`kubernetes-admin`, group
 //! `system:masters`, as kubeadm issues it), and each node's kubelet certificate and
-//! kubeconfig (`system:node:<node>`, in the node's own `/var/lib/kubelet/kubeconfig`).
+//! kubeconfig (`system:node:<node>`, in the node's own `/var/lib/kubelet/kubeconfig`), each
+//! node's kube-proxy kubeconfig (`/var/lib/kube-proxy/kubeconfig.conf`) and the
+//! controller-manager's (`/etc/kubernetes/controller-manager.conf` on the control plane).
 //!
 //! `up` writes the lab's kubeconfig (`/tmp/knetsim/<lab>/kubeconfig`, one context per
 //! cluster named after it) and merges the same clusters into the user's own kubeconfig
@@ -74,19 +76,17 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
                 &format!("system:node:{}", node.hostname),
                 &["system:nodes"],
             )?;
-            let entry = Entry {
-                name: cluster.name.clone(),
-                server: server.clone(),
-                ca_pem: ca_pem.clone(),
-                client_cert_pem: cert.cert_pem,
-                client_key_pem: cert.key_pem,
-                namespace: None,
-            };
-            let path = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_KUBECONFIG);
-            write_private(
-                &path,
-                apiserver::kubeconfig::render(&[entry], None).as_bytes(),
-            )?;
+            let kubelet_config =
+                paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_KUBECONFIG);
+            write_component_kubeconfig(&kubelet_config, &cluster.name, &server, &ca_pem, cert)?;
+            // kube-proxy's identity, as kubeadm's `system:kube-proxy`, on every node.
+            let proxy = pki::client_cert(&ca, "system:kube-proxy", &["system:node-proxier"])?;
+            let proxy_config = paths.node_path(
+                &node.cluster,
+                &node.name,
+                crate::plan::KUBE_PROXY_KUBECONFIG,
+            );
+            write_component_kubeconfig(&proxy_config, &cluster.name, &server, &ca_pem, proxy)?;
             // The kubelet's serving certificate, for its address, and the CA it trusts.
             let pki_dir = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_PKI);
             write_private(&pki_dir.join("ca.crt"), ca_pem.as_bytes())?;
@@ -98,8 +98,40 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
             )?;
             serving.write(&pki_dir.join("kubelet.crt"), &pki_dir.join("kubelet.key"))?;
         }
+        // The controller-manager's identity (`system:kube-controller-manager`), in the
+        // control-plane node's /etc/kubernetes as kubeadm writes it.
+        let cp = cluster.control_plane();
+        let cert = pki::client_cert(&ca, "system:kube-controller-manager", &[])?;
+        let path = paths.node_path(
+            &cp.cluster,
+            &cp.name,
+            crate::plan::CONTROLLER_MANAGER_KUBECONFIG,
+        );
+        write_component_kubeconfig(&path, &cluster.name, &server, &ca_pem, cert)?;
     }
     Ok(())
+}
+
+/// A kubeconfig with one context, for a component reaching its cluster's API server.
+fn write_component_kubeconfig(
+    path: &Path,
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    cert: CertPair,
+) -> anyhow::Result<()> {
+    let entry = Entry {
+        name: cluster.to_string(),
+        server: server.to_string(),
+        ca_pem: ca_pem.to_string(),
+        client_cert_pem: cert.cert_pem,
+        client_key_pem: cert.key_pem,
+        namespace: None,
+    };
+    write_private(
+        path,
+        apiserver::kubeconfig::render(&[entry], None).as_bytes(),
+    )
 }
 
 fn entries(

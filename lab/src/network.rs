@@ -60,6 +60,8 @@ pub const NODE_DIRS: &[&str] = &[
     "/var/lib/cni",
     "/var/lib/kubelet",
     "/var/log/pods",
+    "/var/lib/kube-proxy",
+    "/etc/kubernetes",
 ];
 
 /// The node's CNI network, as kube-flannel installs it.

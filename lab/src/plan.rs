@@ -336,6 +336,10 @@ fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec 
 /// Where a node's kubelet finds its kubeconfig (written by `up`, in the node's own
 /// `/var/lib/kubelet`).
 pub const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// kubeproxy-lite's kubeconfig on every node, where kubeadm's kube-proxy keeps it.
+pub const KUBE_PROXY_KUBECONFIG: &str = "/var/lib/kube-proxy/kubeconfig.conf";
+/// The controller-manager's kubeconfig on the control-plane node, as kubeadm writes it.
+pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
 /// The kubelet's serving certificate and the CA it trusts, in the node's own directory.
 pub const KUBELET_PKI: &str = "/var/lib/kubelet/pki";
 /// The real kubelet's healthz port.
