@@ -6,7 +6,7 @@
 //!
 //! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests;
 //! - `discovery`, `openapi`: `/version`, `/api`, `/apis` (legacy and aggregated), resource
-//!   lists and a minimal OpenAPI v3 index — all from the `registry` table;
+//!   lists and the OpenAPI v2 and v3 documents — all from the `registry` table;
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
 //! - `objects`, `services`: what happens to an object on create/update (metadata, defaults,
@@ -157,6 +157,11 @@ impl AppState {
         )
     }
 
+    /// Every served resource.
+    pub fn resources(&self) -> Vec<&'static registry::ResourceInfo> {
+        registry::RESOURCES.iter().collect()
+    }
+
     /// Create the namespaces and the `kubernetes` Service every cluster starts with.
     pub async fn bootstrap(&self, advertise: Option<SocketAddr>) -> Result<(), error::AppError> {
         bootstrap::run(self, advertise).await
@@ -172,6 +177,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis/{group}", get(discovery::api_group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*gv}", get(openapi::group_version))
         .route("/healthz", get(|| async { "ok" }))

@@ -239,11 +239,18 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             default(obj, "/spec/replicas", 1.into());
             default(obj, "/spec/revisionHistoryLimit", 10.into());
             default(obj, "/spec/progressDeadlineSeconds", 600.into());
-            default(
-                obj,
-                "/spec/strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-            );
+            // Field by field: typed clients send an empty `strategy: {}`.
+            default(obj, "/spec/strategy", json!({}));
+            default(obj, "/spec/strategy/type", "RollingUpdate".into());
+            if obj.pointer("/spec/strategy/type") == Some(&json!("RollingUpdate")) {
+                default(obj, "/spec/strategy/rollingUpdate", json!({}));
+                default(
+                    obj,
+                    "/spec/strategy/rollingUpdate/maxUnavailable",
+                    "25%".into(),
+                );
+                default(obj, "/spec/strategy/rollingUpdate/maxSurge", "25%".into());
+            }
             obj["status"] = json!({});
         }
         ("apps", "ReplicaSet" | "StatefulSet") => {
