@@ -69,8 +69,6 @@ pub enum AppError {
         "the body of the request was in an unknown format - accepted media types include: {0}"
     )]
     UnsupportedMediaType(String),
-    #[error("{0}")]
-    NotAcceptable(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
     #[error("storage failed: {0}")]
@@ -116,7 +114,6 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
-            AppError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             AppError::Internal(_) | AppError::Storage(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }

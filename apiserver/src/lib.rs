@@ -29,6 +29,8 @@ use ipnet::Ipv4Net;
 
 pub mod backend;
 mod bootstrap;
+pub mod crd;
+mod crd_schema;
 pub mod discovery;
 pub mod error;
 pub mod etcd;
@@ -120,6 +122,8 @@ pub struct AppState {
     pub stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How to reach kubelets (pods/log); none: those requests fail with a clear message.
     pub kubelet: Option<logs::KubeletClient>,
+    /// Custom resources served from CustomResourceDefinitions (`crd.rs`).
+    pub custom: crd::CustomResources,
 }
 
 impl AppState {
@@ -136,6 +140,7 @@ impl AppState {
             bookmark_interval: Duration::from_secs(5),
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             kubelet: None,
+            custom: crd::CustomResources::default(),
         }
     }
 
@@ -157,9 +162,27 @@ impl AppState {
         )
     }
 
-    /// Every served resource.
+    /// Every served resource: the built-ins, then custom resources.
     pub fn resources(&self) -> Vec<&'static registry::ResourceInfo> {
-        registry::RESOURCES.iter().collect()
+        let mut all: Vec<_> = registry::RESOURCES.iter().collect();
+        all.extend(self.custom.list().iter().copied());
+        all
+    }
+
+    /// The served resource `plural` of `group/version`.
+    pub fn find(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&'static registry::ResourceInfo> {
+        registry::find(group, version, plural).or_else(|| {
+            self.custom
+                .list()
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        })
     }
 
     /// Create the namespaces and the `kubernetes` Service every cluster starts with.
@@ -252,6 +275,9 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    crd::reload(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {e}"))?;
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let l = tokio::net::TcpListener::bind(addr)

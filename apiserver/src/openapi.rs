@@ -11,6 +11,7 @@
 //! built from them: references point at `#/components/schemas/`, and a reference with a
 //! description is wrapped in `allOf` as kube-apiserver writes it. Each group/version's
 //! document holds the schemas its kinds reach and an operation per verb for each resource.
+//! Custom resources add their CRD's schema (`crd::openapi_schemas`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -85,6 +86,9 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Keywords whose value maps names to schemas.
+const NAMED_SCHEMAS: &[&str] = &["properties", "patternProperties", "definitions"];
+
 /// A v2 schema in v3 form: `#/components/schemas/` references, `allOf` around a reference
 /// that has siblings.
 pub fn to_v3(v: &Value) -> Value {
@@ -93,7 +97,11 @@ pub fn to_v3(v: &Value) -> Value {
             let mut out = Map::new();
             let mut reference = None;
             for (k, x) in m {
-                if k == "$ref" {
+                if let (true, Value::Object(named)) = (NAMED_SCHEMAS.contains(&k.as_str()), x) {
+                    // Keys here are names (a property may be called `$ref`), not keywords.
+                    let named = named.iter().map(|(n, s)| (n.clone(), to_v3(s))).collect();
+                    out.insert(k.clone(), Value::Object(named));
+                } else if k == "$ref" && x.is_string() {
                     let r = x.as_str().unwrap_or("");
                     reference = Some(json!(r.replace("#/definitions/", "#/components/schemas/")));
                 } else {
@@ -134,6 +142,7 @@ fn hash(state: &AppState) -> String {
     for r in state.resources() {
         (r.group, r.version, r.plural).hash(&mut h);
     }
+    state.custom.generation().hash(&mut h);
     format!("{:016X}", h.finish())
 }
 
@@ -256,10 +265,20 @@ fn schemas_of(
             names.insert(r.plural.to_string(), name.to_string());
         }
     }
+    let custom = crate::crd::openapi_schemas(state, group, version);
+    roots.extend(
+        custom
+            .iter()
+            .map(|_| "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".to_string()),
+    );
     for name in closure(roots, defs) {
         if let Some(d) = defs.get(&name) {
             out.insert(name, d.clone());
         }
+    }
+    for (plural, name, schema) in custom {
+        out.insert(name.clone(), schema);
+        names.insert(plural, name);
     }
     (out, names)
 }
@@ -313,7 +332,8 @@ pub async fn group_version(
 }
 
 /// `GET /openapi/v2`: one swagger document for everything. Only JSON is served: a client
-/// that accepts nothing but the protobuf form gets 406 and falls back.
+/// that accepts nothing but the protobuf form (kubectl's fallback from v3) gets 404, which
+/// kubectl takes as "no v2 schema" rather than as a failure.
 pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response, AppError> {
     let accepts_json = h
         .get_all(header::ACCEPT)
@@ -326,9 +346,7 @@ pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response,
         })
         || h.get(header::ACCEPT).is_none();
     if !accepts_json {
-        return Err(AppError::NotAcceptable(
-            "only application/json is served for /openapi/v2".into(),
-        ));
+        return Err(AppError::NoRoute);
     }
     let mut definitions = definitions().clone();
     let mut paths = Map::new();
@@ -384,5 +402,7 @@ mod tests {
             to_v3(&json!({"$ref": "#/definitions/X"})),
             json!({"$ref": "#/components/schemas/X"})
         );
+        let named = json!({"properties": {"$ref": {"type": "string"}}});
+        assert_eq!(to_v3(&named), named);
     }
 }
