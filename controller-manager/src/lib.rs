@@ -17,7 +17,7 @@
 //! would never be removed.
 
 // pub mod daemonset;
-// pub mod deployment;
+pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod expectations;
@@ -105,6 +105,7 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         scheduler::run(client.clone(), &informers).boxed(),
         replicaset::run(client.clone(), &informers).boxed(),
         endpointslice::run(client.clone(), &informers).boxed(),
+        deployment::run(client.clone(), &informers).boxed(),
     ];
     informers.start(&mut tasks);
     informers.wait_until_synced().await?;
