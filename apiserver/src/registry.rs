@@ -104,7 +104,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], NONE, NONE),
     row!("", "v1", "events", "event", "Event", true, &["ev"], NONE, NONE),
     row!("", "v1", "limitranges", "limitrange", "LimitRange", true, &["limits"], NONE, NONE),
-    row!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], NONE, STATUS, NameRule::Label),
+    row!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], NONE, &["status", "finalize"], NameRule::Label),
     row!("", "v1", "nodes", "node", "Node", false, &["no"], NONE, STATUS),
     row!("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], NONE, STATUS),
     row!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], NONE, STATUS),

@@ -23,7 +23,7 @@ use crate::storage::{meta_str, ListQuery};
 use crate::{table, watch, write, AppState};
 
 /// Subresources this handler serves (the registry also names ones still to come).
-pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "log"];
+pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "log", "finalize"];
 
 /// kube-apiserver's limit on request bodies.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;

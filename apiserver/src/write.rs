@@ -348,13 +348,37 @@ async fn delete_object(
         meta.insert("deletionGracePeriodSeconds".into(), grace.into());
         return state.store.update(t.info, marked, &kv).await;
     }
-    if has_finalizers(&current) {
+    let mut current = current;
+    // Foreground and orphan deletion are finalizers the garbage collector acts on.
+    let orphan = opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+    let cascade = match opts.get("propagationPolicy").and_then(Value::as_str) {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ if orphan => Some("orphan"),
+        _ => None,
+    };
+    if let Some(finalizer) = cascade.filter(|_| meta_str(&current, "deletionTimestamp").is_empty())
+    {
+        let finalizers = meta_mut(&mut current)
+            .entry("finalizers")
+            .or_insert_with(|| json!([]));
+        if let Value::Array(list) = finalizers {
+            if !list.iter().any(|f| f == finalizer) {
+                list.push(finalizer.into());
+            }
+        }
+    }
+    let namespace_held = crate::objects::has_namespace_finalizers(&current);
+    if has_finalizers(&current) || namespace_held {
         // Finalizers hold the object: mark it and let their owners finish.
         if meta_str(&current, "deletionTimestamp").is_empty() {
             let mut marked = current.clone();
             let meta = meta_mut(&mut marked);
             meta.insert("deletionTimestamp".into(), now().into());
             meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+            if namespace_held {
+                marked["status"]["phase"] = json!("Terminating");
+            }
             let out = state.store.update(t.info, marked, &kv).await?;
             return Ok(out);
         }

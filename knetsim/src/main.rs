@@ -77,6 +77,8 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// The kubelet of one node (started by the supervisor, kubelet's flags).
     Kubelet(KubeletArgs),
+    /// The controllers and scheduler of one cluster (started by the supervisor).
+    ControllerManager(controller_manager::Args),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -464,6 +466,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
+        }
+        Command::ControllerManager(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, "controller-manager starting");
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(controller_manager::run(args, shutdown_signal()))?;
         }
         Command::Apiserver(args) => {
             init_logging();

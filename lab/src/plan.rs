@@ -231,6 +231,7 @@ impl LabPlan {
         for cluster in &self.clusters {
             processes.push(etcd(cluster, paths.etcd_data(&cluster.name)));
             processes.push(apiserver(&self.lab, cluster, paths));
+            processes.push(controller_manager(&self.lab, cluster));
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
                 processes.push(kubelet(&self.lab, cluster, node));
@@ -344,6 +345,30 @@ pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "/etc/kubernetes/controller-mana
 pub const KUBELET_PKI: &str = "/var/lib/kubelet/pki";
 /// The real kubelet's healthz port.
 pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
+/// kube-controller-manager's port; knetsim's serves plain `/healthz` there on loopback.
+pub const CONTROLLER_MANAGER_HEALTHZ_PORT: u16 = 10257;
+
+/// The controllers (and scheduler) of a cluster, on its control-plane node.
+fn controller_manager(lab: &str, cluster: &ClusterPlan) -> ProcessSpec {
+    ProcessSpec {
+        name: "controller-manager".into(),
+        cluster: cluster.name.clone(),
+        node: cluster.control_plane().name.clone(),
+        program: Program::Knetsim,
+        args: vec![
+            "controller-manager".into(),
+            format!("--lab={lab}"),
+            format!("--cluster={}", cluster.name),
+            format!("--kubeconfig={CONTROLLER_MANAGER_KUBECONFIG}"),
+        ],
+        ready: Readiness::HttpGet {
+            port: CONTROLLER_MANAGER_HEALTHZ_PORT,
+            path: "/healthz".into(),
+            body_contains: "ok".into(),
+        },
+        root_listener: None,
+    }
+}
 
 /// The kubelet of every node (the control plane's registers tainted `NoSchedule`).
 fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
@@ -485,10 +510,11 @@ mod tests {
         let processes = plan.processes(&paths);
         let ids: Vec<String> = processes.iter().map(ProcessSpec::id).collect();
         assert_eq!(
-            ids[..4],
+            ids[..5],
             [
                 "c0/cp/etcd",
                 "c0/cp/apiserver",
+                "c0/cp/controller-manager",
                 "c0/cp/flannel",
                 "c0/cp/kubelet"
             ]
