@@ -7,6 +7,7 @@
 //! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests;
 //! - `discovery`, `openapi`: `/version`, `/api`, `/apis` (legacy and aggregated), resource
 //!   lists and a minimal OpenAPI v3 index — all from the `registry` table;
+//! - `logs`, `streaming`: `pods/log`, and `pods/exec|attach|portforward` proxied to kubelets;
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
 //! - `objects`, `services`: what happens to an object on create/update (metadata, defaults,
@@ -46,6 +47,7 @@ pub mod rest;
 pub mod selector;
 pub mod services;
 pub mod storage;
+pub mod streaming;
 pub mod table;
 #[cfg(test)]
 mod tests;
