@@ -148,6 +148,7 @@ pub fn run(runtime: &Runtime, verb: Verb) -> anyhow::Result<Outcome> {
                 mounts: Vec::new(),
                 log_path,
                 stdin: false,
+                stdin_once: false,
             };
             format!("{}\n", runtime.create_container(&sandbox, config)?.id).into()
         }

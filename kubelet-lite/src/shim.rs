@@ -29,7 +29,13 @@ pub fn attach_frame(channel: u8, data: &[u8]) -> Vec<u8> {
 }
 
 /// Accept attach clients: each gets the output from now on, and feeds stdin if there is one.
-fn serve_attach(dir: &Path, attached: Attached, stdin: Option<std::process::ChildStdin>) {
+/// With `stdin_once` the container's stdin is closed when the first client's input ends.
+fn serve_attach(
+    dir: &Path,
+    attached: Attached,
+    stdin: Option<std::process::ChildStdin>,
+    stdin_once: bool,
+) {
     let path = dir.join(ATTACH_SOCKET);
     let _ = std::fs::remove_file(&path);
     let Ok(listener) = std::os::unix::net::UnixListener::bind(&path) else {
@@ -56,6 +62,11 @@ fn serve_attach(dir: &Path, attached: Attached, stdin: Option<std::process::Chil
                         .is_err()
                     {
                         return;
+                    }
+                }
+                if stdin_once {
+                    if let Ok(mut guard) = stdin.lock() {
+                        guard.take();
                     }
                 }
             });
@@ -162,7 +173,12 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     )?;
 
     let attached: Attached = Arc::default();
-    serve_attach(dir, attached.clone(), child.stdin.take());
+    serve_attach(
+        dir,
+        attached.clone(),
+        child.stdin.take(),
+        config.stdin_once,
+    );
     let copiers: Vec<_> = [
         child
             .stdout

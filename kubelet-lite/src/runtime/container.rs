@@ -45,6 +45,9 @@ pub struct ContainerConfig {
     /// Keep the container's stdin open for `kubectl attach` (the pod's `stdin: true`).
     #[serde(default)]
     pub stdin: bool,
+    /// Close that stdin when the first attached client's input ends (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
