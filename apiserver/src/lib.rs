@@ -7,6 +7,7 @@
 //! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests;
 //! - `discovery`, `openapi`: `/version`, `/api`, `/apis` (legacy and aggregated), resource
 //!   lists and the OpenAPI v2 and v3 documents — all from the `registry` table;
+//! - `logs`, `streaming`: `pods/log`, and `pods/exec|attach|portforward` proxied to kubelets;
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
 //! - `objects`, `services`: what happens to an object on create/update (metadata, defaults,
@@ -48,6 +49,7 @@ pub mod rest;
 pub mod selector;
 pub mod services;
 pub mod storage;
+pub mod streaming;
 pub mod table;
 #[cfg(test)]
 mod tests;

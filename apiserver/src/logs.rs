@@ -40,7 +40,7 @@ pub struct KubeletClientFiles {
 /// A ready TLS client for kubelets.
 #[derive(Clone)]
 pub struct KubeletClient {
-    config: Arc<rustls::ClientConfig>,
+    pub(crate) config: Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {
@@ -169,7 +169,7 @@ pub async fn pod_log(
     Ok(response)
 }
 
-fn internal_ip(node: &Value) -> Option<IpAddr> {
+pub(crate) fn internal_ip(node: &Value) -> Option<IpAddr> {
     node["status"]["addresses"]
         .as_array()?
         .iter()

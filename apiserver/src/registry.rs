@@ -108,7 +108,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "nodes", "node", "Node", false, &["no"], NONE, STATUS),
     row!("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], NONE, STATUS),
     row!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], NONE, STATUS),
-    row!("", "v1", "pods", "pod", "Pod", true, &["po"], ALL, &["status", "binding", "log"]),
+    row!("", "v1", "pods", "pod", "Pod", true, &["po"], ALL, &["status", "binding", "log", "exec", "attach", "portforward"]),
     row!("", "v1", "podtemplates", "podtemplate", "PodTemplate", true, NONE, NONE, NONE),
     row!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", true, &["rc"], ALL, STATUS_SCALE),
     row!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, &["quota"], NONE, STATUS),

@@ -23,7 +23,16 @@ use crate::storage::{meta_str, ListQuery};
 use crate::{table, watch, write, AppState};
 
 /// Subresources this handler serves (the registry also names ones still to come).
-pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "log", "finalize"];
+pub const SERVED_SUBRESOURCES: &[&str] = &[
+    "status",
+    "scale",
+    "binding",
+    "log",
+    "finalize",
+    "exec",
+    "attach",
+    "portforward",
+];
 
 /// kube-apiserver's limit on request bodies.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -142,6 +151,9 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
+    if matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward")) {
+        return crate::streaming::proxy(&state, &t, parts, &query).await;
+    }
     let body = read_body(body).await?;
     let h = &parts.headers;
     let ns = t.namespace.as_deref();

@@ -147,6 +147,8 @@ pub fn run(runtime: &Runtime, verb: Verb) -> anyhow::Result<Outcome> {
                 working_dir: None,
                 mounts: Vec::new(),
                 log_path,
+                stdin: false,
+                stdin_once: false,
             };
             format!("{}\n", runtime.create_container(&sandbox, config)?.id).into()
         }

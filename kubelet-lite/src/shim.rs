@@ -13,6 +13,67 @@ use anyhow::Context as _;
 
 use crate::runtime::{read_container, ExitRecord};
 
+/// The attach socket in a container's directory.
+pub const ATTACH_SOCKET: &str = "attach.sock";
+
+/// The clients attached to a container's output.
+type Attached = Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>;
+
+/// One frame of output for attached clients.
+pub fn attach_frame(channel: u8, data: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(5 + data.len());
+    frame.push(channel);
+    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// Accept attach clients: each gets the output from now on, and feeds stdin if there is one.
+/// With `stdin_once` the container's stdin is closed when the first client's input ends.
+fn serve_attach(
+    dir: &Path,
+    attached: Attached,
+    stdin: Option<std::process::ChildStdin>,
+    stdin_once: bool,
+) {
+    let path = dir.join(ATTACH_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let Ok(listener) = std::os::unix::net::UnixListener::bind(&path) else {
+        return;
+    };
+    let stdin = Arc::new(Mutex::new(stdin));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if let Ok(output) = client.try_clone() {
+                if let Ok(mut list) = attached.lock() {
+                    list.push(output);
+                }
+            }
+            let stdin = stdin.clone();
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut buffer = [0u8; 8192];
+                while let Ok(n @ 1..) = client.read(&mut buffer) {
+                    let Ok(mut guard) = stdin.lock() else { return };
+                    let Some(pipe) = guard.as_mut() else { continue };
+                    if pipe
+                        .write_all(&buffer[..n])
+                        .and_then(|_| pipe.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if stdin_once {
+                    if let Ok(mut guard) = stdin.lock() {
+                        guard.take();
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// A container's view: the pause process's network, UTS and IPC namespaces, and its own
 /// mounts (volumes) in a new mount namespace.
 pub fn container_namespaces(
@@ -42,7 +103,7 @@ pub fn process_namespaces(pid: u32) -> kernel::Result<kernel::netns::Enter> {
 }
 
 /// The environment a container starts with: what an image would give, then its own.
-fn container_env(hostname: &str, env: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn container_env(hostname: &str, env: &[(String, String)]) -> Vec<(String, String)> {
     let mut all = vec![
         (
             "PATH".to_string(),
@@ -92,7 +153,11 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
         .args(&config.argv[1..])
         .env_clear()
         .envs(container_env(hostname, &config.env))
-        .stdin(Stdio::null())
+        .stdin(if config.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: `enter` makes only system calls.
@@ -107,6 +172,13 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
         format!("{} {}\n", child.id(), crate::now_ms()).as_bytes(),
     )?;
 
+    let attached: Attached = Arc::default();
+    serve_attach(
+        dir,
+        attached.clone(),
+        child.stdin.take(),
+        config.stdin_once,
+    );
     let copiers: Vec<_> = [
         child
             .stdout
@@ -121,8 +193,8 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     .zip(["stdout", "stderr"])
     .filter_map(|(stream, name)| Some((stream?, name)))
     .map(|(stream, name)| {
-        let log = log.clone();
-        std::thread::spawn(move || copy_lines(stream, name, &log))
+        let (log, attached) = (log.clone(), attached.clone());
+        std::thread::spawn(move || copy_lines(stream, name, &log, &attached))
     })
     .collect();
     let status = child.wait()?;
@@ -141,8 +213,14 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Copy one stream into the CRI log, a line at a time.
-fn copy_lines(stream: Box<dyn Read + Send>, name: &str, log: &Mutex<std::fs::File>) {
+/// Copy one stream into the CRI log, a line at a time, and to the attached clients.
+fn copy_lines(
+    stream: Box<dyn Read + Send>,
+    name: &str,
+    log: &Mutex<std::fs::File>,
+    attached: &Mutex<Vec<std::os::unix::net::UnixStream>>,
+) {
+    let channel = if name == "stdout" { 1 } else { 2 };
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -157,6 +235,10 @@ fn copy_lines(stream: Box<dyn Read + Send>, name: &str, log: &Mutex<std::fs::Fil
                 let entry = cri_log_line(&now_rfc3339(), name, tag, text);
                 if let Ok(mut file) = log.lock() {
                     let _ = file.write_all(&entry);
+                }
+                if let Ok(mut clients) = attached.lock() {
+                    let frame = attach_frame(channel, &line);
+                    clients.retain_mut(|client| client.write_all(&frame).is_ok());
                 }
             }
         }

@@ -7,12 +7,19 @@
 //!    them ([`pods`]): a sandbox and containers per Pod, restarts by `restartPolicy`, teardown
 //!    and the final delete when a Pod is deleted; then posts each Pod's status.
 //! 3. Serves `/healthz` on `127.0.0.1:10248`, as the real kubelet, once the Node is registered,
-//!    and container logs over HTTPS on `<node IP>:10250` for the API server ([`server`]).
+//!    and container logs, exec, attach and port-forward over HTTPS on `<node IP>:10250` for
+//!    the API server ([`server`]).
 
+mod attach;
+pub mod channels;
+mod http;
 mod images;
 mod node;
 mod pods;
+mod portforward;
 pub mod server;
+pub mod spdy;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

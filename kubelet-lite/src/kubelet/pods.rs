@@ -271,6 +271,8 @@ async fn sync_pod(
             argv,
             env,
             working_dir: spec.working_dir.as_ref().map(Into::into),
+            stdin: spec.stdin.unwrap_or(false),
+            stdin_once: spec.stdin_once.unwrap_or(false),
             mounts: Vec::new(),
             log_path: format!(
                 "/var/log/pods/{namespace}_{name}_{uid}/{}/{attempts}.log",

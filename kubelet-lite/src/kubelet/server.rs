@@ -1,6 +1,7 @@
-//! The kubelet's HTTPS server on `<node IP>:10250`, the part `kubectl logs` reaches through the
-//! API server: `GET /containerLogs/<namespace>/<pod>/<container>` with `follow`, `previous`,
-//! `timestamps` and `tailLines`. Only clients with a certificate from the lab's CA get in (the
+//! The kubelet's HTTPS server on `<node IP>:10250`, what the API server proxies `kubectl logs`,
+//! `exec`, `attach` and `port-forward` to: `GET /containerLogs/<namespace>/<pod>/<container>`
+//! with `follow`, `previous`, `timestamps` and `tailLines`; `/exec/…` and `/attach/…` (see
+//! `stream`); `/portForward/<namespace>/<pod>` (see `portforward`). Only clients with a certificate from the lab's CA get in (the
 //! API server's kubelet client certificate).
 //!
 //! The CRI log file (`<time> <stream> <F|P> <text>`) is turned back into the text the
@@ -14,7 +15,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use super::http::{read_head, respond};
+use super::{portforward, stream};
 
 use crate::runtime::{ContainerState, Runtime};
 
@@ -38,7 +42,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind((address, PORT))
         .await
         .with_context(|| format!("listening on {address}:{PORT}"))?;
-    tracing::info!("serving container logs on {address}:{PORT}");
+    tracing::info!("serving logs, exec, attach and port-forward on {address}:{PORT}");
     let runtime = Arc::new(runtime);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -85,35 +89,57 @@ fn tls_config(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+async fn handle<S>(mut stream: S, runtime: &Runtime) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some((head, leftover)) = read_head(&mut stream).await? else {
+        return Ok(());
+    };
+    let segments: Vec<&str> = head.path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["containerLogs", namespace, pod, container] => {
+            let query: HashMap<&str, &str> = head
+                .query
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            container_logs(stream, runtime, [namespace, pod, container], &query).await
+        }
+        ["exec", namespace, pod, container] => {
+            stream::serve_exec(stream, leftover, &head, runtime, [namespace, pod, container])
+                .await
+        }
+        ["attach", namespace, pod, container] => {
+            let (namespace, pod, container) = (*namespace, *pod, *container);
+            stream::serve_session(stream, leftover, &head, || {
+                super::attach::session(runtime, namespace, pod, container, &head)
+            })
+            .await
+        }
+        ["portForward", namespace, pod] => {
+            portforward::serve(stream, leftover, &head, runtime, namespace, pod).await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "not found: the kubelet serves /containerLogs, /exec, /attach (…/<namespace>/<pod>/<container>) and /portForward/<namespace>/<pod>",
+            )
+            .await
+        }
+    }
+}
+
+async fn container_logs<S>(
     mut stream: S,
     runtime: &Runtime,
-) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buffer).await?;
-        if n == 0 || head.len() > 16 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buffer[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    let target = text.split_whitespace().nth(1).unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query: HashMap<&str, &str> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let ["containerLogs", namespace, pod, container] = segments.as_slice() else {
-        return respond(
-            &mut stream,
-            404,
-            "not found: the kubelet serves /containerLogs/<namespace>/<pod>/<container>",
-        )
-        .await;
-    };
+    [namespace, pod, container]: [&str; 3],
+    query: &HashMap<&str, &str>,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
     let previous = query.get("previous") == Some(&"true");
     let Some((log, id)) = find_log(runtime, namespace, pod, container, previous) else {
         let which = if previous {
@@ -170,24 +196,6 @@ async fn handle<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         }
         tokio::time::sleep(FOLLOW_POLL).await;
     }
-    stream.shutdown().await
-}
-
-async fn respond<S: tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    code: u16,
-    message: &str,
-) -> std::io::Result<()> {
-    let reason = if code == 404 {
-        "Not Found"
-    } else {
-        "Bad Request"
-    };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
-        message.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
 

@@ -42,6 +42,12 @@ pub struct ContainerConfig {
     pub mounts: Vec<Mount>,
     /// The CRI log file (`/var/log/pods/<ns>_<pod>_<uid>/<container>/0.log`).
     pub log_path: PathBuf,
+    /// Keep the container's stdin open for `kubectl attach` (the pod's `stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close that stdin when the first attached client's input ends (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,8 @@
 //!   the pod's own UTS (hostname = pod name) and IPC namespaces, as the `pause` container
 //!   does. Containers join its namespaces, so they share localhost and hostname.
 //!
+//! **Exec** runs a command in a running container's namespaces, with pipes or a pty (`exec`).
+//!
 //! A **container** is a process that joins those namespaces, parented by a shim (see
 //! `container` and `crate::shim`).
 //!
@@ -18,6 +20,7 @@
 //! nothing is kept only in memory.
 
 mod container;
+mod exec;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -30,6 +33,7 @@ pub(crate) use container::read_container;
 pub use container::{
     Container, ContainerConfig, ContainerState, ContainerStatus, ExitRecord, Mount,
 };
+pub use exec::{ExecProcess, ExecRequest, Terminal};
 pub use sandbox::PortMapping;
 
 /// Where a node's runtime keeps things, and what it calls.
