@@ -20,10 +20,24 @@ pub fn container_namespaces(
     mounts: &[crate::runtime::Mount],
     workdir: Option<&Path>,
 ) -> kernel::Result<kernel::netns::Enter> {
+    container_namespaces_with_layers(pause_pid, mounts, workdir, &[])
+}
+
+/// [`container_namespaces`], with the overlays that hold mount points missing on the machine
+/// (see [`crate::mount_points`]).
+pub fn container_namespaces_with_layers(
+    pause_pid: u32,
+    mounts: &[crate::runtime::Mount],
+    workdir: Option<&Path>,
+    layers: &[crate::mount_points::Layer],
+) -> kernel::Result<kernel::netns::Enter> {
     let ns = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
     let mut enter =
         kernel::netns::Enter::from_paths(Path::new(&ns("net")), Some(Path::new(&ns("uts"))))?
             .with_ipc(Path::new(&ns("ipc")))?;
+    for layer in layers {
+        enter = enter.with_overlay(&layer.target, &layer.upper, &layer.work)?;
+    }
     for mount in mounts {
         enter = enter.with_bind(&mount.host_path, &mount.container_path, mount.readonly)?;
     }
@@ -75,7 +89,14 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     use std::os::unix::process::CommandExt;
     let container = read_container(dir)?;
     let config = &container.config;
-    let enter = container_namespaces(pause_pid, &config.mounts, config.working_dir.as_deref())?;
+    let layers = crate::mount_points::prepare(&config.mounts, &dir.join("mount-points"))
+        .context("making the container's mount points")?;
+    let enter = container_namespaces_with_layers(
+        pause_pid,
+        &config.mounts,
+        config.working_dir.as_deref(),
+        &layers,
+    )?;
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

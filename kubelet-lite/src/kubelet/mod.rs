@@ -9,10 +9,16 @@
 //! 3. Serves `/healthz` on `127.0.0.1:10248`, as the real kubelet, once the Node is registered,
 //!    and container logs over HTTPS on `<node IP>:10250` for the API server ([`server`]).
 
+mod atomic_writer;
+mod downward;
+mod env;
 mod images;
 mod node;
+mod objects;
+pub mod pod_files;
 mod pods;
 pub mod server;
+mod volumes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +43,10 @@ pub struct Config {
     pub runtime: Runtime,
     /// The HTTPS server for container logs; none: not served.
     pub tls: Option<server::TlsFiles>,
+    /// `--root-dir`: the Pods' directories are `<root>/pods/<uid>/`.
+    pub root_dir: PathBuf,
+    /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
+    pub dns: pod_files::DnsSettings,
 }
 
 /// The real kubelet's healthz port.

@@ -23,7 +23,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::{json, Value};
 
-use super::{images, Config};
+use super::objects::Objects;
+use super::{env, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
     POD_UID_LABEL,
@@ -61,6 +62,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         }
     });
     store.wait_until_ready().await?;
+    let objects = Objects::start(client.clone()).await?;
     let posted = Posted::default();
     let starts = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
     // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
@@ -68,7 +70,12 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let desired: Vec<Arc<Pod>> = store.state();
-        if let Err(e) = sync_once(&client, &config, &desired, &posted, &starts, &mut workers) {
+        let shared = Shared {
+            posted: posted.clone(),
+            starts: starts.clone(),
+            objects: objects.clone(),
+        };
+        if let Err(e) = sync_once(&client, &config, &desired, &shared, &mut workers) {
             tracing::warn!("sync: {e:#}");
         }
         tokio::select! {
@@ -78,12 +85,19 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     }
 }
 
+/// What every pod worker shares.
+#[derive(Clone)]
+struct Shared {
+    posted: Posted,
+    starts: Arc<tokio::sync::Semaphore>,
+    objects: Arc<Objects>,
+}
+
 fn sync_once(
     client: &kube::Client,
     config: &Config,
     desired: &[Arc<Pod>],
-    posted: &Posted,
-    starts: &Arc<tokio::sync::Semaphore>,
+    shared: &Shared,
     workers: &mut HashMap<String, tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     workers.retain(|_, worker| !worker.is_finished());
@@ -103,8 +117,7 @@ fn sync_once(
             pod.clone(),
             sandboxes.clone(),
             containers.clone(),
-            posted.clone(),
-            starts.clone(),
+            shared.clone(),
         );
         workers.insert(uid, tokio::spawn(worker));
     }
@@ -118,7 +131,9 @@ fn sync_once(
         if ours && !wanted && !workers.contains_key(uid) {
             let id = sandbox.id.clone();
             blocking(|| runtime.remove_pod_sandbox(&id))?;
-            posted.lock().map(|mut p| p.remove(uid)).ok();
+            remove_pod_dir(config, uid);
+            shared.objects.forget(uid);
+            shared.posted.lock().map(|mut p| p.remove(uid)).ok();
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
     }
@@ -132,9 +147,9 @@ async fn sync_pod(
     pod: Arc<Pod>,
     sandboxes: Arc<Vec<PodSandbox>>,
     containers: Arc<Vec<ContainerStatus>>,
-    posted: Posted,
-    starts: Arc<tokio::sync::Semaphore>,
+    shared: Shared,
 ) {
+    let posted = &shared.posted;
     let (Some(uid), Some(name), Some(namespace)) = (
         pod.metadata.uid.clone(),
         pod.metadata.name.clone(),
@@ -166,6 +181,8 @@ async fn sync_pod(
             }
             tracing::info!(pod = %format!("{namespace}/{name}"), "stopped and removed");
         }
+        remove_pod_dir(&config, &uid);
+        shared.objects.forget(&uid);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -183,7 +200,7 @@ async fn sync_pod(
     let sandbox = match sandbox {
         Some(s) => s.clone(),
         None => {
-            let Ok(_permit) = starts.acquire().await else {
+            let Ok(_permit) = shared.starts.acquire().await else {
                 return;
             };
             let sandbox_config = PodSandboxConfig {
@@ -209,7 +226,7 @@ async fn sync_pod(
                     let status = json!({ "status": { "phase": "Pending", "conditions": [
                         { "type": "PodScheduled", "status": "True" },
                         { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
-                    post(&api, &name, &uid, status, &posted).await;
+                    post(&api, &name, &uid, status, posted).await;
                     return;
                 }
             }
@@ -222,6 +239,8 @@ async fn sync_pod(
         .filter_map(|c| runtime.container_status(&c.container.id).ok())
         .collect();
     let mut waiting: HashMap<String, (String, String)> = HashMap::new();
+    // The Pod's files and volumes, refreshed on every sync (ConfigMap and Secret updates).
+    let prepared = prepare_pod(&pod, &sandbox, &config, &shared.objects).await;
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
             .iter()
@@ -247,10 +266,44 @@ async fn sync_pod(
         if !start {
             continue;
         }
+        let prepared = match &prepared {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                waiting.insert(
+                    spec.name.clone(),
+                    ("ContainerCreating".into(), message.clone()),
+                );
+                continue;
+            }
+        };
+        let resolve = volumes::Resolve {
+            objects: &shared.objects,
+            at: prepared.at.clone(),
+            node_cpus: node_cpus(),
+            node_memory: node_memory(),
+        };
+        let made =
+            env::container_env(&pod, spec, &prepared.service_env, &resolve).and_then(|env| {
+                let mut mounts = prepared.pod_mounts.clone();
+                let mut volume_mounts = volumes::container_mounts(&pod, spec, &prepared.volumes)?;
+                volume_mounts.sort_by_key(|m| m.container_path.components().count());
+                mounts.extend(volume_mounts);
+                Ok((env, mounts))
+            });
+        let (env, mounts) = match made {
+            Ok(made) => made,
+            Err(message) => {
+                waiting.insert(
+                    spec.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                continue;
+            }
+        };
         let argv = images::resolve(
             spec.image.as_deref().unwrap_or_default(),
-            spec.command.as_deref().unwrap_or_default(),
-            spec.args.as_deref().unwrap_or_default(),
+            &env::expand_all(spec.command.as_deref().unwrap_or_default(), &env),
+            &env::expand_all(spec.args.as_deref().unwrap_or_default(), &env),
             &runtime.exe.display().to_string(),
         );
         let argv = match argv {
@@ -260,18 +313,12 @@ async fn sync_pod(
                 continue;
             }
         };
-        let env = spec
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
         let container_config = ContainerConfig {
             name: spec.name.clone(),
             argv,
             env,
             working_dir: spec.working_dir.as_ref().map(Into::into),
-            mounts: Vec::new(),
+            mounts,
             log_path: format!(
                 "/var/log/pods/{namespace}_{name}_{uid}/{}/{attempts}.log",
                 spec.name
@@ -298,7 +345,84 @@ async fn sync_pod(
         }
     }
     let status = pod_status(&pod, &sandbox, &mine, &waiting, &config);
-    post(&api, &name, &uid, status, &posted).await;
+    post(&api, &name, &uid, status, posted).await;
+}
+
+/// What every container of a Pod is made from, prepared once per sync.
+struct Prepared {
+    /// `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`.
+    pod_mounts: Vec<crate::runtime::Mount>,
+    volumes: HashMap<String, std::path::PathBuf>,
+    service_env: std::collections::BTreeMap<String, String>,
+    at: super::downward::Runtime,
+}
+
+/// The Pod's directory: `/var/lib/kubelet/pods/<uid>`.
+fn pod_dir(config: &Config, uid: &str) -> std::path::PathBuf {
+    config.root_dir.join("pods").join(uid)
+}
+
+fn remove_pod_dir(config: &Config, uid: &str) {
+    let dir = pod_dir(config, uid);
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!("removing {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Write the Pod's files and set up its volumes; the error is why containers wait.
+async fn prepare_pod(
+    pod: &Pod,
+    sandbox: &PodSandbox,
+    config: &Config,
+    objects: &Objects,
+) -> Result<Prepared, String> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = pod_dir(config, uid);
+    let at = super::downward::Runtime {
+        pod_ip: sandbox.ip.clone(),
+        host_ip: config.node_ip.to_string(),
+    };
+    let pod_mounts = blocking(|| {
+        pod_files::write(
+            &dir,
+            pod,
+            sandbox.ip.as_deref(),
+            &config.dns,
+            &config.node_name,
+        )
+    })
+    .map_err(|e| format!("writing the pod's files in {}: {e}", dir.display()))?;
+    let resolve = volumes::Resolve {
+        objects,
+        at: at.clone(),
+        node_cpus: node_cpus(),
+        node_memory: node_memory(),
+    };
+    let volumes = volumes::set_up(pod, &dir, &resolve).await?;
+    let service_env = env::service_env(pod, &objects.services.state());
+    Ok(Prepared {
+        pod_mounts,
+        volumes,
+        service_env,
+        at,
+    })
+}
+
+fn node_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// The node's memory in bytes, from `/proc/meminfo`.
+fn node_memory() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib * 1024.0)
 }
 
 /// `restartPolicy` and the back-off: restart now?
