@@ -239,3 +239,135 @@ fn pods_see_their_own_dns_hosts_volumes_and_environment() {
         "{pod_dir} left behind"
     );
 }
+
+const PROBED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  nodeName: c0-w1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: python
+    command: ["python3", "-m", "http.server", "8080", "--directory", "/srv/knetsim-www"]
+    ports: [{name: http, containerPort: 8080}]
+    startupProbe: {tcpSocket: {port: http}, periodSeconds: 1, failureThreshold: 30}
+    readinessProbe: {httpGet: {path: /ready, port: 8080}, periodSeconds: 1, failureThreshold: 1}
+    volumeMounts: [{name: www, mountPath: /srv/knetsim-www}]
+  - name: worker
+    image: busybox
+    command: ["sh", "-c", "touch /srv/knetsim-www/alive; sleep 3600"]
+    livenessProbe: {exec: {command: [test, -e, /srv/knetsim-www/alive]}, periodSeconds: 1, failureThreshold: 2}
+    volumeMounts: [{name: www, mountPath: /srv/knetsim-www}]
+  volumes: [{name: www, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unmountable}
+spec:
+  nodeName: c0-w1
+  containers: [{name: c, image: busybox, command: [sleep, "600"], volumeMounts: [{name: cfg, mountPath: /etc/knetsim-cfg}]}]
+  volumes: [{name: cfg, configMap: {name: does-not-exist}}]
+"#;
+
+#[test]
+fn probes_drive_readiness_and_restarts_and_events_show_in_describe() {
+    let lab = Lab::up("podprobe", Some(ONE_WORKER));
+    let manifest = write_temp(&format!("{}-probed.yaml", lab.name), PROBED);
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    wait_running(&lab, "probed");
+    let status = |field: &str, container: &str| {
+        jsonpath(
+            &lab,
+            "probed",
+            &format!("{{.status.containerStatuses[?(@.name==\"{container}\")].{field}}}"),
+        )
+    };
+    let condition = |kind: &str| {
+        jsonpath(
+            &lab,
+            "probed",
+            &format!("{{.status.conditions[?(@.type==\"{kind}\")].status}}"),
+        )
+    };
+    // Started (the TCP startup probe passed) but not ready: /ready is a 404.
+    let started = eventually(Duration::from_secs(20), || {
+        status("started", "web") == "true"
+    });
+    assert!(
+        started,
+        "{}",
+        stdout(&lab.kubectl("c0", &["get", "pod", "probed", "-o", "yaml"]))
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status("ready", "web"), "false");
+    assert_eq!(status("ready", "worker"), "true");
+    assert_eq!(condition("Ready"), "False");
+    assert_eq!(condition("ContainersReady"), "False");
+
+    // The readiness probe passes once /ready exists, and fails again when it goes.
+    let web = container_id(&lab, "probed", "web");
+    in_container(&lab, "c0/w1", &web, &["touch", "/srv/knetsim-www/ready"]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || condition("Ready") == "True"),
+        "{}",
+        stdout(&lab.kubectl("c0", &["get", "pod", "probed", "-o", "yaml"]))
+    );
+    assert_eq!(status("ready", "web"), "true");
+    in_container(&lab, "c0/w1", &web, &["rm", "/srv/knetsim-www/ready"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || condition("Ready") == "False"));
+
+    // The liveness probe fails when its file goes: the worker is killed and restarted.
+    let worker = container_id(&lab, "probed", "worker");
+    in_container(&lab, "c0/w1", &worker, &["rm", "/srv/knetsim-www/alive"]).unwrap();
+    let restarted = eventually(Duration::from_secs(30), || {
+        status("restartCount", "worker") == "1"
+            && !status("state.running.startedAt", "worker").is_empty()
+    });
+    assert!(
+        restarted,
+        "{}",
+        stdout(&lab.kubectl("c0", &["get", "pod", "probed", "-o", "yaml"]))
+    );
+    // Killed by its SIGTERM (143): what the shell does with it, no PID namespace here.
+    assert_eq!(status("lastState.terminated.exitCode", "worker"), "143");
+    assert_eq!(status("lastState.terminated.reason", "worker"), "Error");
+
+    // kubectl describe shows the kubelet's Events.
+    let described = ok(lab.kubectl("c0", &["describe", "pod", "probed"]));
+    for expected in [
+        "Container image \"python\" already present on machine",
+        "Created container: web",
+        "Started container worker",
+        "Readiness probe failed: HTTP probe failed with statuscode: 404",
+        "Liveness probe failed",
+        "Container worker failed liveness probe, will be restarted",
+        "kubelet",
+    ] {
+        assert!(
+            described.contains(expected),
+            "no {expected:?} in:\n{described}"
+        );
+    }
+    let unmountable = eventually(Duration::from_secs(10), || {
+        stdout(&lab.kubectl("c0", &["describe", "pod", "unmountable"])).contains(
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"does-not-exist\" not found",
+        )
+    });
+    assert!(
+        unmountable,
+        "{}",
+        stdout(&lab.kubectl("c0", &["describe", "pod", "unmountable"]))
+    );
+    let events = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=probed",
+        ],
+    ));
+    assert!(events.contains("Unhealthy"), "{events}");
+}

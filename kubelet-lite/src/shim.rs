@@ -115,7 +115,10 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
         .envs(container_env(hostname, &config.env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // A process group of its own: when the main process ends, what it left behind is
+        // killed, as the end of a container's PID namespace kills everything in it.
+        .process_group(0);
     // SAFETY: `enter` makes only system calls.
     unsafe {
         command.pre_exec(move || enter.enter());
@@ -147,6 +150,11 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     })
     .collect();
     let status = child.wait()?;
+    // Leftovers (a shell's `sleep`) would hold the log pipes open forever.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     for copier in copiers {
         let _ = copier.join();
     }

@@ -12,11 +12,13 @@
 mod atomic_writer;
 mod downward;
 mod env;
+mod events;
 mod images;
 mod node;
 mod objects;
 pub mod pod_files;
 mod pods;
+mod probes;
 pub mod server;
 mod volumes;
 

@@ -23,7 +23,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::{json, Value};
 
+use super::events::{self, Recorder};
 use super::objects::Objects;
+use super::probes::Prober;
 use super::{env, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
@@ -64,6 +66,8 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     store.wait_until_ready().await?;
     let objects = Objects::start(client.clone()).await?;
     let posted = Posted::default();
+    let recorder = Recorder::new(client.clone(), &config.node_name);
+    let prober = Prober::new(config.runtime.clone(), recorder.clone(), changed.clone());
     let starts = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
     // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
     // and a Pod being stopped slowly holds up no other.
@@ -74,6 +78,8 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
             posted: posted.clone(),
             starts: starts.clone(),
             objects: objects.clone(),
+            recorder: recorder.clone(),
+            prober: prober.clone(),
         };
         if let Err(e) = sync_once(&client, &config, &desired, &shared, &mut workers) {
             tracing::warn!("sync: {e:#}");
@@ -91,6 +97,8 @@ struct Shared {
     posted: Posted,
     starts: Arc<tokio::sync::Semaphore>,
     objects: Arc<Objects>,
+    recorder: Recorder,
+    prober: Arc<Prober>,
 }
 
 fn sync_once(
@@ -104,6 +112,9 @@ fn sync_once(
     let runtime = &config.runtime;
     let sandboxes = Arc::new(blocking(|| runtime.list_pod_sandboxes()));
     let containers = Arc::new(blocking(|| runtime.list_containers()));
+    shared
+        .prober
+        .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
     for pod in desired {
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
@@ -133,6 +144,7 @@ fn sync_once(
             blocking(|| runtime.remove_pod_sandbox(&id))?;
             remove_pod_dir(config, uid);
             shared.objects.forget(uid);
+            shared.recorder.forget(uid);
             shared.posted.lock().map(|mut p| p.remove(uid)).ok();
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
@@ -168,6 +180,18 @@ async fn sync_pod(
                 .unwrap_or(30)
                 .clamp(0, 300) as u64;
             let id = sandbox.id.clone();
+            for c in containers.iter().filter(|c| c.container.sandbox_id == id) {
+                if c.state == ContainerState::Running {
+                    let name = &c.container.config.name;
+                    shared.recorder.pod_event(
+                        &pod,
+                        events::container_path(name),
+                        events::NORMAL,
+                        "Killing",
+                        format!("Stopping container {name}"),
+                    );
+                }
+            }
             let stopped = blocking(|| -> anyhow::Result<()> {
                 for c in containers.iter().filter(|c| c.container.sandbox_id == id) {
                     runtime.stop_container(&c.container.id, Duration::from_secs(grace))?;
@@ -183,6 +207,7 @@ async fn sync_pod(
         }
         remove_pod_dir(&config, &uid);
         shared.objects.forget(&uid);
+        shared.recorder.forget(&uid);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -223,6 +248,13 @@ async fn sync_pod(
                 Err(e) => {
                     let message = format!("{:#}", anyhow::Error::new(e));
                     tracing::warn!(pod = %format!("{namespace}/{name}"), "sandbox failed: {message}");
+                    shared.recorder.pod_event(
+                        &pod,
+                        None,
+                        events::WARNING,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
                     let status = json!({ "status": { "phase": "Pending", "conditions": [
                         { "type": "PodScheduled", "status": "True" },
                         { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
@@ -253,7 +285,22 @@ async fn sync_pod(
             .cloned();
         let start = match &latest {
             None => true,
-            Some(c) if c.state == ContainerState::Exited => should_restart(&pod, c, attempts),
+            Some(c) if c.state == ContainerState::Exited => {
+                let restart = should_restart(&pod, c, attempts);
+                if !restart
+                    && restarts_under(policy_of(&pod), c.exit.as_ref().map_or(0, |e| e.exit_code))
+                {
+                    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                    shared.recorder.pod_event(
+                        &pod,
+                        events::container_path(&spec.name),
+                        events::WARNING,
+                        "BackOff",
+                        format!("Back-off restarting failed container {} in pod {name}_{namespace}({uid})", spec.name),
+                    );
+                }
+                restart
+            }
             Some(c) if c.state == ContainerState::Created => {
                 // Left over from an interrupted start: replace it.
                 let id = c.container.id.clone();
@@ -269,6 +316,13 @@ async fn sync_pod(
         let prepared = match &prepared {
             Ok(prepared) => prepared,
             Err(message) => {
+                shared.recorder.pod_event(
+                    &pod,
+                    None,
+                    events::WARNING,
+                    "FailedMount",
+                    message.clone(),
+                );
                 waiting.insert(
                     spec.name.clone(),
                     ("ContainerCreating".into(), message.clone()),
@@ -293,6 +347,13 @@ async fn sync_pod(
         let (env, mounts) = match made {
             Ok(made) => made,
             Err(message) => {
+                shared.recorder.pod_event(
+                    &pod,
+                    events::container_path(&spec.name),
+                    events::WARNING,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 waiting.insert(
                     spec.name.clone(),
                     ("CreateContainerConfigError".into(), message),
@@ -336,16 +397,73 @@ async fn sync_pod(
                 }
             }
         });
+        let image = spec.image.clone().unwrap_or_default();
+        let container_path = events::container_path(&spec.name);
         match result {
-            Ok(started) => mine.push(started),
+            Ok(started) => {
+                let recorder = &shared.recorder;
+                recorder.pod_event(
+                    &pod,
+                    container_path.clone(),
+                    events::NORMAL,
+                    "Pulled",
+                    format!("Container image {image:?} already present on machine"),
+                );
+                recorder.pod_event(
+                    &pod,
+                    container_path.clone(),
+                    events::NORMAL,
+                    "Created",
+                    format!("Created container: {}", spec.name),
+                );
+                recorder.pod_event(
+                    &pod,
+                    container_path,
+                    events::NORMAL,
+                    "Started",
+                    format!("Started container {}", spec.name),
+                );
+                mine.push(started)
+            }
             Err(e) => {
                 let message = format!("{:#}", anyhow::Error::new(e));
+                shared.recorder.pod_event(
+                    &pod,
+                    container_path,
+                    events::WARNING,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 waiting.insert(spec.name.clone(), ("RunContainerError".into(), message));
             }
         }
     }
-    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config);
+    // Probes of the running containers (new ones get their workers here).
+    for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        if let Some(c) = mine
+            .iter()
+            .rev()
+            .find(|c| c.container.config.name == spec.name)
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            shared.prober.ensure(
+                &pod,
+                spec,
+                &c.container.id,
+                c.started_at.unwrap_or(0),
+                sandbox.ip.clone(),
+            );
+        }
+    }
+    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
     post(&api, &name, &uid, status, posted).await;
+}
+
+fn policy_of(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
 }
 
 /// What every container of a Pod is made from, prepared once per sync.
@@ -450,6 +568,7 @@ fn pod_status(
     containers: &[ContainerStatus],
     waiting: &HashMap<String, (String, String)>,
     config: &Config,
+    prober: &Prober,
 ) -> Value {
     let policy = pod
         .spec
@@ -458,6 +577,7 @@ fn pod_status(
         .unwrap_or("Always");
     let mut statuses = Vec::new();
     let (mut running, mut succeeded, mut failed, mut total) = (0, 0, 0, 0);
+    let mut unready = Vec::new();
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         total += 1;
         let attempts: Vec<&ContainerStatus> = containers
@@ -501,19 +621,25 @@ fn pod_status(
             .nth(usize::from(shown_terminated))
             .map(|c| terminated(c))
             .unwrap_or_else(|| json!({}));
+        let is_running = state.get("running").is_some();
+        let id = latest.map(|c| c.container.id.as_str()).unwrap_or_default();
+        let ready = is_running && prober.ready(spec, id);
+        if !ready {
+            unready.push(spec.name.clone());
+        }
         statuses.push(json!({
             "name": spec.name,
             "image": spec.image,
             "imageID": "",
             "containerID": latest.map(|c| format!("cri-lite://{}", c.container.id)),
-            "ready": state.get("running").is_some(),
-            "started": state.get("running").is_some(),
+            "ready": ready,
+            "started": is_running && prober.started(spec, id),
             "restartCount": restart_count,
             "state": state,
             "lastState": last_state,
         }));
     }
-    let all_running = total > 0 && running == total;
+    let all_ready = total > 0 && unready.is_empty();
     // As the kubelet's getPhase: all ended → by restart policy; any running → Running.
     let phase = if running > 0 {
         "Running"
@@ -526,7 +652,14 @@ fn pod_status(
     } else {
         "Pending"
     };
-    let ready = if all_running { "True" } else { "False" };
+    let ready_condition = |kind: &str| {
+        if all_ready {
+            json!({ "type": kind, "status": "True" })
+        } else {
+            json!({ "type": kind, "status": "False", "reason": "ContainersNotReady",
+                "message": format!("containers with unready status: [{}]", unready.join(" ")) })
+        }
+    };
     let started = ms_rfc3339(sandbox.created_at);
     let ip = sandbox
         .ip
@@ -542,8 +675,8 @@ fn pod_status(
         "conditions": [
             { "type": "PodReadyToStartContainers", "status": "True" },
             { "type": "Initialized", "status": "True" },
-            { "type": "Ready", "status": ready },
-            { "type": "ContainersReady", "status": ready },
+            ready_condition("Ready"),
+            ready_condition("ContainersReady"),
             { "type": "PodScheduled", "status": "True" },
         ],
         "containerStatuses": statuses,
