@@ -190,6 +190,18 @@ struct KubeletArgs {
     tls_private_key_file: Option<PathBuf>,
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
+    /// Where the kubelet keeps the Pods' directories (`<root>/pods/<uid>/`).
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    root_dir: PathBuf,
+    /// The cluster DNS Service's IP that `ClusterFirst` Pods resolve with; without it they
+    /// resolve as the node does.
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver configuration, for `dnsPolicy: Default`.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -446,6 +458,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 control_plane: args.register_with_control_plane_taint,
                 subnet_file: args.subnet_file,
                 runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
+                root_dir: args.root_dir,
+                dns: kubelet_lite::kubelet::pod_files::DnsSettings {
+                    cluster_dns: args.cluster_dns,
+                    cluster_domain: args.cluster_domain,
+                    node_resolv_conf: args.resolv_conf,
+                },
                 tls: match (
                     args.tls_cert_file,
                     args.tls_private_key_file,

@@ -370,6 +370,13 @@ fn controller_manager(lab: &str, cluster: &ClusterPlan) -> ProcessSpec {
     }
 }
 
+/// The cluster DNS Service's IP: the service network's tenth address (`10.96.0.10`), as
+/// kubeadm picks it for `kube-dns`.
+pub fn cluster_dns_ip(cluster: &ClusterPlan) -> std::net::Ipv4Addr {
+    let base = u32::from(cluster.service_network.network());
+    std::net::Ipv4Addr::from(base + 10)
+}
+
 /// The kubelet of every node (the control plane's registers tainted `NoSchedule`).
 fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
     let mut args = vec![
@@ -383,6 +390,8 @@ fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
         format!("--tls-cert-file={KUBELET_PKI}/kubelet.crt"),
         format!("--tls-private-key-file={KUBELET_PKI}/kubelet.key"),
         format!("--client-ca-file={KUBELET_PKI}/ca.crt"),
+        format!("--cluster-dns={}", cluster_dns_ip(cluster)),
+        "--cluster-domain=cluster.local".into(),
     ];
     if node.role == Role::ControlPlane {
         args.push("--register-with-control-plane-taint".into());
