@@ -185,6 +185,7 @@ fn subresource_meta(
     match sub {
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "binding" => ("", "v1", "Binding", &["create"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         _ => (r.group, r.version, r.kind, &["get", "patch", "update"]),
     }
 }

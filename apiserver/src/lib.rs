@@ -44,6 +44,7 @@ mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod selector;
+pub mod serviceaccount;
 pub mod services;
 pub mod storage;
 pub mod table;
@@ -85,6 +86,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Credentials for kubelets, which `pods/log` is proxied to.
     pub kubelet_client: Option<logs::KubeletClientFiles>,
+    /// Service-account token keys; none: no TokenRequest, no bearer tokens, no token mounts.
+    pub service_accounts: Option<serviceaccount::TokenFiles>,
 }
 
 impl Config {
@@ -103,6 +106,7 @@ impl Config {
             etcd_connect_timeout: Duration::from_secs(30),
             bookmark_interval: Duration::from_secs(5),
             kubelet_client: None,
+            service_accounts: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct AppState {
     pub stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How to reach kubelets (pods/log); none: those requests fail with a clear message.
     pub kubelet: Option<logs::KubeletClient>,
+    /// Issues and checks service-account tokens, when the server has a signing key.
+    pub tokens: Option<std::sync::Arc<serviceaccount::Tokens>>,
 }
 
 impl AppState {
@@ -136,6 +142,7 @@ impl AppState {
             bookmark_interval: Duration::from_secs(5),
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             kubelet: None,
+            tokens: None,
         }
     }
 
@@ -178,7 +185,10 @@ pub fn app(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .fallback(rest::handle)
-        .layer(axum::middleware::from_fn(tls::require_user))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tls::require_user,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -231,6 +241,11 @@ pub async fn run(
         state.kubelet = Some(
             logs::KubeletClient::new(files).context("loading the kubelet client credentials")?,
         );
+    }
+    if let Some(files) = &config.service_accounts {
+        state.tokens = Some(std::sync::Arc::new(
+            serviceaccount::Tokens::load(files).context("loading the service-account keys")?,
+        ));
     }
     state.advertise = config
         .advertise_address

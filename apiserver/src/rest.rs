@@ -24,7 +24,7 @@ use crate::storage::{meta_str, ListQuery};
 use crate::{table, watch, write, AppState};
 
 /// Subresources this handler serves (the registry also names ones still to come).
-pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "log"];
+pub const SERVED_SUBRESOURCES: &[&str] = &["status", "scale", "binding", "log", "token"];
 
 /// kube-apiserver's limit on request bodies.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -143,6 +143,10 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
             write::bind(&state, &t, name, h, &body).await
         }
         (_, Some(_)) if t.sub.as_deref() == Some("binding") => Err(AppError::MethodNotAllowed),
+        (&Method::POST, Some(name)) if t.sub.as_deref() == Some("token") => {
+            crate::serviceaccount::create_token(&state, &t, name, h, &body).await
+        }
+        (_, Some(_)) if t.sub.as_deref() == Some("token") => Err(AppError::MethodNotAllowed),
         (&Method::GET, Some(name)) if t.sub.as_deref() == Some("log") => {
             crate::logs::pod_log(&state, &t, name, &query).await
         }

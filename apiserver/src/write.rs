@@ -64,6 +64,9 @@ async fn create_object(
         ensure_namespace(state, ns).await?;
     }
     prepare_create(info, &mut obj)?;
+    if let (("", "Pod"), Some(ns)) = ((info.group, info.kind), ns) {
+        crate::serviceaccount::admit_pod(state, ns, &mut obj).await?;
+    }
     if t.dry_run {
         return Ok(obj);
     }
