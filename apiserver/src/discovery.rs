@@ -195,6 +195,7 @@ fn subresource_meta(
         "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         _ => (r.group, r.version, r.kind, &["get", "patch", "update"]),
     }
 }

@@ -47,6 +47,7 @@ mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod selector;
+pub mod serviceaccount;
 pub mod services;
 pub mod storage;
 pub mod streaming;
@@ -89,6 +90,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Credentials for kubelets, which `pods/log` is proxied to.
     pub kubelet_client: Option<logs::KubeletClientFiles>,
+    /// Service-account token keys; none: no TokenRequest, no bearer tokens, no token mounts.
+    pub service_accounts: Option<serviceaccount::TokenFiles>,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             etcd_connect_timeout: Duration::from_secs(30),
             bookmark_interval: Duration::from_secs(5),
             kubelet_client: None,
+            service_accounts: None,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct AppState {
     pub kubelet: Option<logs::KubeletClient>,
     /// Custom resources served from CustomResourceDefinitions (`crd.rs`).
     pub custom: crd::CustomResources,
+    /// Issues and checks service-account tokens, when the server has a signing key.
+    pub tokens: Option<std::sync::Arc<serviceaccount::Tokens>>,
 }
 
 impl AppState {
@@ -143,6 +149,7 @@ impl AppState {
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             kubelet: None,
             custom: crd::CustomResources::default(),
+            tokens: None,
         }
     }
 
@@ -209,7 +216,10 @@ pub fn app(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .fallback(rest::handle)
-        .layer(axum::middleware::from_fn(tls::require_user))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tls::require_user,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -262,6 +272,11 @@ pub async fn run(
         state.kubelet = Some(
             logs::KubeletClient::new(files).context("loading the kubelet client credentials")?,
         );
+    }
+    if let Some(files) = &config.service_accounts {
+        state.tokens = Some(std::sync::Arc::new(
+            serviceaccount::Tokens::load(files).context("loading the service-account keys")?,
+        ));
     }
     state.advertise = config
         .advertise_address

@@ -68,7 +68,7 @@ pub fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
 }
 
 /// 5 characters from the alphabet Kubernetes uses for `generateName` (no vowels).
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     uuid::Uuid::new_v4().as_bytes()[..5]
         .iter()

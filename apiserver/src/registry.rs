@@ -113,7 +113,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", true, &["rc"], ALL, STATUS_SCALE),
     row!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, &["quota"], NONE, STATUS),
     row!("", "v1", "secrets", "secret", "Secret", true, NONE, NONE, NONE),
-    row!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], NONE, NONE),
+    row!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], NONE, &["token"]),
     row!("", "v1", "services", "service", "Service", true, &["svc"], ALL, STATUS, NameRule::Label1035),
     row!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], &["api-extensions"], STATUS),
     row!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, NONE, NONE, NONE),

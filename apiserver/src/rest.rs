@@ -32,6 +32,7 @@ pub const SERVED_SUBRESOURCES: &[&str] = &[
     "exec",
     "attach",
     "portforward",
+    "token",
 ];
 
 /// kube-apiserver's limit on request bodies.
@@ -162,6 +163,10 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
             write::bind(&state, &t, name, h, &body).await
         }
         (_, Some(_)) if t.sub.as_deref() == Some("binding") => Err(AppError::MethodNotAllowed),
+        (&Method::POST, Some(name)) if t.sub.as_deref() == Some("token") => {
+            crate::serviceaccount::create_token(&state, &t, name, h, &body).await
+        }
+        (_, Some(_)) if t.sub.as_deref() == Some("token") => Err(AppError::MethodNotAllowed),
         (&Method::GET, Some(name)) if t.sub.as_deref() == Some("log") => {
             crate::logs::pod_log(&state, &t, name, &query).await
         }

@@ -70,6 +70,9 @@ async fn create_object(
         crd::prepare(&mut obj)?;
     }
     crd::check_object(info, &mut obj)?;
+    if let (("", "Pod"), Some(ns)) = ((info.group, info.kind), ns) {
+        crate::serviceaccount::admit_pod(state, ns, &mut obj).await?;
+    }
     if t.dry_run {
         return Ok(obj);
     }

@@ -242,6 +242,18 @@ struct ApiserverArgs {
     kubelet_client_key: Option<PathBuf>,
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// The key service-account tokens are signed with (PKCS#8 PEM, ECDSA P-256); without
+    /// it the server issues no tokens and accepts none.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// Public keys tokens are accepted from (the signing key's own is always accepted).
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    service_account_issuer: String,
+    /// Audiences tokens must name; default: the issuer.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -561,6 +573,14 @@ fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
             "--kubelet-client-certificate, --kubelet-client-key and --kubelet-certificate-authority go together"
         ),
     };
+    config.service_accounts = args.service_account_signing_key_file.map(|signing_key| {
+        apiserver::serviceaccount::TokenFiles {
+            signing_key,
+            public_keys: args.service_account_key_file,
+            issuer: args.service_account_issuer,
+            audiences: args.api_audiences,
+        }
+    });
     Ok(config)
 }
 
