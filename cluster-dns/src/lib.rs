@@ -21,6 +21,9 @@ use anyhow::Context as _;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+/// The DNS message types, for clients such as `knetsim bench dns`.
+pub use hickory_server::proto;
+
 pub mod records;
 pub mod server;
 pub mod watch;

@@ -323,6 +323,9 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "100,500")]
         counts: Vec<usize>,
     },
+    /// Cluster DNS queries per second and latency through the kube-dns Service, and how soon
+    /// a new Service's name resolves.
+    Dns,
 }
 
 fn main() -> ExitCode {
@@ -416,6 +419,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let results = lab::bench_pods::bench_pods(&counts)?;
             print!("{}", lab::bench_pods::report(&results));
+        }
+        Command::Bench { what: Bench::Dns } => {
+            let result = lab::bench_dns::bench_dns()?;
+            print!("{}", lab::bench_dns::report(&result));
         }
         Command::Supervise => {
             init_logging();

@@ -194,6 +194,21 @@ pub fn write_kubeconfigs(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<Opt
     Ok(Some(user))
 }
 
+/// A client of one cluster's API server as the lab's admin (through the root namespace's
+/// loopback port, so it works from the machine itself).
+pub async fn cluster_client(paths: &LabPaths, cluster: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(paths.kubeconfig())
+        .with_context(|| format!("reading {}", paths.kubeconfig().display()))?;
+    let options = kube::config::KubeConfigOptions {
+        context: Some(cluster.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| format!("no context {cluster} in {}", paths.kubeconfig().display()))?;
+    kube::Client::try_from(config).context("creating the API client")
+}
+
 /// Take this lab's entries out of the user's kubeconfig (nothing to do if there are none).
 pub fn remove_user_entries(lab: &str) -> anyhow::Result<usize> {
     let Some(user) = user_kubeconfig().filter(|p| p.exists()) else {

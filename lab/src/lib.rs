@@ -6,7 +6,9 @@
 //! [`status`] is what the supervisor reports back. Everything on disk lives under [`paths`].
 
 pub mod access;
+pub mod addons;
 pub mod bench;
+pub mod bench_dns;
 pub mod bench_pods;
 pub mod down;
 pub mod exec;

@@ -258,6 +258,14 @@ fn build(
             format!("wrote {}{merged}", paths.kubeconfig().display()),
         ))
     })?;
+    progress.step(|| {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let applied = runtime.block_on(crate::addons::install(plan, paths))?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("applied the cluster DNS add-on ({applied} objects): kube-dns in kube-system"),
+        ))
+    })?;
     Ok(pid)
 }
 

@@ -37,6 +37,11 @@ fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
             entrypoint: Vec::new(),
             cmd: strings(&["python3"]),
         }),
+        // The cluster DNS add-on's image: knetsim's cluster-dns, with its flags as arguments.
+        "coredns" => Some(Image {
+            entrypoint: vec![knetsim.to_string(), "cluster-dns".to_string()],
+            cmd: Vec::new(),
+        }),
         // agnhost's image has ENTRYPOINT ["/agnhost"] and no CMD (it prints its usage).
         "agnhost" => Some(Image {
             entrypoint: vec![knetsim.to_string(), "agnhost".to_string()],
