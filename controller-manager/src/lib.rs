@@ -25,7 +25,7 @@ pub mod garbage_collector;
 pub mod informers;
 // pub mod job;
 pub mod namespace;
-// pub mod node_lifecycle;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
@@ -109,6 +109,15 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         serviceaccount::run(client.clone(), &informers).boxed(),
         namespace::run(client.clone(), &informers).boxed(),
         garbage_collector::run(client.clone(), &informers).boxed(),
+        node_lifecycle::run(
+            client.clone(),
+            &informers,
+            node_lifecycle::Timing {
+                grace_period: args.node_monitor_grace_period,
+                eviction_timeout: args.pod_eviction_timeout,
+            },
+        )
+        .boxed(),
     ];
     informers.start(&mut tasks);
     informers.wait_until_synced().await?;
