@@ -165,10 +165,10 @@ fn node_row(o: &Value) -> Vec<Value> {
     let ready = items(o, "/status/conditions")
         .iter()
         .find(|c| s(c, "/type") == "Ready")
+        // As kube-apiserver prints it: any Ready status but True (False, Unknown) is NotReady.
         .map(|c| match s(c, "/status") {
             "True" => "Ready",
-            "False" => "NotReady",
-            _ => "Unknown",
+            _ => "NotReady",
         })
         .unwrap_or("Unknown");
     let mut status = ready.to_string();

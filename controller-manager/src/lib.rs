@@ -21,15 +21,15 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod expectations;
-// pub mod garbage_collector;
+pub mod garbage_collector;
 pub mod informers;
 // pub mod job;
-// pub mod namespace;
-// pub mod node_lifecycle;
+pub mod namespace;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
-// pub mod serviceaccount;
+pub mod serviceaccount;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +106,18 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         replicaset::run(client.clone(), &informers).boxed(),
         endpointslice::run(client.clone(), &informers).boxed(),
         deployment::run(client.clone(), &informers).boxed(),
+        serviceaccount::run(client.clone(), &informers).boxed(),
+        namespace::run(client.clone(), &informers).boxed(),
+        garbage_collector::run(client.clone(), &informers).boxed(),
+        node_lifecycle::run(
+            client.clone(),
+            &informers,
+            node_lifecycle::Timing {
+                grace_period: args.node_monitor_grace_period,
+                eviction_timeout: args.pod_eviction_timeout,
+            },
+        )
+        .boxed(),
     ];
     informers.start(&mut tasks);
     informers.wait_until_synced().await?;

@@ -598,6 +598,12 @@ fn pod_status(
                 running += 1;
                 json!({ "running": { "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)) } })
             }
+            // Exited, but the shim has not recorded how yet: not finished as far as the
+            // API is concerned (a guessed exit code 0 would make a failing Job pod Succeeded).
+            (Some(c), _) if c.state == ContainerState::Exited && c.exit.is_none() => {
+                running += 1;
+                json!({ "running": { "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)) } })
+            }
             (Some(c), _) if c.state == ContainerState::Exited => {
                 let code = c.exit.as_ref().map_or(0, |e| e.exit_code);
                 let restarting = restarts_under(policy, code);

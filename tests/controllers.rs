@@ -1,0 +1,396 @@
+//! Controllers end to end, with the real kubectl: the scheduler binds, ReplicaSets and
+//! Deployments keep their pods, EndpointSlices follow the ready pods, deletion cascades,
+//! namespaces empty, and a node whose kubelet stops has its pods re-created elsewhere.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const TWO_WORKERS: &str = "clusters:\n  - name: c0\n    workers: 2\n";
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: netexec
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: ["netexec", "--http-port=8080"]
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+
+fn kubectl_json(lab: &Lab, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = ok(lab.kubectl("c0", &all));
+    serde_json::from_str(&out).expect("kubectl prints JSON")
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// IPs of the pods labelled `app=<app>` that are Ready and not terminating.
+fn ready_pod_ips(lab: &Lab, namespace: &str, app: &str) -> BTreeSet<String> {
+    let pods = kubectl_json(
+        lab,
+        &["-n", namespace, "get", "pods", "-l", &format!("app={app}")],
+    );
+    items(&pods)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+        .collect()
+}
+
+/// Addresses the Service's EndpointSlices mark ready.
+fn ready_slice_ips(lab: &Lab, namespace: &str, service: &str) -> BTreeSet<String> {
+    let slices = kubectl_json(
+        lab,
+        &[
+            "-n",
+            namespace,
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+        ],
+    );
+    items(&slices)
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+        .collect()
+}
+
+/// The slices list exactly the ready pods (allowing the controller a moment to catch up).
+#[track_caller]
+fn assert_slices_follow_ready_pods(lab: &Lab, expected: usize) {
+    let mut last = (BTreeSet::new(), BTreeSet::new());
+    let agreed = eventually(Duration::from_secs(30), || {
+        last = (
+            ready_pod_ips(lab, "default", "web"),
+            ready_slice_ips(lab, "default", "web"),
+        );
+        last.0.len() == expected && last.0 == last.1
+    });
+    assert!(
+        agreed,
+        "ready pods {:?} vs ready endpoints {:?} (want {expected})",
+        last.0, last.1
+    );
+}
+
+fn pod_names(lab: &Lab, namespace: &str, selector: &str) -> BTreeSet<String> {
+    let pods = kubectl_json(lab, &["-n", namespace, "get", "pods", "-l", selector]);
+    items(&pods)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect()
+}
+
+fn rollout_status(lab: &Lab) {
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+}
+
+#[test]
+fn deployments_scale_roll_out_and_cascade() {
+    let lab = Lab::up("ctrl", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-web.yaml", lab.name), WEB);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    rollout_status(&lab);
+
+    // Scheduled by the scheduler, onto workers only, spread, with events.
+    let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=web"]);
+    let nodes: Vec<String> = items(&pods)
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n == "c0-w1" || n == "c0-w2"),
+        "{nodes:?}"
+    );
+    assert!(
+        nodes.contains(&"c0-w1".to_string()) && nodes.contains(&"c0-w2".to_string()),
+        "{nodes:?}"
+    );
+    let events = ok(lab.kubectl("c0", &["get", "events"]));
+    assert!(
+        events.contains("Scheduled") && events.contains("Successfully assigned default/web-"),
+        "{events}"
+    );
+    assert_slices_follow_ready_pods(&lab, 3);
+    // The legacy Endpoints object too.
+    let endpoints = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+    ));
+    assert_eq!(endpoints.split_whitespace().count(), 3, "{endpoints}");
+    // Every ready endpoint answers, from a node.
+    for ip in ready_slice_ips(&lab, "default", "web") {
+        let out = lab.exec(
+            "c0/w1",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                &format!("http://{ip}:8080/hostname"),
+            ],
+        );
+        assert!(
+            out.status.success() && stdout(&out).starts_with("web-"),
+            "{ip}: {}",
+            stderr(&out)
+        );
+    }
+
+    // Scale up and down.
+    ok(lab.kubectl("c0", &["scale", "deployment/web", "--replicas=6"]));
+    rollout_status(&lab);
+    assert_slices_follow_ready_pods(&lab, 6);
+    ok(lab.kubectl("c0", &["scale", "deployment/web", "--replicas=2"]));
+    rollout_status(&lab);
+    assert_slices_follow_ready_pods(&lab, 2);
+
+    // A deleted pod is replaced.
+    let before = pod_names(&lab, "default", "app=web");
+    let victim = before.iter().next().expect("a pod").clone();
+    ok(lab.kubectl("c0", &["delete", "pod", &victim, "--wait=false"]));
+    let replaced = eventually(Duration::from_secs(30), || {
+        let now = pod_names(&lab, "default", "app=web");
+        now.len() == 2 && !now.contains(&victim)
+    });
+    assert!(
+        replaced,
+        "{victim} was not replaced: {:?}",
+        pod_names(&lab, "default", "app=web")
+    );
+    assert_slices_follow_ready_pods(&lab, 2);
+
+    // A rolling update keeps at least replicas - maxUnavailable pods ready throughout.
+    ok(lab.kubectl("c0", &["scale", "deployment/web", "--replicas=3"]));
+    rollout_status(&lab);
+    let old_rs = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "rs",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    ));
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "netexec=registry.k8s.io/e2e-test-images/agnhost:2.52",
+        ],
+    ));
+    let mut fewest_ready = usize::MAX;
+    let finished = eventually(Duration::from_secs(60), || {
+        fewest_ready = fewest_ready.min(ready_slice_ips(&lab, "default", "web").len());
+        let d = kubectl_json(&lab, &["get", "deployment", "web"]);
+        d["status"]["updatedReplicas"] == 3
+            && d["status"]["availableReplicas"] == 3
+            && d["status"]["replicas"] == 3
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"]
+    });
+    assert!(finished, "the rolling update did not finish");
+    assert!(
+        fewest_ready >= 2,
+        "only {fewest_ready} ready endpoints during the rollout"
+    );
+    rollout_status(&lab);
+    assert_slices_follow_ready_pods(&lab, 3);
+    let images = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ],
+    ));
+    assert!(
+        images.split_whitespace().all(|i| i.ends_with(":2.52")),
+        "{images}"
+    );
+    let history = ok(lab.kubectl("c0", &["rollout", "history", "deployment/web"]));
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+
+    // Undo goes back to the first ReplicaSet.
+    ok(lab.kubectl("c0", &["rollout", "undo", "deployment/web"]));
+    rollout_status(&lab);
+    assert_slices_follow_ready_pods(&lab, 3);
+    let scaled = ok(lab.kubectl("c0", &["get", "rs", &old_rs, "-o", "jsonpath={.spec.replicas} {.metadata.annotations.deployment\\.kubernetes\\.io/revision}"]));
+    assert_eq!(scaled, "3 3", "{old_rs} is back with revision 3");
+    let conditions = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.conditions[*].reason}",
+        ],
+    ));
+    assert!(
+        conditions.contains("MinimumReplicasAvailable")
+            && conditions.contains("NewReplicaSetAvailable"),
+        "{conditions}"
+    );
+
+    // A restart rolls out a new revision.
+    ok(lab.kubectl("c0", &["rollout", "restart", "deployment/web"]));
+    rollout_status(&lab);
+    assert_slices_follow_ready_pods(&lab, 3);
+
+    // Deleting the Deployment removes its ReplicaSets and pods.
+    ok(lab.kubectl("c0", &["delete", "deployment", "web"]));
+    let gone = eventually(Duration::from_secs(30), || {
+        let rs = kubectl_json(&lab, &["get", "rs", "-l", "app=web"]);
+        items(&rs).is_empty() && pod_names(&lab, "default", "app=web").is_empty()
+    });
+    assert!(gone, "{}", ok(lab.kubectl("c0", &["get", "rs,pods"])));
+    assert_slices_follow_ready_pods(&lab, 0);
+
+    // A namespace is emptied, then deleted; new namespaces get a default ServiceAccount.
+    ok(lab.kubectl("c0", &["create", "namespace", "team"]));
+    let has_sa = eventually(Duration::from_secs(10), || {
+        lab.kubectl("c0", &["-n", "team", "get", "serviceaccount", "default"])
+            .status
+            .success()
+    });
+    assert!(has_sa, "no default ServiceAccount in team");
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "-n",
+            "team",
+            "apply",
+            "-f",
+            manifest.to_str().expect("utf-8 path"),
+        ],
+    ));
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "-n",
+            "team",
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=60s",
+        ],
+    ));
+    ok(lab.kubectl("c0", &["delete", "namespace", "team", "--timeout=60s"]));
+    let namespaces = ok(lab.kubectl("c0", &["get", "namespaces"]));
+    assert!(!namespaces.contains("team"), "{namespaces}");
+    let left = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "pods,rs,deployments,services,endpointslices",
+            "-A",
+            "--no-headers",
+        ],
+    ));
+    assert!(
+        !left.lines().any(|l| l.starts_with("team ")),
+        "left in team:\n{left}"
+    );
+}
+
+#[test]
+fn pods_leave_a_node_whose_kubelet_stops() {
+    let lab = Lab::up("ctrlnode", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-web.yaml", lab.name), WEB);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    rollout_status(&lab);
+    // Hold the kubelet of w1 (SIGSTOP): the supervisor would restart a killed one.
+    let index = lab.process_index("kubelet", "c0", "w1");
+    let pid = lab.status_json()["processes"][index]["pid"]
+        .as_i64()
+        .expect("kubelet runs");
+    ok(std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .output()
+        .expect("kill runs"));
+    let not_ready = eventually(Duration::from_secs(60), || {
+        let nodes = stdout(&lab.kubectl("c0", &["get", "nodes", "--no-headers"]));
+        nodes
+            .lines()
+            .any(|l| l.starts_with("c0-w1 ") && l.contains("NotReady"))
+    });
+    let moved = not_ready
+        && eventually(Duration::from_secs(60), || {
+            let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=web"]);
+            let on_w2 = items(&pods)
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| p["spec"]["nodeName"] == "c0-w2")
+                .count();
+            on_w2 == 3
+                && ready_pod_ips(&lab, "default", "web") == ready_slice_ips(&lab, "default", "web")
+        });
+    let report = ok(lab.kubectl("c0", &["get", "nodes,pods", "-o", "wide"]));
+    ok(std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .output()
+        .expect("kill runs"));
+    assert!(not_ready, "c0-w1 never became NotReady:\n{report}");
+    assert!(moved, "the pods were not re-created on c0-w2:\n{report}");
+    assert_eq!(ready_slice_ips(&lab, "default", "web").len(), 3, "{report}");
+}
