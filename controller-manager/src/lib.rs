@@ -28,6 +28,7 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod root_ca_publisher;
 pub mod scheduler;
 pub mod serviceaccount;
 
@@ -60,6 +61,10 @@ pub struct Args {
     pub pod_eviction_timeout: Duration,
     #[arg(long, default_value_t = HEALTHZ_PORT)]
     pub healthz_port: u16,
+    /// The cluster's CA (PEM), published to every namespace as `kube-root-ca.crt`; without
+    /// it nothing is published.
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 /// `20s`, `500ms`, `2m` or plain seconds.
@@ -97,6 +102,13 @@ pub async fn run(
 
 async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
     let client = connect(&args).await?;
+    let root_ca = match &args.root_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the root CA {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let informers = informers::Informers::new(&client);
     // Controllers subscribe before the watches start, so none misses the first list, and run
@@ -119,6 +131,10 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         )
         .boxed(),
     ];
+    let mut controllers = controllers;
+    if let Some(ca_pem) = root_ca {
+        controllers.push(root_ca_publisher::run(client.clone(), &informers, ca_pem).boxed());
+    }
     informers.start(&mut tasks);
     informers.wait_until_synced().await?;
     for controller in controllers {

@@ -6,7 +6,6 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Context as _;
-use ipnet::Ipv4Net;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 
@@ -20,12 +19,6 @@ pub const CLUSTER_DNS: &str = include_str!("../../conf/addons/cluster-dns.yaml")
 
 /// Field manager of everything `up` applies.
 const MANAGER: &str = "knetsim-up";
-
-/// The cluster DNS address: the tenth of the service network, as kubeadm picks it
-/// (`10.96.0.10`).
-pub fn cluster_dns_ip(service_network: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(service_network.network()) + 10)
-}
 
 /// The manifest's objects for one cluster.
 pub fn render(template: &str, dns_ip: Ipv4Addr) -> anyhow::Result<Vec<DynamicObject>> {
@@ -46,7 +39,7 @@ pub async fn install(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<usize> 
     let mut applied = 0;
     for cluster in &plan.clusters {
         let client = crate::access::cluster_client(paths, &cluster.name).await?;
-        for object in render(CLUSTER_DNS, cluster_dns_ip(cluster.service_network))? {
+        for object in render(CLUSTER_DNS, crate::plan::cluster_dns_ip(cluster))? {
             let types = object
                 .types
                 .as_ref()
@@ -75,9 +68,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cluster_dns_is_the_tenth_address_and_the_manifest_names_it() {
-        let ip = cluster_dns_ip("10.96.0.0/16".parse().expect("net"));
-        assert_eq!(ip, Ipv4Addr::new(10, 96, 0, 10));
+    fn the_manifest_names_the_cluster_dns_ip() {
+        let ip = Ipv4Addr::new(10, 96, 0, 10);
         let objects = render(CLUSTER_DNS, ip).expect("render");
         let kinds: Vec<_> = objects
             .iter()

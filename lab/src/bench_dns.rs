@@ -60,7 +60,7 @@ async fn measure(lab: &str) -> anyhow::Result<DnsResult> {
     let plan = crate::read_plan(lab)?;
     let cluster = plan.cluster("c0").context("the bench lab has no cluster c0")?;
     let client = crate::access::cluster_client(&paths, "c0").await?;
-    let dns_ip = crate::addons::cluster_dns_ip(cluster.service_network);
+    let dns_ip = crate::plan::cluster_dns_ip(cluster);
     let server = SocketAddr::from((dns_ip, 53));
     let node = plan.node("c0/w1").map_err(anyhow::Error::msg)?.netns.clone();
 

@@ -231,7 +231,7 @@ impl LabPlan {
         for cluster in &self.clusters {
             processes.push(etcd(cluster, paths.etcd_data(&cluster.name)));
             processes.push(apiserver(&self.lab, cluster, paths));
-            processes.push(controller_manager(&self.lab, cluster));
+            processes.push(controller_manager(&self.lab, cluster, paths));
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
                 processes.push(kubelet(&self.lab, cluster, node));
@@ -349,7 +349,7 @@ pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
 pub const CONTROLLER_MANAGER_HEALTHZ_PORT: u16 = 10257;
 
 /// The controllers (and scheduler) of a cluster, on its control-plane node.
-fn controller_manager(lab: &str, cluster: &ClusterPlan) -> ProcessSpec {
+fn controller_manager(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec {
     ProcessSpec {
         name: "controller-manager".into(),
         cluster: cluster.name.clone(),
@@ -360,6 +360,7 @@ fn controller_manager(lab: &str, cluster: &ClusterPlan) -> ProcessSpec {
             format!("--lab={lab}"),
             format!("--cluster={}", cluster.name),
             format!("--kubeconfig={CONTROLLER_MANAGER_KUBECONFIG}"),
+            format!("--root-ca-file={}", paths.pki().join("ca.crt").display()),
         ],
         ready: Readiness::HttpGet {
             port: CONTROLLER_MANAGER_HEALTHZ_PORT,
