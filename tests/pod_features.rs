@@ -371,3 +371,98 @@ fn probes_drive_readiness_and_restarts_and_events_show_in_describe() {
     ));
     assert!(events.contains("Unhealthy"), "{events}");
 }
+
+const NGINX_AND_HOST_NETWORK: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: c0-w1
+  containers:
+  - name: nginx
+    image: nginx:1.27
+    ports: [{containerPort: 80, hostPort: 8088}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: custom-site}
+data:
+  default.conf: |
+    server {
+        listen 8080;
+        location / { return 200 "custom site\n"; }
+    }
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: custom}
+spec:
+  nodeName: c0-w1
+  containers:
+  - name: nginx
+    image: docker.io/library/nginx:latest
+    volumeMounts: [{name: site, mountPath: /etc/nginx/conf.d}]
+  volumes: [{name: site, configMap: {name: custom-site}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: agent}
+spec:
+  nodeName: c0-w1
+  hostNetwork: true
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+"#;
+
+#[test]
+fn nginx_host_ports_and_host_network_pods() {
+    let lab = Lab::up("podhost", Some(ONE_WORKER));
+    let manifest = write_temp(&format!("{}-nginx.yaml", lab.name), NGINX_AND_HOST_NETWORK);
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    for pod in ["web", "custom", "agent"] {
+        wait_running(&lab, pod);
+    }
+    // From another node: the pod IP, and the hostPort on the node's IP (CNI portmap).
+    let cp = format!("{}-c0-cp", lab.name);
+    let curl = |url: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &cp, "curl", "-s", "-m", "2", url])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let web_ip = jsonpath(&lab, "web", "{.status.podIP}");
+    let welcome = eventually(Duration::from_secs(10), || {
+        curl(&format!("http://{web_ip}/")).contains("Welcome to nginx!")
+    });
+    assert!(welcome, "{}", curl(&format!("http://{web_ip}/")));
+    let via_host_port = curl("http://172.20.0.11:8088/");
+    assert!(
+        via_host_port.contains("Welcome to nginx!"),
+        "{via_host_port:?}"
+    );
+    // nginx logs to stdout, as the image does.
+    let logged = eventually(Duration::from_secs(5), || {
+        stdout(&lab.kubectl("c0", &["logs", "web"])).contains("\"GET / HTTP/1.1\" 200")
+    });
+    assert!(logged, "{}", stdout(&lab.kubectl("c0", &["logs", "web"])));
+    // A config from a ConfigMap at /etc/nginx/conf.d replaces the default site.
+    let custom_ip = jsonpath(&lab, "custom", "{.status.podIP}");
+    let custom = eventually(Duration::from_secs(10), || {
+        curl(&format!("http://{custom_ip}:8080/")) == "custom site\n"
+    });
+    assert!(custom, "{:?}", curl(&format!("http://{custom_ip}:8080/")));
+
+    // A hostNetwork pod is on the node's network, with the node's IP and hostname.
+    assert_eq!(jsonpath(&lab, "agent", "{.status.podIP}"), "172.20.0.11");
+    let agent = container_id(&lab, "agent", "c");
+    let addresses = in_container(&lab, "c0/w1", &agent, &["ip", "-o", "-4", "addr"]).unwrap();
+    assert!(addresses.contains("172.20.0.11/24"), "{addresses}");
+    assert_eq!(
+        in_container(&lab, "c0/w1", &agent, &["hostname"]).unwrap(),
+        "c0-w1\n"
+    );
+    // Deleting it leaves the node's namespace alone.
+    ok(lab.kubectl("c0", &["delete", "pod", "agent", "--grace-period=1"]));
+    assert!(path_exists(&format!("/run/netns/{}-c0-w1", lab.name)));
+    assert!(curl(&format!("http://{web_ip}/")).contains("Welcome"));
+}

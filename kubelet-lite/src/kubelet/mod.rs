@@ -13,6 +13,7 @@ mod atomic_writer;
 mod downward;
 mod env;
 mod events;
+mod image_files;
 mod images;
 mod node;
 mod objects;

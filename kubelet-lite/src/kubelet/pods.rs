@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use super::events::{self, Recorder};
 use super::objects::Objects;
 use super::probes::Prober;
-use super::{env, images, pod_files, volumes, Config};
+use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
     POD_UID_LABEL,
@@ -232,13 +232,10 @@ async fn sync_pod(
                 name: name.clone(),
                 namespace: namespace.clone(),
                 uid: uid.clone(),
-                hostname: pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.hostname.clone())
-                    .unwrap_or_else(|| name.clone()),
-                port_mappings: Vec::new(),
+                hostname: pod_files::hostname(&pod, &config.node_name),
+                port_mappings: host_ports(&pod),
                 labels: [(POD_UID_LABEL.to_string(), uid.clone())].into(),
+                host_network: is_host_network(&pod),
             };
             match blocking(|| runtime.run_pod_sandbox(sandbox_config)) {
                 Ok(sandbox) => {
@@ -339,6 +336,17 @@ async fn sync_pod(
         let made =
             env::container_env(&pod, spec, &prepared.service_env, &resolve).and_then(|env| {
                 let mut mounts = prepared.pod_mounts.clone();
+                let repository = images::repository(spec.image.as_deref().unwrap_or_default());
+                if image_files::has_files(repository) {
+                    let dir = pod_dir(&config, &uid).join("images").join(&spec.name);
+                    let files = image_files::prepare(repository, &dir).map_err(|e| {
+                        format!(
+                            "making the files of image {repository} in {}: {e}",
+                            dir.display()
+                        )
+                    })?;
+                    mounts.extend(files);
+                }
                 let mut volume_mounts = volumes::container_mounts(&pod, spec, &prepared.volumes)?;
                 volume_mounts.sort_by_key(|m| m.container_path.components().count());
                 mounts.extend(volume_mounts);
@@ -451,12 +459,50 @@ async fn sync_pod(
                 spec,
                 &c.container.id,
                 c.started_at.unwrap_or(0),
-                sandbox.ip.clone(),
+                effective_ip(&sandbox, &config),
             );
         }
     }
     let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
     post(&api, &name, &uid, status, posted).await;
+}
+
+fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// The Pod's IP: its sandbox's from CNI, or the node's for a `hostNetwork` Pod.
+fn effective_ip(sandbox: &PodSandbox, config: &Config) -> Option<String> {
+    if sandbox.config.host_network {
+        return Some(config.node_ip.to_string());
+    }
+    sandbox.ip.clone()
+}
+
+/// The containers' `hostPort`s, for the CNI `portmap` plugin (`portMappings` capability).
+fn host_ports(pod: &Pod) -> Vec<crate::runtime::PortMapping> {
+    let host_network = is_host_network(pod);
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|_| !host_network)
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|p| *p > 0)?;
+            Some(crate::runtime::PortMapping {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p
+                    .protocol
+                    .clone()
+                    .unwrap_or_else(|| "TCP".into())
+                    .to_lowercase(),
+            })
+        })
+        .collect()
 }
 
 fn policy_of(pod: &Pod) -> &str {
@@ -499,14 +545,14 @@ async fn prepare_pod(
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let dir = pod_dir(config, uid);
     let at = super::downward::Runtime {
-        pod_ip: sandbox.ip.clone(),
+        pod_ip: effective_ip(sandbox, config),
         host_ip: config.node_ip.to_string(),
     };
     let pod_mounts = blocking(|| {
         pod_files::write(
             &dir,
             pod,
-            sandbox.ip.as_deref(),
+            effective_ip(sandbox, config).as_deref(),
             &config.dns,
             &config.node_name,
         )
@@ -661,10 +707,7 @@ fn pod_status(
         }
     };
     let started = ms_rfc3339(sandbox.created_at);
-    let ip = sandbox
-        .ip
-        .clone()
-        .filter(|_| sandbox.state == SandboxState::Ready);
+    let ip = effective_ip(sandbox, config).filter(|_| sandbox.state == SandboxState::Ready);
     json!({ "status": {
         "phase": phase,
         "hostIP": config.node_ip.to_string(),
