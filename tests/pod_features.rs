@@ -55,6 +55,7 @@ spec:
     - {name: secret, mountPath: /etc/knetsim-e2e/secret}
     - {name: info, mountPath: /etc/knetsim-e2e/podinfo}
     - {name: scratch, mountPath: /var/knetsim-e2e-cache}
+    - {name: api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}
   - name: writer
     image: busybox
     command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; sleep 3600"]
@@ -69,6 +70,12 @@ spec:
       - {path: labels, fieldRef: {fieldPath: metadata.labels}}
       - {path: cpu, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1m}}
   - {name: scratch, emptyDir: {}}
+  - name: api
+    projected:
+      sources:
+      - serviceAccountToken: {path: token, expirationSeconds: 3607}
+      - configMap: {name: web-config, items: [{key: greeting, path: greeting.txt}]}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
 "#;
 
 fn jsonpath(lab: &Lab, pod: &str, path: &str) -> String {
@@ -178,6 +185,23 @@ fn pods_see_their_own_dns_hosts_volumes_and_environment() {
     assert!(path_exists(&format!(
         "{pod_dir}/volumes/kubernetes.io~configmap/config/..data"
     )));
+    // A projected volume at the service-account path; the token comes from the TokenRequest
+    // API when the API server serves it (`kubectl create token` tells).
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(read(&format!("{sa}/greeting.txt")).unwrap(), "hello");
+    assert_eq!(read(&format!("{sa}/namespace")).unwrap(), "default");
+    if lab
+        .kubectl("c0", &["create", "token", "default"])
+        .status
+        .success()
+    {
+        let has_token = eventually(Duration::from_secs(5), || {
+            read(&format!("{sa}/token")).is_ok_and(|t| t.split('.').count() == 3)
+        });
+        assert!(has_token, "{:?}", read(&format!("{sa}/token")));
+    } else {
+        assert!(read(&format!("{sa}/token")).is_err());
+    }
     // emptyDir is shared by the Pod's containers.
     let shared = eventually(Duration::from_secs(5), || {
         read("/var/knetsim-e2e-cache/x").as_deref() == Ok("shared\n")
@@ -465,4 +489,49 @@ fn nginx_host_ports_and_host_network_pods() {
     ok(lab.kubectl("c0", &["delete", "pod", "agent", "--grace-period=1"]));
     assert!(path_exists(&format!("/run/netns/{}-c0-w1", lab.name)));
     assert!(curl(&format!("http://{web_ip}/")).contains("Welcome"));
+}
+
+#[test]
+fn a_restarted_kubelet_checks_the_networks_of_the_pods_it_adopts() {
+    let lab = Lab::up("podcheck", Some(ONE_WORKER));
+    let manifest = write_temp(
+        &format!("{}-check.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: healthy}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    wait_running(&lab, "healthy");
+    wait_running(&lab, "broken");
+    // Break one pod's network behind the kubelet's back, then restart the kubelet.
+    let broken_ns = format!("{}-c0-w1-default-broken", lab.name);
+    let deleted = std::process::Command::new("ip")
+        .args(["-n", &broken_ns, "link", "del", "eth0"])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let (index, old_pid) = lab.kill_process("kubelet", "c0", "w1");
+    let restarted = eventually(Duration::from_secs(20), || {
+        lab.status_json()["processes"][index]["pid"]
+            .as_i64()
+            .is_some_and(|pid| pid != old_pid)
+    });
+    assert!(restarted);
+    let warned = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl("c0", &["describe", "pod", "broken"])).contains("FailedCNICheck")
+    });
+    assert!(
+        warned,
+        "{}",
+        stdout(&lab.kubectl("c0", &["describe", "pod", "broken"]))
+    );
+    let log = std::fs::read_to_string(format!("/tmp/knetsim/{}/logs/c0-w1-kubelet.log", lab.name))
+        .unwrap_or_default();
+    assert!(log.contains("adopted; CNI CHECK passed"), "{log}");
+    let described = stdout(&lab.kubectl("c0", &["describe", "pod", "broken"]));
+    assert!(
+        described.contains("Interface name eth0 not found"),
+        "{described}"
+    );
+    assert!(!stdout(&lab.kubectl("c0", &["describe", "pod", "healthy"])).contains("FailedCNICheck"));
+    // Both keep running: CHECK diagnoses, it does not kill.
+    assert_eq!(jsonpath(&lab, "healthy", "{.status.phase}"), "Running");
 }

@@ -22,7 +22,12 @@ pub struct Objects {
     pub secrets: Store<Secret>,
     pub services: Store<Service>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    /// Token requests that failed: not asked again before this Unix millisecond.
+    failed: Mutex<HashMap<TokenKey, u64>>,
 }
+
+/// How long a failed TokenRequest is not repeated.
+const TOKEN_RETRY_MS: u64 = 30_000;
 
 /// (pod uid, volume, path).
 type TokenKey = (String, String, String);
@@ -63,6 +68,7 @@ impl Objects {
             services: reflect(Api::all(client.clone())),
             client,
             tokens: Mutex::default(),
+            failed: Mutex::default(),
         };
         objects.config_maps.wait_until_ready().await?;
         objects.secrets.wait_until_ready().await?;
@@ -98,6 +104,39 @@ impl Objects {
                 return Ok(token);
             }
         }
+        if let Some(retry_at) = self.failed.lock().ok().and_then(|f| f.get(&key).copied()) {
+            if now < retry_at {
+                return Err("the last TokenRequest failed; retrying later".into());
+            }
+        }
+        let result = self.request_token(pod, audience, expiration_seconds).await;
+        match &result {
+            Ok(token) => {
+                let refresh_at = now + (expiration_seconds.max(600) as u64) * 800;
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    tokens.insert(key.clone(), (token.clone(), refresh_at));
+                }
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.remove(&key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, "no service-account token for volume {volume}: {e}");
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.insert(key, now + TOKEN_RETRY_MS);
+                }
+            }
+        }
+        result
+    }
+
+    async fn request_token(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+    ) -> Result<String, String> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let account = pod
             .spec
@@ -128,10 +167,6 @@ impl Objects {
             .map(|s| s.token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| format!("the TokenRequest for {namespace}/{account} gave no token"))?;
-        let refresh_at = now + (expiration_seconds.max(600) as u64) * 800;
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert(key, (token.clone(), refresh_at));
-        }
         Ok(token)
     }
 
@@ -139,6 +174,9 @@ impl Objects {
     pub fn forget(&self, uid: &str) {
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.retain(|(pod, _, _), _| pod != uid);
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.retain(|(pod, _, _), _| pod != uid);
         }
     }
 }

@@ -175,8 +175,17 @@ async fn set_up_volume(
                         t.audience.as_deref(),
                         t.expiration_seconds.unwrap_or(3600),
                     )
-                    .await?;
-                payload.insert(t.path.clone(), file(token.into_bytes(), mode));
+                    .await;
+                match token {
+                    Ok(token) => {
+                        payload.insert(t.path.clone(), file(token.into_bytes(), mode));
+                    }
+                    // An API server without TokenRequest: the rest of the volume is still
+                    // written, the token file is missing, and the next sync asks again.
+                    Err(e) => {
+                        tracing::debug!(volume = %volume.name, "no service-account token: {e}")
+                    }
+                }
             }
         }
         ("projected", payload)

@@ -106,6 +106,8 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("setting up the pod network")]
     Network(#[source] CniError),
+    #[error("checking the pod network")]
+    NetworkCheck(#[source] CniError),
     #[error("tearing down the pod network")]
     NetworkTeardown(#[source] CniError),
     #[error(transparent)]

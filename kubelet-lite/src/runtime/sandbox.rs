@@ -206,6 +206,20 @@ impl Runtime {
         Ok(child.id())
     }
 
+    /// CNI CHECK of a ready sandbox's network against the cached ADD result: is the pod's
+    /// network still what ADD made? A hostNetwork sandbox has none to check.
+    pub fn check_pod_sandbox_network(&self, id: &str) -> Result<(), RuntimeError> {
+        let sandbox = self.pod_sandbox_status(id)?;
+        if sandbox.config.host_network || sandbox.state != SandboxState::Ready {
+            return Ok(());
+        }
+        let network =
+            NetworkConfigList::load_default(&self.cni_conf_dir).map_err(RuntimeError::Network)?;
+        self.cni
+            .check(&network, &self.runtime_conf(&sandbox, "eth0"))
+            .map_err(RuntimeError::NetworkCheck)
+    }
+
     /// Stop its containers, CNI DEL, and stop the pause process. Idempotent.
     pub fn stop_pod_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
         let mut sandbox = self.pod_sandbox_status(id)?;
