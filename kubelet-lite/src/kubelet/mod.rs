@@ -18,9 +18,11 @@ mod images;
 mod node;
 mod objects;
 pub mod pod_files;
+mod pod_setup;
 mod pods;
 mod probes;
 pub mod server;
+mod status;
 mod volumes;
 
 use std::path::PathBuf;

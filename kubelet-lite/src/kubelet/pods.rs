@@ -12,6 +12,11 @@
 //! 5 min: `CrashLoopBackOff`). A Pod being deleted has its containers stopped within its grace
 //! period and its sandbox removed; then the kubelet deletes it for good (grace 0), which is
 //! when it leaves the API, as on a real cluster.
+//!
+//! Before its containers start, each sync prepares what they are made from
+//! ([`pod_setup`](super::pod_setup): `/etc` files, volumes, environment); running containers
+//! get their probe workers ([`probes`](super::probes)); what happens is told in Events
+//! ([`events`](super::events)) and the status ([`status`](super::status)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,11 +30,15 @@ use serde_json::{json, Value};
 
 use super::events::{self, Recorder};
 use super::objects::Objects;
+use super::pod_setup::{
+    check_adopted, effective_ip, host_ports, is_host_network, node_cpus, node_memory, pod_dir,
+    policy_of, prepare_pod, remove_pod_dir,
+};
 use super::probes::Prober;
+use super::status::{pod_status, restarts_under};
 use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
-    POD_UID_LABEL,
+    ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, POD_UID_LABEL,
 };
 
 const TICK: Duration = Duration::from_secs(1);
@@ -88,45 +97,6 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         tokio::select! {
             _ = changed.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
-        }
-    }
-}
-
-/// CNI CHECK of every sandbox this kubelet finds at start (a restarted kubelet adopting its
-/// pods): a network that is no longer what ADD made is reported on the Pod as a Warning
-/// Event and in the log. The pod keeps running: CHECK is a diagnosis, not a reason to kill.
-fn check_adopted(config: &Config, pods: &[Arc<Pod>], recorder: &Recorder) {
-    let runtime = &config.runtime;
-    for sandbox in blocking(|| runtime.list_pod_sandboxes()) {
-        if !sandbox.config.labels.contains_key(POD_UID_LABEL) {
-            continue;
-        }
-        let pod_name = format!("{}/{}", sandbox.config.namespace, sandbox.config.name);
-        match blocking(|| runtime.check_pod_sandbox_network(&sandbox.id)) {
-            Ok(()) => tracing::info!(pod = %pod_name, "adopted; CNI CHECK passed"),
-            Err(e) => {
-                let message = format!("{:#}", anyhow::Error::new(e));
-                if message.contains("GW:<nil>} not found in routing table") {
-                    // The bridge plugin before 1.3 (Debian 12 has 1.1.1) fails CHECK on any
-                    // route without a gateway, as flannel's `{"dst": <network>}` is:
-                    // containernetworking/plugins#886. Not a broken network.
-                    tracing::info!(pod = %pod_name, "adopted; CNI CHECK passed but for the bridge plugin's false alarm about a route without a gateway (containernetworking/plugins#886, fixed in 1.3): {message}");
-                    continue;
-                }
-                tracing::warn!(pod = %pod_name, "adopted; CNI CHECK failed: {message}");
-                if let Some(pod) = pods
-                    .iter()
-                    .find(|p| p.metadata.uid.as_deref() == Some(sandbox.config.uid.as_str()))
-                {
-                    recorder.pod_event(
-                        pod,
-                        None,
-                        events::WARNING,
-                        "FailedCNICheck",
-                        format!("The pod's network failed CNI CHECK: {message}"),
-                    );
-                }
-            }
         }
     }
 }
@@ -507,128 +477,6 @@ async fn sync_pod(
     post(&api, &name, &uid, status, posted).await;
 }
 
-fn is_host_network(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false)
-}
-
-/// The Pod's IP: its sandbox's from CNI, or the node's for a `hostNetwork` Pod.
-fn effective_ip(sandbox: &PodSandbox, config: &Config) -> Option<String> {
-    if sandbox.config.host_network {
-        return Some(config.node_ip.to_string());
-    }
-    sandbox.ip.clone()
-}
-
-/// The containers' `hostPort`s, for the CNI `portmap` plugin (`portMappings` capability).
-fn host_ports(pod: &Pod) -> Vec<crate::runtime::PortMapping> {
-    let host_network = is_host_network(pod);
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter(|_| !host_network)
-        .filter_map(|p| {
-            let host_port = u16::try_from(p.host_port?).ok().filter(|p| *p > 0)?;
-            Some(crate::runtime::PortMapping {
-                host_port,
-                container_port: u16::try_from(p.container_port).ok()?,
-                protocol: p
-                    .protocol
-                    .clone()
-                    .unwrap_or_else(|| "TCP".into())
-                    .to_lowercase(),
-            })
-        })
-        .collect()
-}
-
-fn policy_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
-}
-
-/// What every container of a Pod is made from, prepared once per sync.
-struct Prepared {
-    /// `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`.
-    pod_mounts: Vec<crate::runtime::Mount>,
-    volumes: HashMap<String, std::path::PathBuf>,
-    service_env: std::collections::BTreeMap<String, String>,
-    at: super::downward::Runtime,
-}
-
-/// The Pod's directory: `/var/lib/kubelet/pods/<uid>`.
-fn pod_dir(config: &Config, uid: &str) -> std::path::PathBuf {
-    config.root_dir.join("pods").join(uid)
-}
-
-fn remove_pod_dir(config: &Config, uid: &str) {
-    let dir = pod_dir(config, uid);
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!("removing {}: {e}", dir.display());
-        }
-    }
-}
-
-/// Write the Pod's files and set up its volumes; the error is why containers wait.
-async fn prepare_pod(
-    pod: &Pod,
-    sandbox: &PodSandbox,
-    config: &Config,
-    objects: &Objects,
-) -> Result<Prepared, String> {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let dir = pod_dir(config, uid);
-    let at = super::downward::Runtime {
-        pod_ip: effective_ip(sandbox, config),
-        host_ip: config.node_ip.to_string(),
-    };
-    let pod_mounts = blocking(|| {
-        pod_files::write(
-            &dir,
-            pod,
-            effective_ip(sandbox, config).as_deref(),
-            &config.dns,
-            &config.node_name,
-        )
-    })
-    .map_err(|e| format!("writing the pod's files in {}: {e}", dir.display()))?;
-    let resolve = volumes::Resolve {
-        objects,
-        at: at.clone(),
-        node_cpus: node_cpus(),
-        node_memory: node_memory(),
-    };
-    let volumes = volumes::set_up(pod, &dir, &resolve).await?;
-    let service_env = env::service_env(pod, &objects.services.state());
-    Ok(Prepared {
-        pod_mounts,
-        volumes,
-        service_env,
-        at,
-    })
-}
-
-fn node_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-/// The node's memory in bytes, from `/proc/meminfo`.
-fn node_memory() -> f64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib * 1024.0)
-}
-
 /// `restartPolicy` and the back-off: restart now?
 fn should_restart(pod: &Pod, latest: &ContainerStatus, attempts: usize) -> bool {
     let policy = pod
@@ -645,149 +493,6 @@ fn should_restart(pod: &Pod, latest: &ContainerStatus, attempts: usize) -> bool 
 fn backoff_ms(attempts: usize) -> u64 {
     let doublings = attempts.saturating_sub(1).min(10) as u32;
     (BACKOFF_START << doublings).min(BACKOFF_MAX)
-}
-
-/// The Pod's status as the kubelet reports it.
-fn pod_status(
-    pod: &Pod,
-    sandbox: &PodSandbox,
-    containers: &[ContainerStatus],
-    waiting: &HashMap<String, (String, String)>,
-    config: &Config,
-    prober: &Prober,
-) -> Value {
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    let mut statuses = Vec::new();
-    let (mut running, mut succeeded, mut failed, mut total) = (0, 0, 0, 0);
-    let mut unready = Vec::new();
-    for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        total += 1;
-        let attempts: Vec<&ContainerStatus> = containers
-            .iter()
-            .filter(|c| {
-                c.container.sandbox_id == sandbox.id && c.container.config.name == spec.name
-            })
-            .collect();
-        let latest = attempts.last();
-        let restart_count = attempts.len().saturating_sub(1);
-        let state = match (latest, waiting.get(&spec.name)) {
-            (_, Some((reason, message))) => {
-                json!({ "waiting": { "reason": reason, "message": message } })
-            }
-            (Some(c), _) if c.state == ContainerState::Running => {
-                running += 1;
-                json!({ "running": { "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)) } })
-            }
-            (Some(c), _) if c.state == ContainerState::Exited => {
-                let code = c.exit.as_ref().map_or(0, |e| e.exit_code);
-                let restarting = restarts_under(policy, code);
-                if code == 0 {
-                    succeeded += 1
-                } else {
-                    failed += 1
-                }
-                if restarting {
-                    json!({ "waiting": { "reason": "CrashLoopBackOff", "message": format!("back-off restarting failed container {}", spec.name) } })
-                } else {
-                    terminated(c)
-                }
-            }
-            _ => json!({ "waiting": { "reason": "ContainerCreating" } }),
-        };
-        // The attempt before the one `state` shows as terminated, or the last that ended.
-        let shown_terminated = state.get("terminated").is_some();
-        let last_state = attempts
-            .iter()
-            .rev()
-            .filter(|c| c.state == ContainerState::Exited)
-            .nth(usize::from(shown_terminated))
-            .map(|c| terminated(c))
-            .unwrap_or_else(|| json!({}));
-        let is_running = state.get("running").is_some();
-        let id = latest.map(|c| c.container.id.as_str()).unwrap_or_default();
-        let ready = is_running && prober.ready(spec, id);
-        if !ready {
-            unready.push(spec.name.clone());
-        }
-        statuses.push(json!({
-            "name": spec.name,
-            "image": spec.image,
-            "imageID": "",
-            "containerID": latest.map(|c| format!("cri-lite://{}", c.container.id)),
-            "ready": ready,
-            "started": is_running && prober.started(spec, id),
-            "restartCount": restart_count,
-            "state": state,
-            "lastState": last_state,
-        }));
-    }
-    let all_ready = total > 0 && unready.is_empty();
-    // As the kubelet's getPhase: all ended → by restart policy; any running → Running.
-    let phase = if running > 0 {
-        "Running"
-    } else if total > 0 && succeeded + failed == total {
-        match (policy, failed) {
-            ("Always", _) | ("OnFailure", 1..) => "Running",
-            (_, 0) => "Succeeded",
-            _ => "Failed",
-        }
-    } else {
-        "Pending"
-    };
-    let ready_condition = |kind: &str| {
-        if all_ready {
-            json!({ "type": kind, "status": "True" })
-        } else {
-            json!({ "type": kind, "status": "False", "reason": "ContainersNotReady",
-                "message": format!("containers with unready status: [{}]", unready.join(" ")) })
-        }
-    };
-    let started = ms_rfc3339(sandbox.created_at);
-    let ip = effective_ip(sandbox, config).filter(|_| sandbox.state == SandboxState::Ready);
-    json!({ "status": {
-        "phase": phase,
-        "hostIP": config.node_ip.to_string(),
-        "hostIPs": [{ "ip": config.node_ip.to_string() }],
-        "podIP": ip,
-        "podIPs": ip.iter().map(|ip| json!({ "ip": ip })).collect::<Vec<_>>(),
-        "startTime": started,
-        "conditions": [
-            { "type": "PodReadyToStartContainers", "status": "True" },
-            { "type": "Initialized", "status": "True" },
-            ready_condition("Ready"),
-            ready_condition("ContainersReady"),
-            { "type": "PodScheduled", "status": "True" },
-        ],
-        "containerStatuses": statuses,
-    }})
-}
-
-/// Whether `restartPolicy` restarts a container that exited with `code`.
-fn restarts_under(policy: &str, code: i32) -> bool {
-    match policy {
-        "Never" => false,
-        "OnFailure" => code != 0,
-        _ => true,
-    }
-}
-
-fn terminated(c: &ContainerStatus) -> Value {
-    let exit = c.exit.clone().unwrap_or(crate::runtime::ExitRecord {
-        exit_code: 0,
-        signal: None,
-        finished_at: 0,
-    });
-    json!({ "terminated": {
-        "exitCode": exit.exit_code,
-        "reason": if exit.exit_code == 0 { "Completed" } else { "Error" },
-        "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)),
-        "finishedAt": ms_rfc3339(exit.finished_at),
-        "containerID": format!("cri-lite://{}", c.container.id),
-    }})
 }
 
 /// Patch the status if it differs from what was last posted for this Pod.
@@ -813,11 +518,6 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
 }
 
 /// Runtime calls fork and wait: keep them off the async workers' hot path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// Kubernetes' `metav1.Time`: seconds, UTC.
-fn ms_rfc3339(ms: u64) -> String {
-    crate::shim::rfc3339(ms / 1000, 0)[..19].to_string() + "Z"
 }
