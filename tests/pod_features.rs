@@ -58,7 +58,8 @@ spec:
     - {name: api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}
   - name: writer
     image: busybox
-    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; sleep 3600"]
+    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; pwd > /srv/knetsim-e2e/wd; sleep 3600"]
+    workingDir: /opt/knetsim-e2e-work
     volumeMounts:
     - {name: scratch, mountPath: /srv/knetsim-e2e}
   volumes:
@@ -207,6 +208,12 @@ fn pods_see_their_own_dns_hosts_volumes_and_environment() {
         read("/var/knetsim-e2e-cache/x").as_deref() == Ok("shared\n")
     });
     assert!(shared, "{:?}", read("/var/knetsim-e2e-cache/x"));
+    // A workingDir the machine lacks is made for the container, not on the machine.
+    assert_eq!(
+        read("/var/knetsim-e2e-cache/wd").unwrap(),
+        "/opt/knetsim-e2e-work\n"
+    );
+    assert!(!path_exists("/opt/knetsim-e2e-work"));
 
     // The environment: valueFrom, envFrom with its prefix, $(VAR) expansion in env and
     // args, and the service variables.
