@@ -111,6 +111,12 @@ pub(super) async fn prepare_pod(
         node_cpus: node_cpus(),
         node_memory: node_memory(),
     };
+    if uses_config(pod) {
+        objects
+            .ensure_config()
+            .await
+            .map_err(|e| format!("watching ConfigMaps and Secrets: {e}"))?;
+    }
     let volumes = volumes::set_up(pod, &dir, &resolve).await?;
     let service_env = env::service_env(pod, &objects.services.state());
     Ok(Prepared {
@@ -119,6 +125,45 @@ pub(super) async fn prepare_pod(
         service_env,
         at,
     })
+}
+
+/// Whether a volume of the Pod follows API objects and is rewritten on every sync.
+pub(super) fn has_updating_volumes(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
+}
+
+/// Whether the Pod reads a ConfigMap or Secret (volumes, `env`, `envFrom`).
+fn uses_config(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    let volumes = spec.volumes.iter().flatten().any(|v| {
+        v.config_map.is_some()
+            || v.secret.is_some()
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.config_map.is_some() || s.secret.is_some())
+            })
+    });
+    let env = spec.containers.iter().any(|c| {
+        c.env_from.as_ref().is_some_and(|e| !e.is_empty())
+            || c.env.iter().flatten().any(|e| {
+                e.value_from
+                    .as_ref()
+                    .is_some_and(|f| f.config_map_key_ref.is_some() || f.secret_key_ref.is_some())
+            })
+    });
+    volumes || env
 }
 
 pub(super) fn node_cpus() -> f64 {

@@ -31,8 +31,8 @@ use serde_json::{json, Value};
 use super::events::{self, Recorder};
 use super::objects::Objects;
 use super::pod_setup::{
-    check_adopted, effective_ip, host_ports, is_host_network, node_cpus, node_memory, pod_dir,
-    policy_of, prepare_pod, remove_pod_dir,
+    check_adopted, effective_ip, has_updating_volumes, host_ports, is_host_network, node_cpus,
+    node_memory, pod_dir, policy_of, prepare_pod, remove_pod_dir,
 };
 use super::probes::Prober;
 use super::status::{pod_status, restarts_under};
@@ -278,8 +278,12 @@ async fn sync_pod(
         .filter_map(|c| runtime.container_status(&c.container.id).ok())
         .collect();
     let mut waiting: HashMap<String, (String, String)> = HashMap::new();
-    // The Pod's files and volumes, refreshed on every sync (ConfigMap and Secret updates).
-    let prepared = prepare_pod(&pod, &sandbox, &config, &shared.objects).await;
+    // The Pod's files and volumes: made before a container starts, and refreshed on every
+    // sync when a volume follows API objects (ConfigMap and Secret updates).
+    let mut prepared = None;
+    if has_updating_volumes(&pod) {
+        prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+    }
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
             .iter()
@@ -320,7 +324,13 @@ async fn sync_pod(
         if !start {
             continue;
         }
-        let prepared = match &prepared {
+        if prepared.is_none() {
+            prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+        }
+        let Some(current) = prepared.as_ref() else {
+            continue;
+        };
+        let prepared = match current {
             Ok(prepared) => prepared,
             Err(message) => {
                 shared.recorder.pod_event(
