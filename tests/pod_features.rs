@@ -58,10 +58,11 @@ spec:
     - {name: api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}
   - name: writer
     image: busybox
-    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; pwd > /srv/knetsim-e2e/wd; sleep 3600"]
+    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; pwd > /srv/knetsim-e2e/wd; echo from-pod > /mnt/knetsim-host/x; sleep 3600"]
     workingDir: /opt/knetsim-e2e-work
     volumeMounts:
     - {name: scratch, mountPath: /srv/knetsim-e2e}
+    - {name: host, mountPath: /mnt/knetsim-host}
   volumes:
   - {name: config, configMap: {name: web-config}}
   - {name: secret, secret: {secretName: web-secret, defaultMode: 0400}}
@@ -71,6 +72,7 @@ spec:
       - {path: labels, fieldRef: {fieldPath: metadata.labels}}
       - {path: cpu, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1m}}
   - {name: scratch, emptyDir: {}}
+  - {name: host, hostPath: {path: /var/lib/kubelet/knetsim-e2e-host, type: DirectoryOrCreate}}
   - name: api
     projected:
       sources:
@@ -214,6 +216,12 @@ fn pods_see_their_own_dns_hosts_volumes_and_environment() {
         "/opt/knetsim-e2e-work\n"
     );
     assert!(!path_exists("/opt/knetsim-e2e-work"));
+    // hostPath is the node's own path (its /var/lib/kubelet is the node's private one).
+    let host_file = format!(
+        "/tmp/knetsim/{}/nodes/c0-w1/var/lib/kubelet/knetsim-e2e-host/x",
+        lab.name
+    );
+    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "from-pod\n");
 
     // The environment: valueFrom, envFrom with its prefix, $(VAR) expansion in env and
     // args, and the service variables.
