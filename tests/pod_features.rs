@@ -549,4 +549,29 @@ fn a_restarted_kubelet_checks_the_networks_of_the_pods_it_adopts() {
     assert!(!stdout(&lab.kubectl("c0", &["describe", "pod", "healthy"])).contains("FailedCNICheck"));
     // Both keep running: CHECK diagnoses, it does not kill.
     assert_eq!(jsonpath(&lab, "healthy", "{.status.phase}"), "Running");
+
+    // Without the node's CNI network, a new pod's sandbox fails: an Event says why, and the
+    // pod starts once the network is back.
+    let conflist = format!(
+        "/tmp/knetsim/{}/nodes/c0-w1/etc/cni/net.d/10-flannel.conflist",
+        lab.name
+    );
+    let aside = format!("{conflist}.aside");
+    std::fs::rename(&conflist, &aside).unwrap();
+    let nonet = write_temp(
+        &format!("{}-nonet.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nonet}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", nonet.to_str().unwrap()]));
+    let failed = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl("c0", &["describe", "pod", "nonet"])).contains("FailedCreatePodSandBox")
+    });
+    let described = stdout(&lab.kubectl("c0", &["describe", "pod", "nonet"]));
+    assert!(failed, "{described}");
+    assert!(
+        described.contains("Failed to create pod sandbox"),
+        "{described}"
+    );
+    std::fs::rename(&aside, &conflist).unwrap();
+    wait_running(&lab, "nonet");
 }
