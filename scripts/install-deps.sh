@@ -11,6 +11,7 @@ packages=(
   nginx                            # ingress, and the nginx image
   curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)
   python3                          # the python image, and a test server
+  openssl                          # the tests' HTTPS probe target makes its certificate
   protobuf-compiler                # build dependency of the etcd-client crate
 )
 

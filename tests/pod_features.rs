@@ -299,7 +299,23 @@ spec:
     command: ["sh", "-c", "touch /srv/knetsim-www/alive; sleep 3600"]
     livenessProbe: {exec: {command: [test, -e, /srv/knetsim-www/alive]}, periodSeconds: 1, failureThreshold: 2}
     volumeMounts: [{name: www, mountPath: /srv/knetsim-www}]
-  volumes: [{name: www, emptyDir: {}}]
+  - name: tls
+    image: python
+    workingDir: /srv/knetsim-tls
+    command: ["sh", "-c"]
+    args:
+    - |
+      openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=probe -keyout key.pem -out cert.pem -days 1 2>/dev/null
+      exec python3 -c '
+      import http.server, ssl
+      server = http.server.HTTPServer(("", 8443), http.server.SimpleHTTPRequestHandler)
+      context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+      context.load_cert_chain("cert.pem", "key.pem")
+      server.socket = context.wrap_socket(server.socket, server_side=True)
+      server.serve_forever()'
+    readinessProbe: {httpGet: {scheme: HTTPS, path: /cert.pem, port: 8443}, periodSeconds: 1}
+    volumeMounts: [{name: tls, mountPath: /srv/knetsim-tls}]
+  volumes: [{name: www, emptyDir: {}}, {name: tls, emptyDir: {}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -354,6 +370,8 @@ fn probes_drive_readiness_and_restarts_and_events_show_in_describe() {
         stdout(&lab.kubectl("c0", &["get", "pod", "probed", "-o", "yaml"]))
     );
     assert_eq!(status("ready", "web"), "true");
+    // An HTTPS probe, which does not verify the server's (self-signed) certificate.
+    assert_eq!(status("ready", "tls"), "true");
     in_container(&lab, "c0/w1", &web, &["rm", "/srv/knetsim-www/ready"]).unwrap();
     assert!(eventually(Duration::from_secs(10), || condition("Ready") == "False"));
 
