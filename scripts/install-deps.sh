@@ -12,6 +12,7 @@ packages=(
   curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)
   bind9-dnsutils                   # dig, to ask the cluster DNS
   python3                          # the python image, and a test server
+  openssl                          # the tests' HTTPS probe target makes its certificate
   protobuf-compiler                # build dependency of the etcd-client crate
 )
 

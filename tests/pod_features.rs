@@ -55,11 +55,14 @@ spec:
     - {name: secret, mountPath: /etc/knetsim-e2e/secret}
     - {name: info, mountPath: /etc/knetsim-e2e/podinfo}
     - {name: scratch, mountPath: /var/knetsim-e2e-cache}
+    - {name: api, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}
   - name: writer
     image: busybox
-    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; sleep 3600"]
+    command: ["sh", "-c", "echo shared > /srv/knetsim-e2e/x; pwd > /srv/knetsim-e2e/wd; echo from-pod > /mnt/knetsim-host/x; sleep 3600"]
+    workingDir: /opt/knetsim-e2e-work
     volumeMounts:
     - {name: scratch, mountPath: /srv/knetsim-e2e}
+    - {name: host, mountPath: /mnt/knetsim-host}
   volumes:
   - {name: config, configMap: {name: web-config}}
   - {name: secret, secret: {secretName: web-secret, defaultMode: 0400}}
@@ -69,6 +72,13 @@ spec:
       - {path: labels, fieldRef: {fieldPath: metadata.labels}}
       - {path: cpu, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1m}}
   - {name: scratch, emptyDir: {}}
+  - {name: host, hostPath: {path: /var/lib/kubelet/knetsim-e2e-host, type: DirectoryOrCreate}}
+  - name: api
+    projected:
+      sources:
+      - serviceAccountToken: {path: token, expirationSeconds: 3607}
+      - configMap: {name: web-config, items: [{key: greeting, path: greeting.txt}]}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
 "#;
 
 fn jsonpath(lab: &Lab, pod: &str, path: &str) -> String {
@@ -178,11 +188,40 @@ fn pods_see_their_own_dns_hosts_volumes_and_environment() {
     assert!(path_exists(&format!(
         "{pod_dir}/volumes/kubernetes.io~configmap/config/..data"
     )));
+    // A projected volume at the service-account path; the token comes from the TokenRequest
+    // API when the API server serves it (`kubectl create token` tells).
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(read(&format!("{sa}/greeting.txt")).unwrap(), "hello");
+    assert_eq!(read(&format!("{sa}/namespace")).unwrap(), "default");
+    if lab
+        .kubectl("c0", &["create", "token", "default"])
+        .status
+        .success()
+    {
+        let has_token = eventually(Duration::from_secs(5), || {
+            read(&format!("{sa}/token")).is_ok_and(|t| t.split('.').count() == 3)
+        });
+        assert!(has_token, "{:?}", read(&format!("{sa}/token")));
+    } else {
+        assert!(read(&format!("{sa}/token")).is_err());
+    }
     // emptyDir is shared by the Pod's containers.
     let shared = eventually(Duration::from_secs(5), || {
         read("/var/knetsim-e2e-cache/x").as_deref() == Ok("shared\n")
     });
     assert!(shared, "{:?}", read("/var/knetsim-e2e-cache/x"));
+    // A workingDir the machine lacks is made for the container, not on the machine.
+    assert_eq!(
+        read("/var/knetsim-e2e-cache/wd").unwrap(),
+        "/opt/knetsim-e2e-work\n"
+    );
+    assert!(!path_exists("/opt/knetsim-e2e-work"));
+    // hostPath is the node's own path (its /var/lib/kubelet is the node's private one).
+    let host_file = format!(
+        "/tmp/knetsim/{}/nodes/c0-w1/var/lib/kubelet/knetsim-e2e-host/x",
+        lab.name
+    );
+    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "from-pod\n");
 
     // The environment: valueFrom, envFrom with its prefix, $(VAR) expansion in env and
     // args, and the service variables.
@@ -260,7 +299,23 @@ spec:
     command: ["sh", "-c", "touch /srv/knetsim-www/alive; sleep 3600"]
     livenessProbe: {exec: {command: [test, -e, /srv/knetsim-www/alive]}, periodSeconds: 1, failureThreshold: 2}
     volumeMounts: [{name: www, mountPath: /srv/knetsim-www}]
-  volumes: [{name: www, emptyDir: {}}]
+  - name: tls
+    image: python
+    workingDir: /srv/knetsim-tls
+    command: ["sh", "-c"]
+    args:
+    - |
+      openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=probe -keyout key.pem -out cert.pem -days 1 2>/dev/null
+      exec python3 -c '
+      import http.server, ssl
+      server = http.server.HTTPServer(("", 8443), http.server.SimpleHTTPRequestHandler)
+      context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+      context.load_cert_chain("cert.pem", "key.pem")
+      server.socket = context.wrap_socket(server.socket, server_side=True)
+      server.serve_forever()'
+    readinessProbe: {httpGet: {scheme: HTTPS, path: /cert.pem, port: 8443}, periodSeconds: 1}
+    volumeMounts: [{name: tls, mountPath: /srv/knetsim-tls}]
+  volumes: [{name: www, emptyDir: {}}, {name: tls, emptyDir: {}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -315,6 +370,8 @@ fn probes_drive_readiness_and_restarts_and_events_show_in_describe() {
         stdout(&lab.kubectl("c0", &["get", "pod", "probed", "-o", "yaml"]))
     );
     assert_eq!(status("ready", "web"), "true");
+    // An HTTPS probe, which does not verify the server's (self-signed) certificate.
+    assert_eq!(status("ready", "tls"), "true");
     in_container(&lab, "c0/w1", &web, &["rm", "/srv/knetsim-www/ready"]).unwrap();
     assert!(eventually(Duration::from_secs(10), || condition("Ready") == "False"));
 
@@ -370,4 +427,169 @@ fn probes_drive_readiness_and_restarts_and_events_show_in_describe() {
         ],
     ));
     assert!(events.contains("Unhealthy"), "{events}");
+}
+
+const NGINX_AND_HOST_NETWORK: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: c0-w1
+  containers:
+  - name: nginx
+    image: nginx:1.27
+    ports: [{containerPort: 80, hostPort: 8088}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: custom-site}
+data:
+  default.conf: |
+    server {
+        listen 8080;
+        location / { return 200 "custom site\n"; }
+    }
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: custom}
+spec:
+  nodeName: c0-w1
+  containers:
+  - name: nginx
+    image: docker.io/library/nginx:latest
+    volumeMounts: [{name: site, mountPath: /etc/nginx/conf.d}]
+  volumes: [{name: site, configMap: {name: custom-site}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: agent}
+spec:
+  nodeName: c0-w1
+  hostNetwork: true
+  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+"#;
+
+#[test]
+fn nginx_host_ports_and_host_network_pods() {
+    let lab = Lab::up("podhost", Some(ONE_WORKER));
+    let manifest = write_temp(&format!("{}-nginx.yaml", lab.name), NGINX_AND_HOST_NETWORK);
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    for pod in ["web", "custom", "agent"] {
+        wait_running(&lab, pod);
+    }
+    // From another node: the pod IP, and the hostPort on the node's IP (CNI portmap).
+    let cp = format!("{}-c0-cp", lab.name);
+    let curl = |url: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &cp, "curl", "-s", "-m", "2", url])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let web_ip = jsonpath(&lab, "web", "{.status.podIP}");
+    let welcome = eventually(Duration::from_secs(10), || {
+        curl(&format!("http://{web_ip}/")).contains("Welcome to nginx!")
+    });
+    assert!(welcome, "{}", curl(&format!("http://{web_ip}/")));
+    let via_host_port = curl("http://172.20.0.11:8088/");
+    assert!(
+        via_host_port.contains("Welcome to nginx!"),
+        "{via_host_port:?}"
+    );
+    // nginx logs to stdout, as the image does.
+    let logged = eventually(Duration::from_secs(5), || {
+        stdout(&lab.kubectl("c0", &["logs", "web"])).contains("\"GET / HTTP/1.1\" 200")
+    });
+    assert!(logged, "{}", stdout(&lab.kubectl("c0", &["logs", "web"])));
+    // A config from a ConfigMap at /etc/nginx/conf.d replaces the default site.
+    let custom_ip = jsonpath(&lab, "custom", "{.status.podIP}");
+    let custom = eventually(Duration::from_secs(10), || {
+        curl(&format!("http://{custom_ip}:8080/")) == "custom site\n"
+    });
+    assert!(custom, "{:?}", curl(&format!("http://{custom_ip}:8080/")));
+
+    // A hostNetwork pod is on the node's network, with the node's IP and hostname.
+    assert_eq!(jsonpath(&lab, "agent", "{.status.podIP}"), "172.20.0.11");
+    let agent = container_id(&lab, "agent", "c");
+    let addresses = in_container(&lab, "c0/w1", &agent, &["ip", "-o", "-4", "addr"]).unwrap();
+    assert!(addresses.contains("172.20.0.11/24"), "{addresses}");
+    assert_eq!(
+        in_container(&lab, "c0/w1", &agent, &["hostname"]).unwrap(),
+        "c0-w1\n"
+    );
+    // Deleting it leaves the node's namespace alone.
+    ok(lab.kubectl("c0", &["delete", "pod", "agent", "--grace-period=1"]));
+    assert!(path_exists(&format!("/run/netns/{}-c0-w1", lab.name)));
+    assert!(curl(&format!("http://{web_ip}/")).contains("Welcome"));
+}
+
+#[test]
+fn a_restarted_kubelet_checks_the_networks_of_the_pods_it_adopts() {
+    let lab = Lab::up("podcheck", Some(ONE_WORKER));
+    let manifest = write_temp(
+        &format!("{}-check.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: healthy}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    wait_running(&lab, "healthy");
+    wait_running(&lab, "broken");
+    // Break one pod's network behind the kubelet's back, then restart the kubelet.
+    let broken_ns = format!("{}-c0-w1-default-broken", lab.name);
+    let deleted = std::process::Command::new("ip")
+        .args(["-n", &broken_ns, "link", "del", "eth0"])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let (index, old_pid) = lab.kill_process("kubelet", "c0", "w1");
+    let restarted = eventually(Duration::from_secs(20), || {
+        lab.status_json()["processes"][index]["pid"]
+            .as_i64()
+            .is_some_and(|pid| pid != old_pid)
+    });
+    assert!(restarted);
+    let warned = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl("c0", &["describe", "pod", "broken"])).contains("FailedCNICheck")
+    });
+    assert!(
+        warned,
+        "{}",
+        stdout(&lab.kubectl("c0", &["describe", "pod", "broken"]))
+    );
+    let log = std::fs::read_to_string(format!("/tmp/knetsim/{}/logs/c0-w1-kubelet.log", lab.name))
+        .unwrap_or_default();
+    assert!(log.contains("adopted; CNI CHECK passed"), "{log}");
+    let described = stdout(&lab.kubectl("c0", &["describe", "pod", "broken"]));
+    assert!(
+        described.contains("Interface name eth0 not found"),
+        "{described}"
+    );
+    assert!(!stdout(&lab.kubectl("c0", &["describe", "pod", "healthy"])).contains("FailedCNICheck"));
+    // Both keep running: CHECK diagnoses, it does not kill.
+    assert_eq!(jsonpath(&lab, "healthy", "{.status.phase}"), "Running");
+
+    // Without the node's CNI network, a new pod's sandbox fails: an Event says why, and the
+    // pod starts once the network is back.
+    let conflist = format!(
+        "/tmp/knetsim/{}/nodes/c0-w1/etc/cni/net.d/10-flannel.conflist",
+        lab.name
+    );
+    let aside = format!("{conflist}.aside");
+    std::fs::rename(&conflist, &aside).unwrap();
+    let nonet = write_temp(
+        &format!("{}-nonet.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nonet}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", nonet.to_str().unwrap()]));
+    let failed = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl("c0", &["describe", "pod", "nonet"])).contains("FailedCreatePodSandBox")
+    });
+    let described = stdout(&lab.kubectl("c0", &["describe", "pod", "nonet"]));
+    assert!(failed, "{described}");
+    assert!(
+        described.contains("Failed to create pod sandbox"),
+        "{described}"
+    );
+    std::fs::rename(&aside, &conflist).unwrap();
+    wait_running(&lab, "nonet");
 }

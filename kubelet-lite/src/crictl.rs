@@ -114,6 +114,7 @@ pub fn run(runtime: &Runtime, verb: Verb) -> anyhow::Result<Outcome> {
                 uid,
                 port_mappings: Vec::new(),
                 labels: Default::default(),
+                host_network: false,
             })?;
             format!("{}\n", sandbox.id).into()
         }

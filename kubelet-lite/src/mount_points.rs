@@ -27,46 +27,25 @@ pub struct Layer {
 /// Make every mount target of `mounts` exist in the container's view: in an overlay layer
 /// under `scratch`, or on the machine for top-level ones. Returns the layers in the order
 /// they must be mounted in.
-pub fn prepare(mounts: &[Mount], scratch: &Path) -> std::io::Result<Vec<Layer>> {
+pub fn prepare(
+    mounts: &[Mount],
+    workdir: Option<&Path>,
+    scratch: &Path,
+) -> std::io::Result<Vec<Layer>> {
     let mut layers: Vec<Layer> = Vec::new();
     let mut sorted: Vec<&Mount> = mounts.iter().collect();
     sorted.sort_by_key(|m| m.container_path.components().count());
     for mount in sorted {
-        let target = &mount.container_path;
-        if target.exists() || !target.is_absolute() {
-            continue;
-        }
-        let is_dir = mount.host_path.is_dir();
-        let layer = match layers.iter().find(|l| target.starts_with(&l.target)) {
-            Some(layer) => Some(layer.clone()),
-            None => {
-                let Some(existing) = target.ancestors().skip(1).find(|a| a.is_dir()) else {
-                    continue;
-                };
-                if existing == Path::new("/") {
-                    None
-                } else {
-                    let base = scratch.join(layers.len().to_string());
-                    let layer = Layer {
-                        target: existing.to_path_buf(),
-                        upper: base.join("upper"),
-                        work: base.join("work"),
-                    };
-                    std::fs::create_dir_all(&layer.upper)?;
-                    std::fs::create_dir_all(&layer.work)?;
-                    layers.push(layer.clone());
-                    Some(layer)
-                }
-            }
-        };
-        let path = match &layer {
-            Some(layer) => match target.strip_prefix(&layer.target) {
-                Ok(rest) => layer.upper.join(rest),
-                Err(_) => continue,
-            },
-            None => target.clone(),
-        };
-        create(&path, is_dir)?;
+        make(
+            &mount.container_path,
+            mount.host_path.is_dir(),
+            scratch,
+            &mut layers,
+        )?;
+    }
+    // A `workingDir` the machine lacks is made too, as a runtime makes it in the image.
+    if let Some(dir) = workdir {
+        make(dir, true, scratch, &mut layers)?;
     }
     // Shallowest first, so a layer inside another is mounted on top of it; but a layer over
     // a directory holding the upper layers (`/var` over `/var/lib/kubelet`) last, or the
@@ -81,6 +60,49 @@ pub fn prepare(mounts: &[Mount], scratch: &Path) -> std::io::Result<Vec<Layer>> 
         )
     });
     Ok(layers)
+}
+
+/// Make `target` exist in the container's view, in a layer (new or existing) or on the
+/// machine.
+fn make(
+    target: &Path,
+    is_dir: bool,
+    scratch: &Path,
+    layers: &mut Vec<Layer>,
+) -> std::io::Result<()> {
+    if target.exists() || !target.is_absolute() {
+        return Ok(());
+    }
+    let layer = match layers.iter().find(|l| target.starts_with(&l.target)) {
+        Some(layer) => Some(layer.clone()),
+        None => {
+            let Some(existing) = target.ancestors().skip(1).find(|a| a.is_dir()) else {
+                return Ok(());
+            };
+            if existing == Path::new("/") {
+                None
+            } else {
+                let base = scratch.join(layers.len().to_string());
+                let layer = Layer {
+                    target: existing.to_path_buf(),
+                    upper: base.join("upper"),
+                    work: base.join("work"),
+                };
+                std::fs::create_dir_all(&layer.upper)?;
+                std::fs::create_dir_all(&layer.work)?;
+                layers.push(layer.clone());
+                Some(layer)
+            }
+        }
+    };
+    let path = match &layer {
+        Some(layer) => match target.strip_prefix(&layer.target) {
+            Ok(rest) => layer.upper.join(rest),
+            Err(_) => return Ok(()),
+        },
+        None => target.to_path_buf(),
+    };
+    create(&path, is_dir)
 }
 
 fn create(path: &Path, is_dir: bool) -> std::io::Result<()> {
@@ -122,6 +144,7 @@ mod tests {
                 mount(&file, "/etc/knetsim-test-config/b/c.conf"),
                 mount(&volume, "/etc/hosts"),
             ],
+            Some(Path::new("/etc/knetsim-test-workdir")),
             &scratch.join("layers"),
         )
         .unwrap();

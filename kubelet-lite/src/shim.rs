@@ -150,8 +150,12 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     use std::os::unix::process::CommandExt;
     let container = read_container(dir)?;
     let config = &container.config;
-    let layers = crate::mount_points::prepare(&config.mounts, &dir.join("mount-points"))
-        .context("making the container's mount points")?;
+    let layers = crate::mount_points::prepare(
+        &config.mounts,
+        config.working_dir.as_deref(),
+        &dir.join("mount-points"),
+    )
+    .context("making the container's mount points")?;
     let enter = container_namespaces_with_layers(
         pause_pid,
         &config.mounts,

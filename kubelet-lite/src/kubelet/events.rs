@@ -7,6 +7,9 @@
 //! `count` and `lastTimestamp` of the Event already posted, instead of a new one; and one
 //! that repeats within a few seconds is not posted again at all (the spam filter), so a
 //! crash-looping Pod makes one `BackOff` Event with a growing count.
+//!
+//! Events are written by one task, one at a time, as client-go's broadcaster does: a burst of
+//! pod starts queues its Events behind the status updates instead of racing them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +24,7 @@ const SPAM_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Recorder {
-    client: kube::Client,
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
     host: String,
     seen: Arc<Mutex<HashMap<EventKey, Posted>>>,
 }
@@ -34,10 +37,21 @@ type Posted = (String, i32, u64);
 pub const NORMAL: &str = "Normal";
 pub const WARNING: &str = "Warning";
 
+/// One Event to write: a new one, or a count bump of one already written.
+struct Write {
+    namespace: String,
+    name: String,
+    event: serde_json::Value,
+    count: i32,
+    time: String,
+}
+
 impl Recorder {
     pub fn new(client: kube::Client, host: &str) -> Recorder {
+        let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_events(client, queue));
         Recorder {
-            client,
+            writes,
             host: host.to_string(),
             seen: Arc::default(),
         }
@@ -100,25 +114,12 @@ impl Recorder {
             "reportingComponent": "kubelet",
             "reportingInstance": self.host,
         });
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        tokio::spawn(async move {
-            let result = if count == 1 {
-                match serde_json::from_value::<Event>(event) {
-                    Ok(event) => api.create(&PostParams::default(), &event).await.map(drop),
-                    Err(e) => {
-                        tracing::warn!("building an event: {e}");
-                        return;
-                    }
-                }
-            } else {
-                let patch = json!({ "count": count, "lastTimestamp": time });
-                api.patch(&event_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(drop)
-            };
-            if let Err(e) = result {
-                tracing::debug!("posting event {event_name}: {e}");
-            }
+        let _ = self.writes.send(Write {
+            namespace,
+            name: event_name,
+            event,
+            count,
+            time,
         });
     }
 
@@ -126,6 +127,33 @@ impl Recorder {
     pub fn forget(&self, uid: &str) {
         if let Ok(mut seen) = self.seen.lock() {
             seen.retain(|(pod, _, _), _| pod != uid);
+        }
+    }
+}
+
+/// The writer: Events in the order recorded, one request at a time.
+async fn write_events(
+    client: kube::Client,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>,
+) {
+    while let Some(write) = queue.recv().await {
+        let api: Api<Event> = Api::namespaced(client.clone(), &write.namespace);
+        let result = if write.count == 1 {
+            match serde_json::from_value::<Event>(write.event) {
+                Ok(event) => api.create(&PostParams::default(), &event).await.map(drop),
+                Err(e) => {
+                    tracing::warn!("building an event: {e}");
+                    continue;
+                }
+            }
+        } else {
+            let patch = json!({ "count": write.count, "lastTimestamp": write.time });
+            api.patch(&write.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+        };
+        if let Err(e) = result {
+            tracing::debug!("posting event {}: {e}", write.name);
         }
     }
 }

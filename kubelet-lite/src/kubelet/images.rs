@@ -19,7 +19,7 @@ struct Image {
 }
 
 /// The repository name of `image`, without registry, tag or digest: `docker.io/library/busybox:1.36` → `busybox`.
-fn repository(image: &str) -> &str {
+pub fn repository(image: &str) -> &str {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last.split(':').next().unwrap_or(last)
@@ -41,6 +41,11 @@ fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
         "coredns" => Some(Image {
             entrypoint: vec![knetsim.to_string(), "cluster-dns".to_string()],
             cmd: Vec::new(),
+        }),
+        // Debian's nginx, run as the official image runs it (its files: `image_files`).
+        "nginx" => Some(Image {
+            entrypoint: Vec::new(),
+            cmd: strings(&["nginx", "-g", "daemon off;"]),
         }),
         // agnhost's image has ENTRYPOINT ["/agnhost"] and no CMD (it prints its usage).
         "agnhost" => Some(Image {
@@ -75,6 +80,11 @@ pub fn resolve(
             "image {image:?} is not in knetsim's catalogue and the container has no command; set `command`, or use agnhost, busybox, debian, alpine, ubuntu or python"
         ));
     };
+    if argv_needs_nginx(&entry) && !std::path::Path::new("/usr/sbin/nginx").exists() {
+        return Err(format!(
+            "image {image:?} runs the node's nginx, which is not installed: apt install nginx"
+        ));
+    }
     let mut argv = entry.entrypoint;
     argv.extend(if args.is_empty() {
         entry.cmd
@@ -87,6 +97,10 @@ pub fn resolve(
         ));
     }
     Ok(argv)
+}
+
+fn argv_needs_nginx(entry: &Image) -> bool {
+    entry.cmd.first().is_some_and(|c| c == "nginx")
 }
 
 #[cfg(test)]

@@ -17,15 +17,18 @@ mod downward;
 mod env;
 mod events;
 mod http;
+mod image_files;
 mod images;
 mod node;
 mod objects;
 pub mod pod_files;
+mod pod_setup;
 mod pods;
 mod portforward;
 mod probes;
 pub mod server;
 pub mod spdy;
+mod status;
 mod stream;
 mod volumes;
 

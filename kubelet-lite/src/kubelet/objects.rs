@@ -1,7 +1,8 @@
 //! The API objects a Pod's containers are made from besides the Pod: ConfigMaps and Secrets
 //! (volumes, `env`, `envFrom`) and Services (the service environment variables), each kept in
 //! a reflector store fed by one watch, as the kubelet's watch-based managers do, so a sync
-//! reads memory and a changed ConfigMap reaches its volumes within a sync.
+//! reads memory and a changed ConfigMap reaches its volumes within a sync. The ConfigMap and
+//! Secret watches start with the first Pod that uses one: a node of plain pods holds none.
 //!
 //! Service-account tokens come from the TokenRequest API and are cached per Pod volume until
 //! 80 % of their life has passed, as the kubelet's token manager does.
@@ -18,11 +19,15 @@ use kube::runtime::{watcher, WatchStreamExt};
 
 pub struct Objects {
     pub client: kube::Client,
-    pub config_maps: Store<ConfigMap>,
-    pub secrets: Store<Secret>,
+    config: tokio::sync::OnceCell<(Store<ConfigMap>, Store<Secret>)>,
     pub services: Store<Service>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    /// Token requests that failed: not asked again before this Unix millisecond.
+    failed: Mutex<HashMap<TokenKey, u64>>,
 }
+
+/// How long a failed TokenRequest is not repeated.
+const TOKEN_RETRY_MS: u64 = 30_000;
 
 /// (pod uid, volume, path).
 type TokenKey = (String, String, String);
@@ -58,25 +63,41 @@ impl Objects {
     /// Start the watches; returns once each has listed once.
     pub async fn start(client: kube::Client) -> anyhow::Result<Arc<Objects>> {
         let objects = Objects {
-            config_maps: reflect(Api::all(client.clone())),
-            secrets: reflect(Api::all(client.clone())),
+            config: tokio::sync::OnceCell::new(),
             services: reflect(Api::all(client.clone())),
             client,
             tokens: Mutex::default(),
+            failed: Mutex::default(),
         };
-        objects.config_maps.wait_until_ready().await?;
-        objects.secrets.wait_until_ready().await?;
         objects.services.wait_until_ready().await?;
         Ok(Arc::new(objects))
     }
 
-    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
-        self.config_maps
-            .get(&ObjectRef::new(name).within(namespace))
+    /// Start the ConfigMap and Secret watches (once) and wait for their first list.
+    pub async fn ensure_config(&self) -> Result<(), String> {
+        self.config
+            .get_or_try_init(|| async {
+                let config_maps = reflect(Api::<ConfigMap>::all(self.client.clone()));
+                let secrets = reflect(Api::<Secret>::all(self.client.clone()));
+                let ready = |e: reflector::store::WriterDropped| e.to_string();
+                config_maps.wait_until_ready().await.map_err(ready)?;
+                secrets.wait_until_ready().await.map_err(ready)?;
+                Ok::<_, String>((config_maps, secrets))
+            })
+            .await
+            .map(drop)
     }
 
+    /// A ConfigMap, once [`ensure_config`](Self::ensure_config) has run.
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        let (config_maps, _) = self.config.get()?;
+        config_maps.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A Secret, once [`ensure_config`](Self::ensure_config) has run.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+        let (_, secrets) = self.config.get()?;
+        secrets.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// A token for `service_account`, bound to the Pod, from the TokenRequest API (cached).
@@ -98,6 +119,39 @@ impl Objects {
                 return Ok(token);
             }
         }
+        if let Some(retry_at) = self.failed.lock().ok().and_then(|f| f.get(&key).copied()) {
+            if now < retry_at {
+                return Err("the last TokenRequest failed; retrying later".into());
+            }
+        }
+        let result = self.request_token(pod, audience, expiration_seconds).await;
+        match &result {
+            Ok(token) => {
+                let refresh_at = now + (expiration_seconds.max(600) as u64) * 800;
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    tokens.insert(key.clone(), (token.clone(), refresh_at));
+                }
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.remove(&key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = ?pod.metadata.name, "no service-account token for volume {volume}: {e}");
+                if let Ok(mut failed) = self.failed.lock() {
+                    failed.insert(key, now + TOKEN_RETRY_MS);
+                }
+            }
+        }
+        result
+    }
+
+    async fn request_token(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        audience: Option<&str>,
+        expiration_seconds: i64,
+    ) -> Result<String, String> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let account = pod
             .spec
@@ -128,10 +182,6 @@ impl Objects {
             .map(|s| s.token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| format!("the TokenRequest for {namespace}/{account} gave no token"))?;
-        let refresh_at = now + (expiration_seconds.max(600) as u64) * 800;
-        if let Ok(mut tokens) = self.tokens.lock() {
-            tokens.insert(key, (token.clone(), refresh_at));
-        }
         Ok(token)
     }
 
@@ -139,6 +189,9 @@ impl Objects {
     pub fn forget(&self, uid: &str) {
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.retain(|(pod, _, _), _| pod != uid);
+        }
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.retain(|(pod, _, _), _| pod != uid);
         }
     }
 }

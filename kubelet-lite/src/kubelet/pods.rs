@@ -12,6 +12,11 @@
 //! 5 min: `CrashLoopBackOff`). A Pod being deleted has its containers stopped within its grace
 //! period and its sandbox removed; then the kubelet deletes it for good (grace 0), which is
 //! when it leaves the API, as on a real cluster.
+//!
+//! Before its containers start, each sync prepares what they are made from
+//! ([`pod_setup`](super::pod_setup): `/etc` files, volumes, environment); running containers
+//! get their probe workers ([`probes`](super::probes)); what happens is told in Events
+//! ([`events`](super::events)) and the status ([`status`](super::status)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,11 +30,15 @@ use serde_json::{json, Value};
 
 use super::events::{self, Recorder};
 use super::objects::Objects;
+use super::pod_setup::{
+    check_adopted, effective_ip, has_updating_volumes, host_ports, is_host_network, node_cpus,
+    node_memory, pod_dir, policy_of, prepare_pod, remove_pod_dir,
+};
 use super::probes::Prober;
-use super::{env, images, pod_files, volumes, Config};
+use super::status::{pod_status, restarts_under};
+use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
-    POD_UID_LABEL,
+    ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, POD_UID_LABEL,
 };
 
 const TICK: Duration = Duration::from_secs(1);
@@ -72,6 +81,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
     // and a Pod being stopped slowly holds up no other.
     let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    check_adopted(&config, &store.state(), &recorder);
     loop {
         let desired: Vec<Arc<Pod>> = store.state();
         let shared = Shared {
@@ -232,13 +242,10 @@ async fn sync_pod(
                 name: name.clone(),
                 namespace: namespace.clone(),
                 uid: uid.clone(),
-                hostname: pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.hostname.clone())
-                    .unwrap_or_else(|| name.clone()),
-                port_mappings: Vec::new(),
+                hostname: pod_files::hostname(&pod, &config.node_name),
+                port_mappings: host_ports(&pod),
                 labels: [(POD_UID_LABEL.to_string(), uid.clone())].into(),
+                host_network: is_host_network(&pod),
             };
             match blocking(|| runtime.run_pod_sandbox(sandbox_config)) {
                 Ok(sandbox) => {
@@ -271,8 +278,12 @@ async fn sync_pod(
         .filter_map(|c| runtime.container_status(&c.container.id).ok())
         .collect();
     let mut waiting: HashMap<String, (String, String)> = HashMap::new();
-    // The Pod's files and volumes, refreshed on every sync (ConfigMap and Secret updates).
-    let prepared = prepare_pod(&pod, &sandbox, &config, &shared.objects).await;
+    // The Pod's files and volumes: made before a container starts, and refreshed on every
+    // sync when a volume follows API objects (ConfigMap and Secret updates).
+    let mut prepared = None;
+    if has_updating_volumes(&pod) {
+        prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+    }
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
             .iter()
@@ -313,7 +324,13 @@ async fn sync_pod(
         if !start {
             continue;
         }
-        let prepared = match &prepared {
+        if prepared.is_none() {
+            prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+        }
+        let Some(current) = prepared.as_ref() else {
+            continue;
+        };
+        let prepared = match current {
             Ok(prepared) => prepared,
             Err(message) => {
                 shared.recorder.pod_event(
@@ -339,6 +356,17 @@ async fn sync_pod(
         let made =
             env::container_env(&pod, spec, &prepared.service_env, &resolve).and_then(|env| {
                 let mut mounts = prepared.pod_mounts.clone();
+                let repository = images::repository(spec.image.as_deref().unwrap_or_default());
+                if image_files::has_files(repository) {
+                    let dir = pod_dir(&config, &uid).join("images").join(&spec.name);
+                    let files = image_files::prepare(repository, &dir).map_err(|e| {
+                        format!(
+                            "making the files of image {repository} in {}: {e}",
+                            dir.display()
+                        )
+                    })?;
+                    mounts.extend(files);
+                }
                 let mut volume_mounts = volumes::container_mounts(&pod, spec, &prepared.volumes)?;
                 volume_mounts.sort_by_key(|m| m.container_path.components().count());
                 mounts.extend(volume_mounts);
@@ -453,96 +481,12 @@ async fn sync_pod(
                 spec,
                 &c.container.id,
                 c.started_at.unwrap_or(0),
-                sandbox.ip.clone(),
+                effective_ip(&sandbox, &config),
             );
         }
     }
     let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
     post(&api, &name, &uid, status, posted).await;
-}
-
-fn policy_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
-}
-
-/// What every container of a Pod is made from, prepared once per sync.
-struct Prepared {
-    /// `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`.
-    pod_mounts: Vec<crate::runtime::Mount>,
-    volumes: HashMap<String, std::path::PathBuf>,
-    service_env: std::collections::BTreeMap<String, String>,
-    at: super::downward::Runtime,
-}
-
-/// The Pod's directory: `/var/lib/kubelet/pods/<uid>`.
-fn pod_dir(config: &Config, uid: &str) -> std::path::PathBuf {
-    config.root_dir.join("pods").join(uid)
-}
-
-fn remove_pod_dir(config: &Config, uid: &str) {
-    let dir = pod_dir(config, uid);
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!("removing {}: {e}", dir.display());
-        }
-    }
-}
-
-/// Write the Pod's files and set up its volumes; the error is why containers wait.
-async fn prepare_pod(
-    pod: &Pod,
-    sandbox: &PodSandbox,
-    config: &Config,
-    objects: &Objects,
-) -> Result<Prepared, String> {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let dir = pod_dir(config, uid);
-    let at = super::downward::Runtime {
-        pod_ip: sandbox.ip.clone(),
-        host_ip: config.node_ip.to_string(),
-    };
-    let pod_mounts = blocking(|| {
-        pod_files::write(
-            &dir,
-            pod,
-            sandbox.ip.as_deref(),
-            &config.dns,
-            &config.node_name,
-        )
-    })
-    .map_err(|e| format!("writing the pod's files in {}: {e}", dir.display()))?;
-    let resolve = volumes::Resolve {
-        objects,
-        at: at.clone(),
-        node_cpus: node_cpus(),
-        node_memory: node_memory(),
-    };
-    let volumes = volumes::set_up(pod, &dir, &resolve).await?;
-    let service_env = env::service_env(pod, &objects.services.state());
-    Ok(Prepared {
-        pod_mounts,
-        volumes,
-        service_env,
-        at,
-    })
-}
-
-fn node_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-/// The node's memory in bytes, from `/proc/meminfo`.
-fn node_memory() -> f64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib * 1024.0)
 }
 
 /// `restartPolicy` and the back-off: restart now?
@@ -561,158 +505,6 @@ fn should_restart(pod: &Pod, latest: &ContainerStatus, attempts: usize) -> bool 
 fn backoff_ms(attempts: usize) -> u64 {
     let doublings = attempts.saturating_sub(1).min(10) as u32;
     (BACKOFF_START << doublings).min(BACKOFF_MAX)
-}
-
-/// The Pod's status as the kubelet reports it.
-fn pod_status(
-    pod: &Pod,
-    sandbox: &PodSandbox,
-    containers: &[ContainerStatus],
-    waiting: &HashMap<String, (String, String)>,
-    config: &Config,
-    prober: &Prober,
-) -> Value {
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    let mut statuses = Vec::new();
-    let (mut running, mut succeeded, mut failed, mut total) = (0, 0, 0, 0);
-    let mut unready = Vec::new();
-    for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        total += 1;
-        let attempts: Vec<&ContainerStatus> = containers
-            .iter()
-            .filter(|c| {
-                c.container.sandbox_id == sandbox.id && c.container.config.name == spec.name
-            })
-            .collect();
-        let latest = attempts.last();
-        let restart_count = attempts.len().saturating_sub(1);
-        let state = match (latest, waiting.get(&spec.name)) {
-            (_, Some((reason, message))) => {
-                json!({ "waiting": { "reason": reason, "message": message } })
-            }
-            (Some(c), _) if c.state == ContainerState::Running => {
-                running += 1;
-                json!({ "running": { "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)) } })
-            }
-            // Exited, but the shim has not recorded how yet: not finished as far as the
-            // API is concerned (a guessed exit code 0 would make a failing Job pod Succeeded).
-            (Some(c), _) if c.state == ContainerState::Exited && c.exit.is_none() => {
-                running += 1;
-                json!({ "running": { "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)) } })
-            }
-            (Some(c), _) if c.state == ContainerState::Exited => {
-                let code = c.exit.as_ref().map_or(0, |e| e.exit_code);
-                let restarting = restarts_under(policy, code);
-                if code == 0 {
-                    succeeded += 1
-                } else {
-                    failed += 1
-                }
-                if restarting {
-                    json!({ "waiting": { "reason": "CrashLoopBackOff", "message": format!("back-off restarting failed container {}", spec.name) } })
-                } else {
-                    terminated(c)
-                }
-            }
-            _ => json!({ "waiting": { "reason": "ContainerCreating" } }),
-        };
-        // The attempt before the one `state` shows as terminated, or the last that ended.
-        let shown_terminated = state.get("terminated").is_some();
-        let last_state = attempts
-            .iter()
-            .rev()
-            .filter(|c| c.state == ContainerState::Exited)
-            .nth(usize::from(shown_terminated))
-            .map(|c| terminated(c))
-            .unwrap_or_else(|| json!({}));
-        let is_running = state.get("running").is_some();
-        let id = latest.map(|c| c.container.id.as_str()).unwrap_or_default();
-        let ready = is_running && prober.ready(spec, id);
-        if !ready {
-            unready.push(spec.name.clone());
-        }
-        statuses.push(json!({
-            "name": spec.name,
-            "image": spec.image,
-            "imageID": "",
-            "containerID": latest.map(|c| format!("cri-lite://{}", c.container.id)),
-            "ready": ready,
-            "started": is_running && prober.started(spec, id),
-            "restartCount": restart_count,
-            "state": state,
-            "lastState": last_state,
-        }));
-    }
-    let all_ready = total > 0 && unready.is_empty();
-    // As the kubelet's getPhase: all ended → by restart policy; any running → Running.
-    let phase = if running > 0 {
-        "Running"
-    } else if total > 0 && succeeded + failed == total {
-        match (policy, failed) {
-            ("Always", _) | ("OnFailure", 1..) => "Running",
-            (_, 0) => "Succeeded",
-            _ => "Failed",
-        }
-    } else {
-        "Pending"
-    };
-    let ready_condition = |kind: &str| {
-        if all_ready {
-            json!({ "type": kind, "status": "True" })
-        } else {
-            json!({ "type": kind, "status": "False", "reason": "ContainersNotReady",
-                "message": format!("containers with unready status: [{}]", unready.join(" ")) })
-        }
-    };
-    let started = ms_rfc3339(sandbox.created_at);
-    let ip = sandbox
-        .ip
-        .clone()
-        .filter(|_| sandbox.state == SandboxState::Ready);
-    json!({ "status": {
-        "phase": phase,
-        "hostIP": config.node_ip.to_string(),
-        "hostIPs": [{ "ip": config.node_ip.to_string() }],
-        "podIP": ip,
-        "podIPs": ip.iter().map(|ip| json!({ "ip": ip })).collect::<Vec<_>>(),
-        "startTime": started,
-        "conditions": [
-            { "type": "PodReadyToStartContainers", "status": "True" },
-            { "type": "Initialized", "status": "True" },
-            ready_condition("Ready"),
-            ready_condition("ContainersReady"),
-            { "type": "PodScheduled", "status": "True" },
-        ],
-        "containerStatuses": statuses,
-    }})
-}
-
-/// Whether `restartPolicy` restarts a container that exited with `code`.
-fn restarts_under(policy: &str, code: i32) -> bool {
-    match policy {
-        "Never" => false,
-        "OnFailure" => code != 0,
-        _ => true,
-    }
-}
-
-fn terminated(c: &ContainerStatus) -> Value {
-    let exit = c.exit.clone().unwrap_or(crate::runtime::ExitRecord {
-        exit_code: 0,
-        signal: None,
-        finished_at: 0,
-    });
-    json!({ "terminated": {
-        "exitCode": exit.exit_code,
-        "reason": if exit.exit_code == 0 { "Completed" } else { "Error" },
-        "startedAt": ms_rfc3339(c.started_at.unwrap_or(0)),
-        "finishedAt": ms_rfc3339(exit.finished_at),
-        "containerID": format!("cri-lite://{}", c.container.id),
-    }})
 }
 
 /// Patch the status if it differs from what was last posted for this Pod.
@@ -738,11 +530,6 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
 }
 
 /// Runtime calls fork and wait: keep them off the async workers' hot path.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// Kubernetes' `metav1.Time`: seconds, UTC.
-fn ms_rfc3339(ms: u64) -> String {
-    crate::shim::rfc3339(ms / 1000, 0)[..19].to_string() + "Z"
 }

@@ -320,20 +320,20 @@ impl Worker {
             let host = http.host.clone().unwrap_or_else(|| self.host.clone());
             let path = http.path.clone().unwrap_or_else(|| "/".into());
             let scheme = http.scheme.as_deref().unwrap_or("HTTP");
-            if scheme != "HTTP" {
-                return Err(format!(
-                    "scheme {scheme} is not supported by knetsim's prober"
-                ));
-            }
+            let tls = match scheme {
+                "HTTP" => false,
+                "HTTPS" => true,
+                _ => return Err(format!("unknown scheme {scheme}")),
+            };
             let headers: Vec<(String, String)> = http
                 .http_headers
                 .iter()
                 .flatten()
                 .map(|h| (h.name.clone(), h.value.clone()))
                 .collect();
-            let url = format!("http://{host}:{port}{path}");
-            return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await
-            {
+            let url = format!("{}://{host}:{port}{path}", scheme.to_lowercase());
+            let get = http_get(&host, port, &path, &headers, tls);
+            return match tokio::time::timeout(timeout, get).await {
                 Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
                 Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
                 Ok(Err(e)) => Err(format!(
@@ -387,6 +387,67 @@ fn go_error(e: &std::io::Error) -> String {
     }
 }
 
+/// A TLS client that accepts any server certificate: probes check liveness, not identity
+/// (`InsecureSkipVerify` in the kubelet's prober).
+fn insecure_tls() -> std::io::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 fn threshold(value: Option<i32>, default: i32) -> i32 {
     value.unwrap_or(default).max(1)
 }
@@ -395,14 +456,33 @@ fn period(probe: &Probe) -> Duration {
     Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64)
 }
 
-/// `GET path` as the kubelet's prober sends it; the response's status code.
+/// `GET path` as the kubelet's prober sends it (over TLS without verifying the server, as
+/// the kubelet does for `HTTPS`); the response's status code.
 async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    tls: bool,
 ) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    if tls {
+        let connector = tokio_rustls::TlsConnector::from(insecure_tls()?);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(std::io::Error::other)?;
+        let stream = connector.connect(name, tcp).await?;
+        return exchange(stream, host, port, path, headers).await;
+    }
+    exchange(tcp, host, port, path, headers).await
+}
+
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n");
     if !headers
         .iter()

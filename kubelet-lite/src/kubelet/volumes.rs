@@ -175,8 +175,17 @@ async fn set_up_volume(
                         t.audience.as_deref(),
                         t.expiration_seconds.unwrap_or(3600),
                     )
-                    .await?;
-                payload.insert(t.path.clone(), file(token.into_bytes(), mode));
+                    .await;
+                match token {
+                    Ok(token) => {
+                        payload.insert(t.path.clone(), file(token.into_bytes(), mode));
+                    }
+                    // An API server without TokenRequest: the rest of the volume is still
+                    // written, the token file is missing, and the next sync asks again.
+                    Err(e) => {
+                        tracing::debug!(volume = %volume.name, "no service-account token: {e}")
+                    }
+                }
             }
         }
         ("projected", payload)
@@ -383,4 +392,61 @@ pub fn container_mounts(
         });
     }
     Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Option<BTreeMap<String, Vec<u8>>> {
+        Some(
+            [
+                ("a".to_string(), b"1".to_vec()),
+                ("b".to_string(), b"2".to_vec()),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    fn item(key: &str, path: &str, mode: Option<i32>) -> KeyToPath {
+        KeyToPath {
+            key: key.into(),
+            path: path.into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn items_modes_and_optional_follow_the_api() {
+        let all = keyed_payload("configmap", data(), "cm", None, false, 0o644).unwrap();
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(all["a"].mode, 0o644);
+        let items = [item("b", "dir/b.txt", Some(0o400))];
+        let some = keyed_payload("secret", data(), "s", Some(&items), false, 0o644).unwrap();
+        assert_eq!(some.len(), 1);
+        assert_eq!(
+            some["dir/b.txt"],
+            File {
+                data: b"2".to_vec(),
+                mode: 0o400
+            }
+        );
+        let missing_key = [item("zz", "zz", None)];
+        let err = keyed_payload("configmap", data(), "cm", Some(&missing_key), false, 0o644);
+        assert_eq!(
+            err.unwrap_err(),
+            "configmap references non-existent config key: zz"
+        );
+        assert!(
+            keyed_payload("configmap", data(), "cm", Some(&missing_key), true, 0o644)
+                .unwrap()
+                .is_empty()
+        );
+        let err = keyed_payload("secret", None, "gone", None, false, 0o644).unwrap_err();
+        assert_eq!(err, "secret \"gone\" not found");
+        assert!(keyed_payload("secret", None, "gone", None, true, 0o644)
+            .unwrap()
+            .is_empty());
+    }
 }

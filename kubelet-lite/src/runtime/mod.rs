@@ -65,6 +65,10 @@ pub struct PodSandboxConfig {
     /// only those are its to clean up (a sandbox made with `crictl runp` is left alone).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The CRI's `NamespaceMode.NODE` for the network: the sandbox is the node's own network
+    /// (and UTS) namespace, with no CNI; it is never deleted with the sandbox.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// The label that marks a sandbox as the kubelet's, for the Pod of that UID.
@@ -106,6 +110,8 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("setting up the pod network")]
     Network(#[source] CniError),
+    #[error("checking the pod network")]
+    NetworkCheck(#[source] CniError),
     #[error("tearing down the pod network")]
     NetworkTeardown(#[source] CniError),
     #[error(transparent)]

@@ -107,8 +107,12 @@ impl Runtime {
                 )));
             }
         }
-        let name = self.netns_name(&config);
-        if kernel::netns::exists(&name) {
+        let name = if config.host_network {
+            self.netns_prefix.clone()
+        } else {
+            self.netns_name(&config)
+        };
+        if !config.host_network && kernel::netns::exists(&name) {
             return Err(RuntimeError::NetnsExists(name));
         }
         let mut sandbox = PodSandbox {
@@ -137,6 +141,11 @@ impl Runtime {
     }
 
     fn set_up(&self, sandbox: &mut PodSandbox, name: &str) -> Result<(), RuntimeError> {
+        if sandbox.config.host_network {
+            // The node's own network: nothing to make, no CNI.
+            sandbox.pause_pid = Some(self.start_pause(sandbox)?);
+            return self.save(sandbox);
+        }
         kernel::netns::ensure_added(&[name])?;
         sandbox.pause_pid = Some(self.start_pause(sandbox)?);
         self.save(sandbox)?;
@@ -162,6 +171,8 @@ impl Runtime {
         use std::os::unix::process::CommandExt;
         let net = std::fs::File::open(&sandbox.netns).map_err(RuntimeError::Pause)?;
         let hostname = sandbox.config.hostname.clone();
+        // A hostNetwork pod shares the node's UTS namespace too (its hostname is the node's).
+        let own_uts = !sandbox.config.host_network;
         let mut command = std::process::Command::new(&self.exe);
         command
             .args([
@@ -180,8 +191,12 @@ impl Runtime {
         unsafe {
             command.pre_exec(move || {
                 setns(net.as_fd(), CloneFlags::CLONE_NEWNET)?;
-                unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
-                nix::unistd::sethostname(&hostname)?;
+                if own_uts {
+                    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
+                    nix::unistd::sethostname(&hostname)?;
+                } else {
+                    unshare(CloneFlags::CLONE_NEWIPC)?;
+                }
                 nix::unistd::setsid()?;
                 Ok(())
             });
@@ -189,6 +204,20 @@ impl Runtime {
         let child = command.spawn().map_err(RuntimeError::Pause)?;
         // Not waited for here: the kubelet reaps it when it stops the sandbox, or init does.
         Ok(child.id())
+    }
+
+    /// CNI CHECK of a ready sandbox's network against the cached ADD result: is the pod's
+    /// network still what ADD made? A hostNetwork sandbox has none to check.
+    pub fn check_pod_sandbox_network(&self, id: &str) -> Result<(), RuntimeError> {
+        let sandbox = self.pod_sandbox_status(id)?;
+        if sandbox.config.host_network || sandbox.state != SandboxState::Ready {
+            return Ok(());
+        }
+        let network =
+            NetworkConfigList::load_default(&self.cni_conf_dir).map_err(RuntimeError::Network)?;
+        self.cni
+            .check(&network, &self.runtime_conf(&sandbox, "eth0"))
+            .map_err(RuntimeError::NetworkCheck)
     }
 
     /// Stop its containers, CNI DEL, and stop the pause process. Idempotent.
@@ -201,12 +230,14 @@ impl Runtime {
         {
             self.stop_container(&container.container.id, Duration::from_secs(2))?;
         }
-        if kernel::netns::exists(
-            Path::new(&sandbox.netns)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default(),
-        ) {
+        if !sandbox.config.host_network
+            && kernel::netns::exists(
+                Path::new(&sandbox.netns)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default(),
+            )
+        {
             let current = NetworkConfigList::load_default(&self.cni_conf_dir).ok();
             self.cni
                 .del(current.as_ref(), &self.runtime_conf(&sandbox, "eth0"))
@@ -241,7 +272,8 @@ impl Runtime {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        if kernel::netns::exists(&name) {
+        // A hostNetwork sandbox's namespace is the node's: never deleted with it.
+        if !sandbox.config.host_network && kernel::netns::exists(&name) {
             kernel::netns::ensure_deleted(&[&name])?;
         }
         let dir = self.sandbox_dir(id);
