@@ -37,6 +37,9 @@ pub struct Options {
 pub struct Report {
     pub options_services: usize,
     pub options_endpoints: usize,
+    /// Sync latency with only the probe Service (and `kubernetes`) in the table.
+    pub small_table_sync: Vec<Duration>,
+    /// Sync latency with the `services` × `endpoints` loaded.
     pub sync: Vec<Duration>,
     pub full_sync: Duration,
     pub rules: usize,
@@ -163,6 +166,19 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
     .context("the probe Service never answered from server-a")?;
 
     eprintln!(
+        "  sync latency, small table: {} EndpointSlice switches …",
+        options.flips
+    );
+    let small_table_sync = switch_endpoints(
+        &slices,
+        &client_netns,
+        service_address,
+        [&to_a, &to_b],
+        options.flips,
+    )
+    .await?;
+
+    eprintln!(
         "  {} Services × {} endpoints …",
         options.services, options.endpoints
     );
@@ -210,37 +226,18 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
         "c0-w3's kubeproxy-lite did not program {wanted_chains} chains within 2 min"
     );
 
-    eprintln!("  sync latency: {} EndpointSlice switches …", options.flips);
-    let mut sync = Vec::new();
-    for flip in 0..options.flips {
-        let (target, pod) = if flip % 2 == 0 {
-            (&to_b, "server-b")
-        } else {
-            (&to_a, "server-a")
-        };
-        let started = Instant::now();
-        slices
-            .patch(
-                "probe-bench",
-                &PatchParams::default(),
-                &Patch::Merge(target),
-            )
-            .await?;
-        probe_until(&client_netns, service_address, pod, Duration::from_secs(10))
-            .with_context(|| format!("switch {flip}: {pod} never answered"))?;
-        sync.push(started.elapsed());
-    }
-    if options.flips % 2 == 1 {
-        slices
-            .patch("probe-bench", &PatchParams::default(), &Patch::Merge(&to_a))
-            .await?;
-        probe_until(
-            &client_netns,
-            service_address,
-            "server-a",
-            Duration::from_secs(10),
-        )?;
-    }
+    eprintln!(
+        "  sync latency, loaded table: {} EndpointSlice switches …",
+        options.flips
+    );
+    let sync = switch_endpoints(
+        &slices,
+        &client_netns,
+        service_address,
+        [&to_a, &to_b],
+        options.flips,
+    )
+    .await?;
 
     eprintln!("  full sync: SIGKILL c0-w3's kubeproxy-lite, wait for its restart …");
     let status_path = paths.status();
@@ -293,6 +290,7 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
     Ok(Report {
         options_services: options.services,
         options_endpoints: options.endpoints,
+        small_table_sync,
         sync,
         full_sync,
         rules,
@@ -300,6 +298,48 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
         via_cluster_ip,
         via_pod_ip,
     })
+}
+
+/// Switch the probe Service's EndpointSlice between the two pods `flips` times (ending on
+/// server-a): for each, the time from the API call until a new connection reaches the new pod.
+async fn switch_endpoints(
+    slices: &Api<EndpointSlice>,
+    client_netns: &str,
+    service_address: SocketAddr,
+    [to_a, to_b]: [&serde_json::Value; 2],
+    flips: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    for flip in 0..flips {
+        let (target, pod) = if flip % 2 == 0 {
+            (to_b, "server-b")
+        } else {
+            (to_a, "server-a")
+        };
+        let started = Instant::now();
+        slices
+            .patch(
+                "probe-bench",
+                &PatchParams::default(),
+                &Patch::Merge(target),
+            )
+            .await?;
+        probe_until(client_netns, service_address, pod, Duration::from_secs(10))
+            .with_context(|| format!("switch {flip}: {pod} never answered"))?;
+        latencies.push(started.elapsed());
+    }
+    if flips % 2 == 1 {
+        slices
+            .patch("probe-bench", &PatchParams::default(), &Patch::Merge(to_a))
+            .await?;
+        probe_until(
+            client_netns,
+            service_address,
+            "server-a",
+            Duration::from_secs(10),
+        )?;
+    }
+    Ok(latencies)
 }
 
 async fn wait_pod_ip(pods: &Api<Pod>, name: &str) -> anyhow::Result<String> {
@@ -447,13 +487,25 @@ pub fn report(r: &Report) -> String {
     let pod_p50 = percentile(&r.via_pod_ip, 0.5);
     let overhead = (cluster_p50.as_secs_f64() / pod_p50.as_secs_f64().max(1e-9) - 1.0) * 100.0;
     let mut out = String::from("knetsim bench services: kubeproxy-lite on 3 workers\n");
-    out += &format!(
-        "  sync latency (EndpointSlice change → new connections reach the new pod), {} changes:  p50 {}   p99 {}   max {}   (goal: p99 < 50 ms)\n",
-        r.sync.len(),
-        ms(percentile(&r.sync, 0.5)),
-        ms(percentile(&r.sync, 0.99)),
-        ms(percentile(&r.sync, 1.0)),
-    );
+    out += "  sync latency (EndpointSlice change via the API → new connections reach the new pod), goal: p99 < 50 ms\n";
+    for (label, values) in [
+        ("probe Service only".to_string(), &r.small_table_sync),
+        (
+            format!(
+                "with {} Services × {} endpoints loaded",
+                r.options_services, r.options_endpoints
+            ),
+            &r.sync,
+        ),
+    ] {
+        out += &format!(
+            "    {label}: {} changes, p50 {}   p99 {}   max {}\n",
+            values.len(),
+            ms(percentile(values, 0.5)),
+            ms(percentile(values, 0.99)),
+            ms(percentile(values, 1.0)),
+        );
+    }
     out += &format!(
         "  full sync with {} services × {} endpoints ({endpoints} endpoints):  {}   table: {} rules in {} chains   (goal: < 1 s)\n",
         r.options_services,
