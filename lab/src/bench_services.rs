@@ -486,7 +486,21 @@ pub fn report(r: &Report) -> String {
     let cluster_p50 = percentile(&r.via_cluster_ip, 0.5);
     let pod_p50 = percentile(&r.via_pod_ip, 0.5);
     let overhead = (cluster_p50.as_secs_f64() / pod_p50.as_secs_f64().max(1e-9) - 1.0) * 100.0;
-    let mut out = String::from("knetsim bench services: kubeproxy-lite on 3 workers\n");
+    // Partial syncs cost what `nft` spends reading the kernel's whole ruleset into its cache
+    // before each transaction, which depends on its version: name it beside the figures.
+    let nft_version = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut out = format!(
+        "knetsim bench services: kubeproxy-lite on 3 workers ({build} build, {nft_version})\n"
+    );
     out += "  sync latency (EndpointSlice change via the API → new connections reach the new pod), goal: p99 < 50 ms\n";
     for (label, values) in [
         ("probe Service only".to_string(), &r.small_table_sync),
