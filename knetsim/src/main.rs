@@ -81,6 +81,10 @@ enum Command {
     ControllerManager(controller_manager::Args),
     /// The cluster DNS server: what the kube-dns pods run (CoreDNS's ports and records).
     ClusterDns(ClusterDnsArgs),
+    /// The service proxy of one node (started by the supervisor, kube-proxy's flags):
+    /// Services and EndpointSlices to the node's `kube-proxy` nftables table.
+    #[command(name = "kubeproxy-lite")]
+    KubeproxyLite(KubeproxyArgs),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -228,6 +232,34 @@ struct ClusterDnsArgs {
 }
 
 #[derive(clap::Args)]
+struct KubeproxyArgs {
+    /// The cluster this node belongs to (names the process in `ps`).
+    #[arg(long)]
+    cluster: String,
+    /// The node within the cluster (`w1`; names the process in `ps`).
+    #[arg(long)]
+    node: String,
+    #[arg(long, default_value = "/var/lib/kube-proxy/kubeconfig.conf")]
+    kubeconfig: PathBuf,
+    /// The Node object's name (`c0-w1`): its endpoints are the local ones.
+    #[arg(long)]
+    hostname_override: String,
+    /// The node's address: NodePorts answer on it.
+    #[arg(long)]
+    node_ip: std::net::Ipv4Addr,
+    /// The pod network; traffic to a ClusterIP from outside it is masqueraded.
+    #[arg(long)]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Milliseconds to wait after a change before syncing (batches a burst of changes).
+    #[arg(long, default_value_t = 1)]
+    min_sync_period_ms: u64,
+    /// Render the rules once at start-up and never update them (the static mode of the
+    /// predecessor, for teaching).
+    #[arg(long = "static")]
+    static_mode: bool,
+}
+
+#[derive(clap::Args)]
 struct ApiserverArgs {
     /// The cluster this server belongs to (names the process in `ps`).
     #[arg(long)]
@@ -326,6 +358,22 @@ enum Bench {
     /// Cluster DNS queries per second and latency through the kube-dns Service, and how soon
     /// a new Service's name resolves.
     Dns,
+    /// kubeproxy-lite: sync latency, full-sync time and rule count at scale, and request
+    /// latency through a ClusterIP versus straight to the pod.
+    Services {
+        /// Services loaded besides the probe Service.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Endpoints of each loaded Service.
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// EndpointSlice switches timed for the sync latency.
+        #[arg(long, default_value_t = 100)]
+        flips: usize,
+        /// Requests each way for the request latency.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -423,6 +471,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { what: Bench::Dns } => {
             let result = lab::bench_dns::bench_dns()?;
             print!("{}", lab::bench_dns::report(&result));
+        }
+        Command::Bench {
+            what:
+                Bench::Services {
+                    services,
+                    endpoints,
+                    flips,
+                    requests,
+                },
+        } => {
+            let options = lab::bench_services::Options {
+                services,
+                endpoints,
+                flips,
+                requests,
+            };
+            let report = lab::bench_services::bench_services(&options)?;
+            print!("{}", lab::bench_services::report(&report));
         }
         Command::Supervise => {
             init_logging();
@@ -532,6 +598,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(lab, cluster = %args.cluster, "controller-manager starting");
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(controller_manager::run(args, shutdown_signal()))?;
+        }
+        Command::KubeproxyLite(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubeproxy-lite starting");
+            let mut config = kubeproxy_lite::Config::new(
+                args.kubeconfig,
+                args.hostname_override,
+                vec![args.node_ip],
+                args.cluster_cidr,
+            );
+            config.min_sync_period = std::time::Duration::from_millis(args.min_sync_period_ms);
+            config.static_mode = args.static_mode;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(kubeproxy_lite::run(config, shutdown_signal()))?;
         }
         Command::Apiserver(args) => {
             init_logging();

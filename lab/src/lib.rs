@@ -10,6 +10,7 @@ pub mod addons;
 pub mod bench;
 pub mod bench_dns;
 pub mod bench_pods;
+pub mod bench_services;
 pub mod down;
 pub mod exec;
 pub mod inspect;

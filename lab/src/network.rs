@@ -197,6 +197,13 @@ fn node_commands(plan: &LabPlan, cluster: &ClusterPlan, node: &NodePlan) -> Vec<
             other.node_network, cluster.gateway
         ));
     }
+    // Where a real node's default route would send it: a host process connecting to a
+    // ClusterIP needs a route before the output hook's DNAT picks the endpoint. Nothing
+    // leaves this way: DNAT or kube-proxy's reject catches every packet to a Service.
+    lines.push(format!(
+        "route add {} via {}",
+        cluster.service_network, cluster.gateway
+    ));
     lines
 }
 
@@ -238,6 +245,7 @@ mod tests {
                 "addr add 172.20.0.11/24 dev eth0",
                 "link set eth0 up",
                 "route add 172.20.1.0/24 via 172.20.0.1",
+                "route add 10.96.0.0/16 via 172.20.0.1",
             ]
         );
         assert!(!lines.iter().any(|l| l.contains("default")));

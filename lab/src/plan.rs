@@ -235,6 +235,7 @@ impl LabPlan {
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
                 processes.push(kubelet(&self.lab, cluster, node));
+                processes.push(kube_proxy(&self.lab, cluster, node));
             }
         }
         processes
@@ -412,6 +413,36 @@ fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
     }
 }
 
+/// kube-proxy's healthz port, on the node's loopback.
+pub const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
+
+/// kubeproxy-lite on every node (the control plane too: host-network clients there use
+/// Services as well), with kube-proxy's flags. Ready once its first sync is in the kernel.
+fn kube_proxy(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
+    ProcessSpec {
+        name: "kubeproxy-lite".into(),
+        cluster: cluster.name.clone(),
+        node: node.name.clone(),
+        program: Program::Knetsim,
+        args: vec![
+            "kubeproxy-lite".into(),
+            format!("--lab={lab}"),
+            format!("--cluster={}", cluster.name),
+            format!("--node={}", node.name),
+            format!("--kubeconfig={KUBE_PROXY_KUBECONFIG}"),
+            format!("--hostname-override={}", node.hostname),
+            format!("--node-ip={}", node.address),
+            format!("--cluster-cidr={}", cluster.pod_network),
+        ],
+        ready: Readiness::HttpGet {
+            port: KUBE_PROXY_HEALTHZ_PORT,
+            path: "/healthz".into(),
+            body_contains: "lastUpdated\":\"2".into(),
+        },
+        root_listener: None,
+    }
+}
+
 /// Where flanneld keeps `subnet.env`; each node sees its own (see `network::NODE_DIRS`).
 pub const FLANNEL_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 
@@ -531,6 +562,14 @@ mod tests {
         );
         assert_eq!(ids.iter().filter(|id| id.ends_with("/flannel")).count(), 8);
         assert_eq!(ids.iter().filter(|id| id.ends_with("/kubelet")).count(), 8);
+        assert_eq!(
+            ids.iter()
+                .filter(|id| id.ends_with("/kubeproxy-lite"))
+                .count(),
+            8
+        );
+        assert!(by_id_args(&processes, "c0/w2/kubeproxy-lite")
+            .contains(&"--cluster-cidr=10.244.0.0/16".to_string()));
         assert!(by_id_args(&processes, "c0/cp/kubelet")
             .contains(&"--register-with-control-plane-taint".to_string()));
         assert!(!by_id_args(&processes, "c0/w1/kubelet")

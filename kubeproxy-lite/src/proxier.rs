@@ -1,0 +1,336 @@
+//! The proxier: what the watches saw, what the kernel has, and the sync between the two.
+//!
+//! As in kube-proxy, event handlers only record: each Service or EndpointSlice event marks
+//! its Service dirty. A sync renders the dirty Services, compares each with what was last
+//! written for it, and sends only the difference in one transaction (a partial sync). The
+//! first sync, and any sync after a failure, is a full one: the whole table is rewritten in
+//! one transaction and whatever an earlier run left that is not wanted is removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::nft::Nft;
+use crate::render::{render_service, NodeContext, ServiceRules};
+use crate::transaction::{self, Transaction};
+
+/// `(namespace, name)` of a Service.
+pub type ServiceKey = (String, String);
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing the table before a full sync")]
+    ListTable(#[source] crate::nft::Error),
+    #[error("applying a {kind} sync of {services} services")]
+    Apply {
+        kind: SyncKind,
+        services: usize,
+        #[source]
+        source: crate::nft::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    Full,
+    Partial,
+}
+
+impl std::fmt::Display for SyncKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncKind::Full => "full",
+            SyncKind::Partial => "partial",
+        })
+    }
+}
+
+/// What one sync did, for the log and the metrics.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    pub kind: SyncKind,
+    /// Services whose rules were written.
+    pub changed_services: usize,
+    pub commands: usize,
+    pub elapsed: Duration,
+}
+
+pub struct Proxier {
+    node: NodeContext,
+    nft: Arc<dyn Nft>,
+    services: HashMap<ServiceKey, Service>,
+    /// Slices by Service, then by slice name.
+    slices: HashMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    /// `(namespace, slice name)` → the Service it was filed under, for deletes and relabels.
+    slice_owner: HashMap<(String, String), ServiceKey>,
+    dirty: BTreeSet<ServiceKey>,
+    /// What the kernel has, per Service, since the last successful sync.
+    applied: BTreeMap<ServiceKey, ServiceRules>,
+    need_full_sync: bool,
+    /// `--static`: after the first successful sync, nothing is ever written again.
+    static_mode: bool,
+    frozen: bool,
+}
+
+fn service_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl Proxier {
+    pub fn new(node: NodeContext, nft: Arc<dyn Nft>) -> Proxier {
+        Proxier {
+            node,
+            nft,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
+            dirty: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            need_full_sync: true,
+            static_mode: false,
+            frozen: false,
+        }
+    }
+
+    /// Render once from the state at start-up and never update (the predecessor's static
+    /// rules, kept for teaching: a deleted pod then breaks its virtual IP).
+    pub fn with_static_mode(mut self, static_mode: bool) -> Proxier {
+        self.static_mode = static_mode;
+        self
+    }
+
+    pub fn on_service_update(&mut self, service: Service) {
+        let key = service_key(&service.metadata);
+        if self.services.get(&key) != Some(&service) {
+            self.services.insert(key.clone(), service);
+            self.dirty.insert(key);
+        }
+    }
+
+    pub fn on_service_delete(&mut self, service: &Service) {
+        let key = service_key(&service.metadata);
+        if self.services.remove(&key).is_some() {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// A re-list: the Services are exactly `services` now.
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        let listed: BTreeSet<ServiceKey> =
+            services.iter().map(|s| service_key(&s.metadata)).collect();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.services.remove(&key);
+            self.dirty.insert(key);
+        }
+        for service in services {
+            self.on_service_update(service);
+        }
+    }
+
+    pub fn on_slice_update(&mut self, slice: EndpointSlice) {
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .map(|service| (namespace.clone(), service.clone()));
+        self.forget_slice(&namespace, &name, owner.as_ref());
+        let Some(owner) = owner else {
+            return; // not a Service's slice (no label): kube-proxy ignores it too
+        };
+        let slices = self.slices.entry(owner.clone()).or_default();
+        if slices.get(&name) != Some(&slice) {
+            slices.insert(name.clone(), slice);
+            self.dirty.insert(owner.clone());
+        }
+        self.slice_owner.insert((namespace, name), owner);
+    }
+
+    pub fn on_slice_delete(&mut self, slice: &EndpointSlice) {
+        let namespace = slice.metadata.namespace.clone().unwrap_or_default();
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        self.forget_slice(&namespace, &name, None);
+    }
+
+    /// Drop a slice filed under a Service other than `keep` (it was relabelled or deleted).
+    fn forget_slice(&mut self, namespace: &str, name: &str, keep: Option<&ServiceKey>) {
+        let id = (namespace.to_string(), name.to_string());
+        let Some(owner) = self.slice_owner.get(&id).cloned() else {
+            return;
+        };
+        if Some(&owner) == keep {
+            return;
+        }
+        self.slice_owner.remove(&id);
+        if let Some(slices) = self.slices.get_mut(&owner) {
+            slices.remove(name);
+            if slices.is_empty() {
+                self.slices.remove(&owner);
+            }
+        }
+        self.dirty.insert(owner);
+    }
+
+    /// A re-list of EndpointSlices.
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        let listed: BTreeSet<(String, String)> =
+            slices.iter().map(|s| service_key(&s.metadata)).collect();
+        let gone: Vec<(String, String)> = self
+            .slice_owner
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
+        for (namespace, name) in gone {
+            self.forget_slice(&namespace, &name, None);
+        }
+        for slice in slices {
+            self.on_slice_update(slice);
+        }
+    }
+
+    pub fn has_pending_changes(&self) -> bool {
+        !self.frozen && (self.need_full_sync || !self.dirty.is_empty())
+    }
+
+    /// True once a `--static` proxier has written its one ruleset.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    fn render(&self, key: &ServiceKey) -> ServiceRules {
+        let Some(service) = self.services.get(key) else {
+            return ServiceRules::default();
+        };
+        let slices: Vec<&EndpointSlice> = self
+            .slices
+            .get(key)
+            .map(|s| s.values().collect())
+            .unwrap_or_default();
+        render_service(service, &slices, &self.node)
+    }
+
+    /// `syncProxyRules`: one transaction, full or partial. On failure the next sync is full.
+    pub fn sync_proxy_rules(&mut self) -> Result<SyncReport, Error> {
+        let started = Instant::now();
+        if self.frozen {
+            return Ok(SyncReport {
+                kind: SyncKind::Partial,
+                changed_services: 0,
+                commands: 0,
+                elapsed: started.elapsed(),
+            });
+        }
+        let result = if self.need_full_sync {
+            self.full_sync()
+        } else {
+            self.partial_sync()
+        };
+        match result {
+            Ok((kind, changed_services, commands)) => {
+                self.frozen = self.static_mode;
+                Ok(SyncReport {
+                    kind,
+                    changed_services,
+                    commands,
+                    elapsed: started.elapsed(),
+                })
+            }
+            Err(e) => {
+                self.need_full_sync = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn full_sync(&mut self) -> Result<(SyncKind, usize, usize), Error> {
+        let existing = self.nft.existing().map_err(Error::ListTable)?;
+        let rendered: BTreeMap<ServiceKey, ServiceRules> = self
+            .services
+            .keys()
+            .map(|key| (key.clone(), self.render(key)))
+            .filter(|(_, rules)| *rules != ServiceRules::default())
+            .collect();
+        let transaction = transaction::full_sync(&self.node, rendered.values(), &existing);
+        self.apply(&transaction, SyncKind::Full, rendered.len())?;
+        let count = rendered.len();
+        self.applied = rendered;
+        self.dirty.clear();
+        self.need_full_sync = false;
+        Ok((SyncKind::Full, count, transaction.commands.len()))
+    }
+
+    fn partial_sync(&mut self) -> Result<(SyncKind, usize, usize), Error> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let empty = ServiceRules::default();
+        let rendered: Vec<(ServiceKey, ServiceRules)> = dirty
+            .iter()
+            .map(|key| (key.clone(), self.render(key)))
+            .filter(|(key, rules)| self.applied.get(key).unwrap_or(&empty) != rules)
+            .collect();
+        let transaction = transaction::partial_sync(
+            rendered
+                .iter()
+                .map(|(key, rules)| (self.applied.get(key).unwrap_or(&empty), rules)),
+        );
+        if !transaction.is_empty() {
+            self.apply(&transaction, SyncKind::Partial, rendered.len())?;
+        }
+        let count = rendered.len();
+        for (key, rules) in rendered {
+            if rules == empty {
+                self.applied.remove(&key);
+            } else {
+                self.applied.insert(key, rules);
+            }
+        }
+        Ok((SyncKind::Partial, count, transaction.commands.len()))
+    }
+
+    fn apply(
+        &self,
+        transaction: &Transaction,
+        kind: SyncKind,
+        services: usize,
+    ) -> Result<(), Error> {
+        self.nft.apply(transaction).map_err(|source| Error::Apply {
+            kind,
+            services,
+            source,
+        })
+    }
+
+    /// Rules in the table for Services (not counting the fixed skeleton).
+    pub fn rule_count(&self) -> usize {
+        self.applied
+            .values()
+            .flat_map(|r| r.chains.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    pub fn chain_count(&self) -> usize {
+        self.applied.values().map(|r| r.chains.len()).sum()
+    }
+}
+
+#[cfg(test)]
+#[path = "proxier_tests.rs"]
+mod tests;

@@ -1,0 +1,126 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::render::tests_support::*;
+use crate::transaction::Existing;
+
+/// A kernel that records transactions, and fails when told to.
+#[derive(Default)]
+struct FakeNft {
+    applied: Mutex<Vec<String>>,
+    fail: Mutex<bool>,
+}
+
+impl Nft for FakeNft {
+    fn apply(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
+        if *self.fail.lock().unwrap() {
+            return Err(crate::nft::Error::Rejected {
+                stderr: "injected".into(),
+            });
+        }
+        self.applied.lock().unwrap().push(transaction.to_json());
+        Ok(())
+    }
+
+    fn existing(&self) -> Result<Existing, crate::nft::Error> {
+        Ok(Existing::default())
+    }
+}
+
+#[test]
+fn first_sync_is_full_then_only_changes_are_sent() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    proxier.replace_services(vec![
+        service("web", "10.96.0.20", &[("http", 80, None)]),
+        service("db", "10.96.0.21", &[("", 5432, None)]),
+    ]);
+    proxier.replace_slices(vec![slice(
+        "web",
+        "http",
+        8080,
+        &["10.244.1.2", "10.244.2.2"],
+    )]);
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!((report.kind, report.changed_services), (SyncKind::Full, 2));
+    let full = nft.applied.lock().unwrap()[0].clone();
+    assert!(full.contains("\"no-endpoint-services\""), "{full}");
+
+    // The same objects again: nothing to write.
+    proxier.on_service_update(service("web", "10.96.0.20", &[("http", 80, None)]));
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!((report.kind, report.commands), (SyncKind::Partial, 0));
+    assert_eq!(nft.applied.lock().unwrap().len(), 1);
+
+    // One endpoint leaves web: only web's chains and elements change.
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.1.2"]));
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!(
+        (report.kind, report.changed_services),
+        (SyncKind::Partial, 1)
+    );
+    let partial = nft.applied.lock().unwrap()[1].clone();
+    assert!(
+        partial.contains("10.244.2.2/8080"),
+        "the gone endpoint's chain is deleted: {partial}"
+    );
+    assert!(!partial.contains("/db/"), "db is untouched: {partial}");
+}
+
+#[test]
+fn a_failed_sync_makes_the_next_one_full() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.sync_proxy_rules().unwrap();
+    *nft.fail.lock().unwrap() = true;
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.1.2"]));
+    assert!(proxier.sync_proxy_rules().is_err());
+    *nft.fail.lock().unwrap() = false;
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!(report.kind, SyncKind::Full);
+    assert!(nft.applied.lock().unwrap()[1].contains("dnat"));
+}
+
+#[test]
+fn deleting_a_slice_or_service_clears_its_rules() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    let web = service("web", "10.96.0.20", &[("http", 80, None)]);
+    let endpoints = slice("web", "http", 8080, &["10.244.1.2"]);
+    proxier.replace_services(vec![web.clone()]);
+    proxier.replace_slices(vec![endpoints.clone()]);
+    proxier.sync_proxy_rules().unwrap();
+    assert_eq!(proxier.chain_count(), 2);
+    proxier.on_slice_delete(&endpoints);
+    proxier.sync_proxy_rules().unwrap();
+    assert_eq!(
+        proxier.chain_count(),
+        0,
+        "no endpoints: no chains, only a reject element"
+    );
+    proxier.on_service_delete(&web);
+    proxier.sync_proxy_rules().unwrap();
+    assert!(proxier.applied.is_empty());
+    assert!(nft.applied.lock().unwrap()[2].contains("delete"));
+}
+
+#[test]
+fn static_mode_renders_once_and_never_updates() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone()).with_static_mode(true);
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.replace_slices(vec![slice(
+        "web",
+        "http",
+        8080,
+        &["10.244.1.2", "10.244.2.2"],
+    )]);
+    proxier.sync_proxy_rules().unwrap();
+    assert!(proxier.is_frozen());
+    // A pod goes away: the static rules keep pointing at it.
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.1.2"]));
+    assert!(!proxier.has_pending_changes());
+    proxier.sync_proxy_rules().unwrap();
+    assert_eq!(nft.applied.lock().unwrap().len(), 1);
+}
