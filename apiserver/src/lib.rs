@@ -37,6 +37,7 @@ pub mod etcd;
 mod json;
 pub mod kubeconfig;
 pub mod logs;
+pub mod managed;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

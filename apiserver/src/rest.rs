@@ -37,6 +37,10 @@ pub struct Target {
     pub sub: Option<String>,
     /// `?dryRun=All`: validate and answer, but write nothing.
     pub dry_run: bool,
+    /// Who writes (`?fieldManager=`, else the User-Agent): owner of the fields it sets.
+    pub field_manager: String,
+    /// `?force=true`: server-side apply takes fields other managers own.
+    pub force: bool,
 }
 
 /// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target, among the built-ins.
@@ -88,6 +92,8 @@ pub fn parse_path_with(
         name,
         sub,
         dry_run: false,
+        field_manager: String::new(),
+        force: false,
     })
 }
 
@@ -142,6 +148,14 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
+    t.force = query.get("force").is_some_and(|f| f == "true");
+    t.field_manager = crate::managed::manager_of(
+        query.get("fieldManager").map(String::as_str),
+        parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let body = read_body(body).await?;
     let h = &parts.headers;
     let ns = t.namespace.as_deref();

@@ -490,12 +490,14 @@ async fn apply_metadata_only_and_delete_collection() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = send(
         &app,
-        apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  b: '2'\n"),
+        apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {app: web}\ndata:\n  b: '2'\n"),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let b: Value = serde_json::from_str(&b).expect("json");
-    assert_eq!(b["data"], json!({"a": "1", "b": "2"}));
+    // The same manager dropped `a` from its configuration: it goes.
+    assert_eq!(b["data"], json!({"b": "2"}));
+    assert_eq!(b["metadata"]["managedFields"][0]["manager"], json!("t"));
 
     let mut req = request(Method::GET, "/api/v1/namespaces/default/configmaps", None);
     req.headers_mut().insert(
