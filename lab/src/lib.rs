@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod bench;
+pub mod bench_api;
 pub mod bench_pods;
 pub mod down;
 pub mod exec;
