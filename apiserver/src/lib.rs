@@ -10,7 +10,8 @@
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
 //! - `objects`, `services`: what happens to an object on create/update (metadata, defaults,
-//!   validation, ClusterIP/NodePort allocation);
+//!   validation, ClusterIP/NodePort allocation); `managed`: field managers and server-side
+//!   apply; `crd` + `crd_schema`: CustomResourceDefinitions and their custom objects;
 //! - `storage` over `backend` (`etcd`, or in memory for unit tests): JSON objects under
 //!   `/registry/...`, `resourceVersion` = etcd `mod_revision`.
 //!
