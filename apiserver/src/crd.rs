@@ -380,6 +380,14 @@ pub fn check_object(info: &ResourceInfo, obj: &mut Value) -> Result<(), AppError
     }
 }
 
+/// A custom object as the version it is read through: all versions of a CRD share one
+/// storage and convert with strategy `None`, which only changes `apiVersion`.
+pub fn as_version(info: &ResourceInfo, obj: &mut Value) {
+    if info.custom.is_some() && obj.is_object() {
+        obj["apiVersion"] = json!(info.api_version());
+    }
+}
+
 /// Evaluate a printer column's JSONPath (`.spec.x`, `.a[0].b`,
 /// `.status.conditions[?(@.type=="Ready")].status`).
 pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {

@@ -204,7 +204,13 @@ fn is_watch(q: &HashMap<String, String>) -> bool {
 }
 
 /// One object as JSON, or as a one-row Table when the client asks for one.
-fn render(info: &ResourceInfo, obj: Value, h: &HeaderMap, q: &HashMap<String, String>) -> Response {
+fn render(
+    info: &ResourceInfo,
+    mut obj: Value,
+    h: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Response {
+    crate::crd::as_version(info, &mut obj);
     if table::wants_table(h) {
         let rv = meta_str(&obj, "resourceVersion").to_string();
         let t = table::to_table(info, &[obj], &rv, None, table::include_object(q));

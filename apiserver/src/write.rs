@@ -69,6 +69,11 @@ async fn create_object(
     prepare_create(info, &mut obj)?;
     if is_crd(info) {
         crd::prepare(&mut obj)?;
+    } else if info.custom.is_some() && info.has_status() {
+        // With a status subresource, status is written only through it.
+        if let Value::Object(m) = &mut obj {
+            m.remove("status");
+        }
     }
     crd::check_object(info, &mut obj)?;
     if applied {
