@@ -360,16 +360,30 @@ pub async fn delete_objects(state: &AppState, crd: &Value) -> Result<(), AppErro
     Ok(())
 }
 
-/// A custom object about to be written: right apiVersion for its row, then validated,
-/// pruned and defaulted against the version's schema.
-pub fn check_object(info: &ResourceInfo, obj: &mut Value) -> Result<(), AppError> {
+/// A custom object about to be written: validated, pruned and defaulted against the
+/// version's schema.
+/// With `strict` (`fieldValidation=Strict`), an unknown field is a 400 instead of being
+/// dropped quietly.
+pub fn check_object(info: &ResourceInfo, obj: &mut Value, strict: bool) -> Result<(), AppError> {
     let Some(custom) = info.custom else {
         return Ok(());
     };
     let Some(schema) = &custom.schema else {
         return Ok(());
     };
-    let causes = crate::crd_schema::validate(schema, obj);
+    let (causes, unknown) = crate::crd_schema::validate(schema, obj);
+    if strict && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(AppError::BadRequest(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", "),
+            kind = info.kind,
+            v = info.version
+        )));
+    }
     if causes.is_empty() {
         Ok(())
     } else {

@@ -41,6 +41,8 @@ pub struct Target {
     pub field_manager: String,
     /// `?force=true`: server-side apply takes fields other managers own.
     pub force: bool,
+    /// `?fieldValidation=Strict`: unknown fields are an error, not dropped.
+    pub strict: bool,
 }
 
 /// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target, among the built-ins.
@@ -94,6 +96,7 @@ pub fn parse_path_with(
         dry_run: false,
         field_manager: String::new(),
         force: false,
+        strict: false,
     })
 }
 
@@ -149,6 +152,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
     t.force = query.get("force").is_some_and(|f| f == "true");
+    t.strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     t.field_manager = crate::managed::manager_of(
         query.get("fieldManager").map(String::as_str),
         parts

@@ -75,7 +75,7 @@ async fn create_object(
             m.remove("status");
         }
     }
-    crd::check_object(info, &mut obj)?;
+    crd::check_object(info, &mut obj, t.strict)?;
     if applied {
         let target = crate::error::target(info.group, info.plural, meta_str(&obj, "name"));
         obj = managed::apply(None, &obj, &t.field_manager, t.force, None, target)?;
@@ -118,7 +118,7 @@ async fn finish_update(
     if is_crd(t.info) {
         crd::prepare(&mut new)?;
     }
-    crd::check_object(t.info, &mut new)?;
+    crd::check_object(t.info, &mut new, t.strict)?;
     if t.dry_run {
         return Ok(new);
     }

@@ -176,6 +176,15 @@ fn custom_resources_from_a_crd() {
         text(&wrong_type.stderr)
     );
 
+    let strict = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &widget("extra", "{size: 1, bogus: true}"),
+    );
+    let err = text(&strict.stderr);
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{err}"
+    );
     let pruned = c.kubectl_stdin(
         &["apply", "--validate=false", "-f", "-"],
         &widget("extra", "{size: 1, bogus: true}"),
