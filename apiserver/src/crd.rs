@@ -3,8 +3,9 @@
 //!
 //! Each served version of a CRD becomes a `ResourceInfo` row like the built-in ones, with a
 //! `Custom` part (the version's schema, printer columns, scale paths). Rows are leaked to
-//! `&'static` so a request keeps the row it started with while CRDs change; a CRD write
-//! leaks a few hundred bytes, which is fine at the rate people write CRDs. The table is
+//! `&'static` so a request keeps the row it started with while CRDs change; each CRD
+//! version written leaks its rows once (a few hundred bytes), fine at the rate people
+//! write CRDs. The table is
 //! rebuilt from storage at start and after every CRD write through this server (`reload`).
 //!
 //! The server also does what kube-apiserver's CRD controllers do, in the write path:
@@ -12,6 +13,7 @@
 //! deletes every custom resource of a CRD before the CRD itself (`delete_objects`). Custom
 //! objects are validated and pruned against their schema in `crd_schema.rs`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -52,12 +54,17 @@ pub struct Custom {
     pub scale: Option<ScalePaths>,
 }
 
+/// Rows already made, by (CRD name, resourceVersion).
+type BuiltRows = HashMap<(String, String), Vec<&'static ResourceInfo>>;
+
 /// The custom resources currently served; cheap to clone and to read.
 #[derive(Clone, Default)]
 pub struct CustomResources {
     rows: Arc<RwLock<Arc<Vec<&'static ResourceInfo>>>>,
     /// Bumped on every reload: the OpenAPI documents' hash.
     generation: Arc<AtomicU64>,
+    /// Rows by CRD name and resourceVersion, so an unchanged CRD leaks nothing again.
+    built: Arc<std::sync::Mutex<BuiltRows>>,
 }
 
 impl CustomResources {
@@ -197,12 +204,26 @@ pub async fn reload(state: &AppState) -> Result<(), AppError> {
         .list(crd_info(), None, &ListQuery::default())
         .await?;
     let mut rows = Vec::new();
+    let mut built = match state.custom.built.lock() {
+        Ok(b) => b,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut kept = HashMap::new();
     for crd in &page.items {
         // A CRD being deleted stops being served at once.
-        if meta_str(crd, "deletionTimestamp").is_empty() {
-            rows.extend(rows_of(crd));
+        if !meta_str(crd, "deletionTimestamp").is_empty() {
+            continue;
         }
+        let key = (
+            meta_str(crd, "name").to_string(),
+            meta_str(crd, "resourceVersion").to_string(),
+        );
+        let these = built.remove(&key).unwrap_or_else(|| rows_of(crd));
+        rows.extend(these.iter().copied());
+        kept.insert(key, these);
     }
+    *built = kept;
+    drop(built);
     tracing::info!(resources = rows.len(), "custom resources reloaded");
     state.custom.set(rows);
     Ok(())
@@ -339,16 +360,30 @@ pub async fn delete_objects(state: &AppState, crd: &Value) -> Result<(), AppErro
     Ok(())
 }
 
-/// A custom object about to be written: right apiVersion for its row, then validated,
-/// pruned and defaulted against the version's schema.
-pub fn check_object(info: &ResourceInfo, obj: &mut Value) -> Result<(), AppError> {
+/// A custom object about to be written: validated, pruned and defaulted against the
+/// version's schema.
+/// With `strict` (`fieldValidation=Strict`), an unknown field is a 400 instead of being
+/// dropped quietly.
+pub fn check_object(info: &ResourceInfo, obj: &mut Value, strict: bool) -> Result<(), AppError> {
     let Some(custom) = info.custom else {
         return Ok(());
     };
     let Some(schema) = &custom.schema else {
         return Ok(());
     };
-    let causes = crate::crd_schema::validate(schema, obj);
+    let (causes, unknown) = crate::crd_schema::validate(schema, obj);
+    if strict && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(AppError::BadRequest(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", "),
+            kind = info.kind,
+            v = info.version
+        )));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -356,6 +391,14 @@ pub fn check_object(info: &ResourceInfo, obj: &mut Value) -> Result<(), AppError
             target(info.group, info.kind, meta_str(obj, "name")),
             causes,
         ))
+    }
+}
+
+/// A custom object as the version it is read through: all versions of a CRD share one
+/// storage and convert with strategy `None`, which only changes `apiVersion`.
+pub fn as_version(info: &ResourceInfo, obj: &mut Value) {
+    if info.custom.is_some() && obj.is_object() {
+        obj["apiVersion"] = json!(info.api_version());
     }
 }
 

@@ -16,11 +16,17 @@ use serde_json::{Map, Value};
 
 use crate::error::FieldError;
 
-/// Default, prune and validate `obj` in place; the field errors found (none: valid).
-pub fn validate(schema: &Value, obj: &mut Value) -> Vec<FieldError> {
+/// Marks a pruned field among the causes while walking.
+const UNKNOWN: &str = "UnknownField";
+
+/// Default, prune and validate `obj` in place: the field errors found (none: valid), and
+/// the paths of the unknown fields pruned (which `fieldValidation=Strict` rejects).
+pub fn validate(schema: &Value, obj: &mut Value) -> (Vec<FieldError>, Vec<String>) {
     let mut causes = Vec::new();
     node(schema, obj, "", true, &mut causes);
-    causes
+    let (unknown, causes): (Vec<FieldError>, Vec<FieldError>) =
+        causes.into_iter().partition(|c| c.reason == UNKNOWN);
+    (causes, unknown.into_iter().map(|c| c.field).collect())
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -259,6 +265,11 @@ fn object(
             None if preserve || additional.and_then(Value::as_bool) == Some(true) => {}
             None => {
                 m.remove(&k);
+                causes.push(FieldError {
+                    field: field_path,
+                    reason: UNKNOWN,
+                    message: String::new(),
+                });
             }
         }
     }
@@ -297,7 +308,9 @@ mod tests {
         let mut o = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
             "spec": {"size": 3, "unknown": 1, "port": "http", "extra": {"anything": [1]},
                      "labels": {"a": "b"}}, "junk": true});
-        assert!(validate(&schema(), &mut o).is_empty());
+        let (causes, unknown) = validate(&schema(), &mut o);
+        assert!(causes.is_empty(), "{causes:?}");
+        assert_eq!(unknown, ["junk", "spec.unknown"]);
         assert_eq!(o["spec"]["color"], "red");
         assert!(o["spec"].get("unknown").is_none() && o.get("junk").is_none());
         assert_eq!(o["spec"]["extra"]["anything"], json!([1]));
@@ -308,7 +321,7 @@ mod tests {
     #[test]
     fn invalid_objects_name_the_field() {
         let mut o = json!({"spec": {"size": "big"}});
-        let c = validate(&schema(), &mut o);
+        let c = validate(&schema(), &mut o).0;
         assert_eq!(c[0].field, "spec.size");
         assert_eq!(
             c[0].message,
@@ -317,6 +330,7 @@ mod tests {
         let mut o =
             json!({"spec": {"size": 0, "color": "pink", "name": "Bad", "tags": ["a", "b", "c"]}});
         let fields: Vec<String> = validate(&schema(), &mut o)
+            .0
             .into_iter()
             .map(|c| c.field)
             .collect();
@@ -324,7 +338,7 @@ mod tests {
             assert!(fields.contains(&f.to_string()), "{f} in {fields:?}");
         }
         let mut o = json!({"spec": {}});
-        let c = validate(&schema(), &mut o);
+        let c = validate(&schema(), &mut o).0;
         assert_eq!(
             (c[0].field.as_str(), c[0].reason),
             ("spec.size", "FieldValueRequired")

@@ -55,6 +55,9 @@ pub enum AppError {
     Conflict(Target, String),
     #[error("{}", invalid_message(.0, .1))]
     Invalid(Target, Vec<FieldError>),
+    /// Server-side apply touching fields other managers own (`FieldManagerConflict`).
+    #[error("{1}")]
+    ApplyConflict(Target, String, Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -106,7 +109,9 @@ impl AppError {
         match self {
             AppError::NotFound(_) | AppError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             AppError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
-            AppError::Conflict(..) => (StatusCode::CONFLICT, "Conflict"),
+            AppError::Conflict(..) | AppError::ApplyConflict(..) => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             AppError::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             AppError::Gone(_) => (StatusCode::GONE, "Expired"),
@@ -137,19 +142,21 @@ impl AppError {
             | AppError::Conflict(t, _)
             | AppError::Forbidden(t, _) => Some(from(t)),
             AppError::NoRoute => Some(StatusDetails::default()),
-            AppError::Invalid(t, causes) => Some(StatusDetails {
-                causes: Some(
-                    causes
-                        .iter()
-                        .map(|c| StatusCause {
-                            field: Some(c.field.clone()),
-                            message: Some(c.message.clone()),
-                            reason: Some(c.reason.to_string()),
-                        })
-                        .collect(),
-                ),
-                ..from(t)
-            }),
+            AppError::Invalid(t, causes) | AppError::ApplyConflict(t, _, causes) => {
+                Some(StatusDetails {
+                    causes: Some(
+                        causes
+                            .iter()
+                            .map(|c| StatusCause {
+                                field: Some(c.field.clone()),
+                                message: Some(c.message.clone()),
+                                reason: Some(c.reason.to_string()),
+                            })
+                            .collect(),
+                    ),
+                    ..from(t)
+                })
+            }
             AppError::Internal(m) => Some(StatusDetails {
                 causes: Some(vec![StatusCause {
                     message: Some(m.clone()),

@@ -11,7 +11,8 @@
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
 //! - `objects`, `services`: what happens to an object on create/update (metadata, defaults,
-//!   validation, ClusterIP/NodePort allocation);
+//!   validation, ClusterIP/NodePort allocation); `managed`: field managers and server-side
+//!   apply; `crd` + `crd_schema`: CustomResourceDefinitions and their custom objects;
 //! - `storage` over `backend` (`etcd`, or in memory for unit tests): JSON objects under
 //!   `/registry/...`, `resourceVersion` = etcd `mod_revision`.
 //!
@@ -38,6 +39,7 @@ pub mod etcd;
 mod json;
 pub mod kubeconfig;
 pub mod logs;
+pub mod managed;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -101,6 +101,9 @@ pub async fn pod_log(
         name: Some(node.to_string()),
         sub: None,
         dry_run: false,
+        field_manager: String::new(),
+        force: false,
+        strict: false,
     };
     let (node_obj, _) = get_existing(state, &node_target, node).await?;
     let address = internal_ip(&node_obj)

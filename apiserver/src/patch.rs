@@ -115,7 +115,7 @@ fn cause(message: String) -> crate::error::FieldError {
 }
 
 /// The merge key of a list field, given the patch's elements (None: replace the list).
-fn merge_key(field: &str, elems: &[Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, elems: &[Value]) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"

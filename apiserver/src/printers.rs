@@ -476,6 +476,7 @@ pub fn printer(info: &ResourceInfo) -> (Columns, fn(&Value) -> Vec<Value>) {
         ("apps", "daemonsets") => (&[("Name", S, 0), ("Desired", I, 0), ("Current", I, 0), ("Ready", I, 0), ("Up-to-date", I, 0), ("Available", I, 0), ("Node Selector", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)], daemonset_row),
         ("apps", "statefulsets") => (&[("Name", S, 0), ("Ready", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1)], statefulset_row),
         ("batch", "jobs") => (&[("Name", S, 0), ("Status", S, 0), ("Completions", S, 0), ("Duration", S, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)], job_row),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => (&[("Name", S, 0), ("Created At", "date", 0)], |o| vec![json!(meta_str(o, "name")), json!(meta_str(o, "creationTimestamp"))]),
         ("coordination.k8s.io", "leases") => (&[("Name", S, 0), ("Holder", S, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(s(o, "/spec/holderIdentity")), json!(age(o))]),
         ("discovery.k8s.io", "endpointslices") => (&[("Name", S, 0), ("AddressType", S, 0), ("Ports", S, 0), ("Endpoints", S, 0), ("Age", S, 0)], endpointslice_row),
         ("networking.k8s.io", "ingresses") => (&[("Name", S, 0), ("Class", S, 0), ("Hosts", S, 0), ("Address", S, 0), ("Ports", S, 0), ("Age", S, 0)], ingress_row),

@@ -47,6 +47,12 @@ pub struct Target {
     pub sub: Option<String>,
     /// `?dryRun=All`: validate and answer, but write nothing.
     pub dry_run: bool,
+    /// Who writes (`?fieldManager=`, else the User-Agent): owner of the fields it sets.
+    pub field_manager: String,
+    /// `?force=true`: server-side apply takes fields other managers own.
+    pub force: bool,
+    /// `?fieldValidation=Strict`: unknown fields are an error, not dropped.
+    pub strict: bool,
 }
 
 /// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target, among the built-ins.
@@ -98,6 +104,9 @@ pub fn parse_path_with(
         name,
         sub,
         dry_run: false,
+        field_manager: String::new(),
+        force: false,
+        strict: false,
     })
 }
 
@@ -152,6 +161,15 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
+    t.force = query.get("force").is_some_and(|f| f == "true");
+    t.strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
+    t.field_manager = crate::managed::manager_of(
+        query.get("fieldManager").map(String::as_str),
+        parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     if matches!(t.sub.as_deref(), Some("exec" | "attach" | "portforward")) {
         return crate::streaming::proxy(&state, &t, parts, &query).await;
     }
@@ -207,7 +225,13 @@ fn is_watch(q: &HashMap<String, String>) -> bool {
 }
 
 /// One object as JSON, or as a one-row Table when the client asks for one.
-fn render(info: &ResourceInfo, obj: Value, h: &HeaderMap, q: &HashMap<String, String>) -> Response {
+fn render(
+    info: &ResourceInfo,
+    mut obj: Value,
+    h: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Response {
+    crate::crd::as_version(info, &mut obj);
     if table::wants_table(h) {
         let rv = meta_str(&obj, "resourceVersion").to_string();
         let t = table::to_table(info, &[obj], &rv, None, table::include_object(q));

@@ -80,14 +80,11 @@ async fn kubelet_address(state: &AppState, pod: &Value, name: &str) -> Result<Ip
     };
     let nodes = registry::find("", "v1", "nodes")
         .ok_or_else(|| AppError::Internal("no nodes resource".into()))?;
-    let node_target = Target {
-        info: nodes,
-        namespace: None,
-        name: Some(node.to_string()),
-        sub: None,
-        dry_run: false,
-    };
-    let (node_obj, _) = get_existing(state, &node_target, node).await?;
+    let (node_obj, _) = state
+        .store
+        .get(nodes, None, node)
+        .await?
+        .ok_or_else(|| AppError::not_found("", "nodes", node))?;
     crate::logs::internal_ip(&node_obj)
         .ok_or_else(|| AppError::Internal(format!("node {node} has no InternalIP address")))
 }

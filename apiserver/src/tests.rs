@@ -490,12 +490,14 @@ async fn apply_metadata_only_and_delete_collection() {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (s, b) = send(
         &app,
-        apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  b: '2'\n"),
+        apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {app: web}\ndata:\n  b: '2'\n"),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let b: Value = serde_json::from_str(&b).expect("json");
-    assert_eq!(b["data"], json!({"a": "1", "b": "2"}));
+    // The same manager dropped `a` from its configuration: it goes.
+    assert_eq!(b["data"], json!({"b": "2"}));
+    assert_eq!(b["metadata"]["managedFields"][0]["manager"], json!("t"));
 
     let mut req = request(Method::GET, "/api/v1/namespaces/default/configmaps", None);
     req.headers_mut().insert(
@@ -640,10 +642,65 @@ async fn service_account_tokens_and_admission() {
         &app,
         Method::DELETE,
         "/api/v1/namespaces/default/pods/p?gracePeriodSeconds=0",
+
+#[tokio::test]
+async fn crd_versions_share_storage_and_status_subresource() {
+    let app = setup().await;
+    let version = |name: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage, "subresources": {"status": {}},
+               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                   "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                   "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}}})
+    };
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+                 "names": {"plural": "gadgets", "kind": "Gadget"},
+                 "versions": [version("v1", true), version("v2", false)]}});
+    let (s, b) = call(
+        &app,
+        Method::POST,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(crd),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        b.pointer("/status/acceptedNames/listKind"),
+        Some(&json!("GadgetList"))
+    );
+    let g = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                   "spec": {"any": {"thing": 1}}, "status": {"phase": "ignored"}});
+    let (s, b) = call(&app, Method::POST, "/apis/example.com/v1/gadgets", Some(g)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(
+        b.get("status").is_none(),
+        "status comes only through /status: {b}"
+    );
+    let (s, b) = call(&app, Method::GET, "/apis/example.com/v2/gadgets/g", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["apiVersion"], json!("example.com/v2"));
+    assert_eq!(b.pointer("/spec/any/thing"), Some(&json!(1)));
+    let (s, b) = call(
+        &app,
+        Method::PATCH,
+        "/apis/example.com/v1/gadgets/g/status",
+        Some(json!({"status": {"phase": "Ready"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b.pointer("/status/phase"), Some(&json!("Ready")));
+    let (s, _) = call(
+        &app,
+        Method::DELETE,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.com",
         None,
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = send(&app, with_token(&token)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let (s, _) = call(&app, Method::GET, "/apis/example.com/v1/gadgets/g", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -44,7 +44,10 @@ impl Encoder {
         self.query.labels.matches(obj) && self.query.fields.matches(obj)
     }
 
-    fn event(&mut self, kind: &str, obj: Value) -> Bytes {
+    fn event(&mut self, kind: &str, mut obj: Value) -> Bytes {
+        if kind != "ERROR" && kind != "BOOKMARK" {
+            crate::crd::as_version(self.info, &mut obj);
+        }
         let obj = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
             let rv = crate::storage::meta_str(&obj, "resourceVersion").to_string();
             let mut t =

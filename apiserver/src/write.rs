@@ -6,9 +6,8 @@
 //! (`storage.rs`). An explicit stale `resourceVersion` is a 409; a race between two writers
 //! is retried for PATCH, as kube-apiserver does. `?dryRun=All` runs everything but the write.
 //! CustomResourceDefinitions and custom objects pass through `crd.rs` on the way.
-//! Server-side apply (`application/apply-patch+yaml`) is approximated: it creates the
-//! object when missing and otherwise merges the applied configuration like a strategic merge
-//! patch; field ownership (`managedFields`) is not tracked yet.
+//! Every write records its field manager's fields in `managedFields`, and server-side apply
+//! (`application/apply-patch+yaml`) resolves ownership and conflicts (`managed.rs`).
 
 use std::collections::HashMap;
 
@@ -26,7 +25,7 @@ use crate::objects::{
 use crate::registry::{self, ResourceInfo};
 use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
 use crate::storage::{meta_mut, meta_str};
-use crate::{crd, patch, AppState};
+use crate::{crd, managed, patch, AppState};
 
 async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), AppError> {
     let nsr = registry::find("", "v1", "namespaces").ok_or(AppError::NoRoute)?;
@@ -48,16 +47,18 @@ pub async fn create(
     body: &[u8],
 ) -> Result<Response, AppError> {
     let obj = decode_body(h, body)?;
-    let created = create_object(state, t, ns, obj).await?;
+    let created = create_object(state, t, ns, obj, false).await?;
     Ok(json_response(StatusCode::CREATED, created))
 }
 
-/// Check, prepare, allocate and store a new object.
+/// Check, prepare, allocate and store a new object; `applied`: it is a server-side apply
+/// configuration, whose fields its manager then owns as Apply.
 async fn create_object(
     state: &AppState,
     t: &Target,
     ns: Option<&str>,
     mut obj: Value,
+    applied: bool,
 ) -> Result<Value, AppError> {
     let info = t.info;
     check_type(info, &mut obj)?;
@@ -68,8 +69,19 @@ async fn create_object(
     prepare_create(info, &mut obj)?;
     if is_crd(info) {
         crd::prepare(&mut obj)?;
+    } else if info.custom.is_some() && info.has_status() {
+        // With a status subresource, status is written only through it.
+        if let Value::Object(m) = &mut obj {
+            m.remove("status");
+        }
     }
-    crd::check_object(info, &mut obj)?;
+    crd::check_object(info, &mut obj, t.strict)?;
+    if applied {
+        let target = crate::error::target(info.group, info.plural, meta_str(&obj, "name"));
+        obj = managed::apply(None, &obj, &t.field_manager, t.force, None, target)?;
+    } else {
+        managed::record_update(None, &mut obj, &t.field_manager, None);
+    }
     if let (("", "Pod"), Some(ns)) = ((info.group, info.kind), ns) {
         crate::serviceaccount::admit_pod(state, ns, &mut obj).await?;
     }
@@ -109,7 +121,7 @@ async fn finish_update(
     if is_crd(t.info) {
         crd::prepare(&mut new)?;
     }
-    crd::check_object(t.info, &mut new)?;
+    crd::check_object(t.info, &mut new, t.strict)?;
     if t.dry_run {
         return Ok(new);
     }
@@ -174,11 +186,12 @@ pub async fn update(
             name,
         ));
     }
-    let new = if scale {
+    let mut new = if scale {
         prepare_update(t.info, &current, from_scale(t.info, &current, &obj)?, None)
     } else {
         prepare_update(t.info, &current, obj, t.sub.as_deref())
     };
+    managed::record_update(Some(&current), &mut new, &t.field_manager, t.sub.as_deref());
     let out = finish_update(state, t, &current, &kv, new).await?;
     let out = if scale { to_scale(t.info, &out) } else { out };
     Ok(json_response(StatusCode::OK, out))
@@ -208,7 +221,7 @@ pub async fn patch_object(
             None if kind == patch::PatchKind::Apply && t.sub.is_none() => {
                 let mut obj = patch::decode_apply(body)?;
                 check_name(name, &mut obj)?;
-                match create_object(state, t, t.namespace.as_deref(), obj).await {
+                match create_object(state, t, t.namespace.as_deref(), obj, true).await {
                     Err(e @ AppError::AlreadyExists(_)) => {
                         last = Some(e);
                         continue;
@@ -224,7 +237,25 @@ pub async fn patch_object(
         } else {
             current.clone()
         };
-        let mut patched = patch::apply(kind, &base, body)?;
+        let mut patched = if kind == patch::PatchKind::Apply && !scale {
+            let mut applied = patch::decode_apply(body)?;
+            if let Some(Value::Object(m)) = applied.get_mut("metadata") {
+                m.remove("managedFields");
+            }
+            let target = crate::error::target(t.info.group, t.info.plural, name);
+            let sub = t.sub.as_deref();
+            managed::apply(
+                Some(&current),
+                &applied,
+                &t.field_manager,
+                t.force,
+                sub,
+                target,
+            )?
+        } else {
+            patch::apply(kind, &base, body)?
+        };
+        let owners = patched.pointer("/metadata/managedFields").cloned();
         let rv = meta_str(&patched, "resourceVersion").to_string();
         let pinned = !rv.is_empty() && rv != kv.mod_revision.to_string();
         if pinned {
@@ -234,7 +265,7 @@ pub async fn patch_object(
                 name,
             ));
         }
-        let new = if scale {
+        let mut new = if scale {
             prepare_update(
                 t.info,
                 &current,
@@ -247,6 +278,15 @@ pub async fn patch_object(
             check_name(name, &mut patched)?;
             prepare_update(t.info, &current, patched, t.sub.as_deref())
         };
+        match owners {
+            // Server-side apply has worked out the owners itself.
+            Some(o) if kind == patch::PatchKind::Apply && !scale => {
+                meta_mut(&mut new).insert("managedFields".into(), o);
+            }
+            _ => {
+                managed::record_update(Some(&current), &mut new, &t.field_manager, t.sub.as_deref())
+            }
+        }
         match finish_update(state, t, &current, &kv, new).await {
             // Someone wrote in between: patch the newer object.
             Err(e @ AppError::Conflict(..)) => last = Some(e),

@@ -116,6 +116,12 @@ fn custom_resources_from_a_crd() {
         "--timeout=10s",
     ]);
     assert!(est.contains("condition met"), "{est}");
+    let crds = c.ok(&["get", "crd"]);
+    assert!(
+        crds.starts_with("NAME") && crds.contains("CREATED AT"),
+        "{crds}"
+    );
+    assert!(crds.contains("widgets.example.com"), "{crds}");
     let res = c.ok(&["api-resources", "--api-group=example.com"]);
     assert!(
         res.lines().any(|l| l.starts_with("widgets")
@@ -131,6 +137,13 @@ fn custom_resources_from_a_crd() {
         "widget.example.com/small created",
         "{}",
         text(&created.stderr)
+    );
+    let again = c.kubectl_stdin(&["apply", "-f", "-"], &widget("small", "{size: 2}"));
+    assert_eq!(
+        text(&again.stdout).trim(),
+        "widget.example.com/small unchanged",
+        "{}",
+        text(&again.stderr)
     );
     let table = c.ok(&["get", "widgets"]);
     let mut rows = table.lines();
@@ -163,6 +176,15 @@ fn custom_resources_from_a_crd() {
         text(&wrong_type.stderr)
     );
 
+    let strict = c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &widget("extra", "{size: 1, bogus: true}"),
+    );
+    let err = text(&strict.stderr);
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.bogus\""),
+        "{err}"
+    );
     let pruned = c.kubectl_stdin(
         &["apply", "--validate=false", "-f", "-"],
         &widget("extra", "{size: 1, bogus: true}"),

@@ -349,6 +349,9 @@ enum Bench {
         #[arg(long)]
         flannel_config: Option<PathBuf>,
     },
+    /// API server latency and throughput: create/get/update/list, `kubectl get pods` on
+    /// 1,000 pods, watch delivery to 50 watchers.
+    Api,
     /// Pod start latency (creation → Running with an IP) for batches of pods.
     Pods {
         /// Batch sizes, one run each.
@@ -460,6 +463,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 flannel_config,
             };
             let result = lab::bench::bench_up(runs.max(1), &options)?;
+            print!("{}", result.report());
+        }
+        Command::Bench { what: Bench::Api } => {
+            let result = lab::bench_api::bench_api()?;
             print!("{}", result.report());
         }
         Command::Bench {

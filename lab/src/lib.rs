@@ -8,6 +8,7 @@
 pub mod access;
 pub mod addons;
 pub mod bench;
+pub mod bench_api;
 pub mod bench_dns;
 pub mod bench_pods;
 pub mod bench_services;
