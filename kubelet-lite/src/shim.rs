@@ -173,12 +173,7 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     )?;
 
     let attached: Attached = Arc::default();
-    serve_attach(
-        dir,
-        attached.clone(),
-        child.stdin.take(),
-        config.stdin_once,
-    );
+    serve_attach(dir, attached.clone(), child.stdin.take(), config.stdin_once);
     let copiers: Vec<_> = [
         child
             .stdout
