@@ -109,12 +109,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let [namespace, pod, container] = target;
+    // Checked first, so that whichever protocol the client tries, it learns this.
+    let Some(id) = runtime.find_container(namespace, pod, container) else {
+        let message = format!("container not found (\"{container}\" in pod \"{namespace}/{pod}\")");
+        return respond(&mut stream, 404, &message).await;
+    };
     let Some(protocol) = negotiate(&mut stream, head).await? else {
         return Ok(());
-    };
-    let Some(id) = runtime.find_container(namespace, pod, container) else {
-        let message = format!("container \"{container}\" in pod \"{namespace}/{pod}\" not found");
-        return respond(&mut stream, 404, &message).await;
     };
     let request = ExecRequest {
         argv: head.query_all("command"),
