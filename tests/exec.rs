@@ -1,6 +1,7 @@
 //! `kubectl exec`, `exec -it`, `attach` and `port-forward` through the API server to the
 //! kubelet of the pod's node, with the real kubectl 1.32 (WebSocket v5 for exec and attach,
-//! SPDY/3.1 after its WebSocket attempt for port-forward), the official Python client (v4
+//! SPDY/3.1 when WebSockets are turned off, and SPDY/3.1 after its WebSocket attempt for
+//! port-forward), the official Python client (v4
 //! channels, WebSocket port-forward) and kube-rs (`Api::exec`). There is no scheduler yet:
 //! the pods name their node.
 
@@ -248,6 +249,21 @@ fn kubectl_exec_attach_and_port_forward() {
     let _ = forward.wait();
     assert_eq!(hostname, "server");
     assert_eq!(echoed, "forwarded");
+
+    // client-go's SPDY executor, as kubectl uses it with WebSockets turned off.
+    let spdy = kubectl_cmd(&lab)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .args(["exec", "-i", "client", "--", "sh", "-c", "cat; exit 2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut spdy = spdy;
+    let _ = spdy.stdin.take().expect("stdin").write_all(b"over spdy\n");
+    let spdy = wait_with_timeout(spdy, Duration::from_secs(60));
+    assert_eq!(spdy.status.code(), Some(2), "{}", stderr(&spdy));
+    assert_eq!(stdout(&spdy), "over spdy\n");
 
     // Errors come back as kubectl prints them.
     let wrong = lab.kubectl("c0", &["exec", "client", "-c", "nope", "--", "true"]);

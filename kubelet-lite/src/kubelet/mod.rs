@@ -20,6 +20,7 @@ mod portforward;
 pub mod server;
 pub mod spdy;
 mod stream;
+mod stream_spdy;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

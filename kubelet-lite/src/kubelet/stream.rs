@@ -1,7 +1,7 @@
 //! `/exec/<namespace>/<pod>/<container>` and `/attach/…`: the kubelet's streaming endpoints,
 //! which the API server's `pods/exec` and `pods/attach` proxy to, spoken over WebSocket with
 //! the channel protocols of `channels` (v5 for kubectl 1.32 and kube-rs, v4 for the Python
-//! client).
+//! client), or over SPDY/3.1 for client-go's SPDY executor (`stream_spdy`).
 //!
 //! One session, as the kubelet runs it: answer the handshake, start the command (or attach
 //! to the container's streams), send an empty message on the first output channel to say the
@@ -70,19 +70,41 @@ pub fn normal_close() -> Message {
     }))
 }
 
-/// The protocol to speak, or the answer that says why not.
+/// How a session is carried.
+enum Transport {
+    WebSocket(Protocol),
+    /// SPDY/3.1 streams with `v4.channel.k8s.io` (client-go's SPDY executor).
+    Spdy,
+}
+
+/// The transport to speak, or None once the answer that says why not has been sent.
 async fn negotiate<S: AsyncWrite + Unpin>(
     stream: &mut S,
     head: &RequestHead,
-) -> std::io::Result<Option<Protocol>> {
-    if head.upgrade().as_deref() != Some("websocket") {
-        respond(
-            stream,
-            400,
-            "this kubelet serves exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io), not SPDY",
-        )
-        .await?;
-        return Ok(None);
+) -> std::io::Result<Option<Transport>> {
+    match head.upgrade().as_deref() {
+        Some("websocket") => {}
+        Some("spdy/3.1") => {
+            let versions = head.header("x-stream-protocol-version").unwrap_or_default();
+            if versions
+                .split(',')
+                .any(|v| v.trim() == super::stream_spdy::PROTOCOL)
+            {
+                return Ok(Some(Transport::Spdy));
+            }
+            let message = format!("unable to negotiate a protocol from [{versions}]: this kubelet speaks v4.channel.k8s.io over SPDY");
+            respond(stream, 400, &message).await?;
+            return Ok(None);
+        }
+        _ => {
+            respond(
+                stream,
+                400,
+                "exec and attach need an upgrade to WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1",
+            )
+            .await?;
+            return Ok(None);
+        }
     }
     let offered = head.header("sec-websocket-protocol").unwrap_or_default();
     let Some(protocol) = Protocol::negotiate(&offered) else {
@@ -94,7 +116,35 @@ async fn negotiate<S: AsyncWrite + Unpin>(
         .await?;
         return Ok(None);
     };
-    Ok(Some(protocol))
+    Ok(Some(Transport::WebSocket(protocol)))
+}
+
+/// Run `session` on the negotiated transport.
+async fn run<S>(
+    stream: S,
+    leftover: Vec<u8>,
+    head: &RequestHead,
+    transport: Transport,
+    session: impl FnOnce() -> Session,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match transport {
+        Transport::WebSocket(protocol) => {
+            let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
+            pump(ws, protocol, session()).await
+        }
+        Transport::Spdy => {
+            let expected = super::stream_spdy::Expected {
+                stdin: head.flag("stdin"),
+                stdout: head.flag("stdout"),
+                stderr: head.flag("stderr") && !head.flag("tty"),
+                tty: head.flag("tty"),
+            };
+            super::stream_spdy::serve(stream, leftover, expected, session).await
+        }
+    }
 }
 
 /// `GET /exec/<namespace>/<pod>/<container>?command=…&stdin=…&stdout=…&stderr=…&tty=…`
@@ -114,7 +164,7 @@ where
         let message = format!("container not found (\"{container}\" in pod \"{namespace}/{pod}\")");
         return respond(&mut stream, 404, &message).await;
     };
-    let Some(protocol) = negotiate(&mut stream, head).await? else {
+    let Some(transport) = negotiate(&mut stream, head).await? else {
         return Ok(());
     };
     let request = ExecRequest {
@@ -123,9 +173,8 @@ where
         tty: head.flag("tty"),
     };
     let (want_stdout, want_stderr) = (head.flag("stdout"), head.flag("stderr") && !request.tty);
-    let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
     tracing::info!(namespace, pod, container, argv = ?request.argv, tty = request.tty, "exec");
-    let session = match runtime.exec(&id, &request) {
+    let session = || match runtime.exec(&id, &request) {
         Ok(mut process) => {
             let argv = request.argv.clone();
             let done = Box::pin(async move {
@@ -167,7 +216,7 @@ where
             }
         }
     };
-    pump(ws, protocol, session).await
+    run(stream, leftover, head, transport, session).await
 }
 
 /// Negotiate, then run `session` over the WebSocket (attach builds its session elsewhere).
@@ -180,16 +229,14 @@ pub async fn serve_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(protocol) = negotiate(&mut stream, head).await? else {
+    let session = match session() {
+        Ok(session) => session,
+        Err(message) => return respond(&mut stream, 404, &message).await,
+    };
+    let Some(transport) = negotiate(&mut stream, head).await? else {
         return Ok(());
     };
-    match session() {
-        Ok(session) => {
-            let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
-            pump(ws, protocol, session).await
-        }
-        Err(message) => respond(&mut stream, 404, &message).await,
-    }
+    run(stream, leftover, head, transport, || session).await
 }
 
 /// Copy between the WebSocket and the session until the command ends or the client leaves.
