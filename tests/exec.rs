@@ -212,43 +212,19 @@ fn kubectl_exec_attach_and_port_forward() {
     let said = String::from_utf8_lossy(&attach.stdout);
     assert!(said.contains("got one\ngot two\nbye\n"), "{said}");
 
-    // port-forward: a local port of the root namespace (loopback) to the pod's 8080.
-    let mut forward = kubectl_cmd(&lab)
-        .args(["port-forward", "pod/server", ":8080"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl port-forward runs");
-    let mut lines = std::io::BufReader::new(forward.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    // "Forwarding from 127.0.0.1:PORT -> 8080"
-    let port = first
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(String::from);
-    let Some(port) = port else {
-        let _ = forward.kill();
-        let mut errors = String::new();
-        let _ = forward
-            .stderr
-            .take()
-            .map(|mut e| e.read_to_string(&mut errors));
-        panic!("port-forward did not start: {first} {errors}");
-    };
-    let curl = |path: &str| {
-        stdout(
-            &Command::new("curl")
-                .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}{path}")])
-                .output()
-                .expect("curl runs"),
-        )
-    };
-    let hostname = curl("/hostname");
-    let echoed = curl("/echo?msg=forwarded");
-    let _ = forward.kill();
-    let _ = forward.wait();
-    assert_eq!(hostname, "server");
-    assert_eq!(echoed, "forwarded");
+    // port-forward: a local port of the root namespace (loopback) to the pod's 8080, over
+    // kubectl's default (SPDY tunnelled in WebSocket) and over a plain SPDY upgrade.
+    for websockets in ["true", "false"] {
+        let (hostname, echoed) = port_forward(&lab, websockets);
+        assert_eq!(
+            hostname, "server",
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS={websockets}"
+        );
+        assert_eq!(
+            echoed, "forwarded",
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS={websockets}"
+        );
+    }
 
     // client-go's SPDY executor, as kubectl uses it with WebSockets turned off.
     let spdy = kubectl_cmd(&lab)
@@ -280,6 +256,45 @@ fn kubectl_exec_attach_and_port_forward() {
         "{}",
         stderr(&missing)
     );
+}
+
+/// `kubectl port-forward pod/server :8080`, then GET /hostname and /echo through it.
+fn port_forward(lab: &Lab, websockets: &str) -> (String, String) {
+    let mut forward = kubectl_cmd(lab)
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+        .args(["port-forward", "pod/server", ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward runs");
+    let mut lines = std::io::BufReader::new(forward.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let port = first
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(String::from);
+    let Some(port) = port else {
+        let _ = forward.kill();
+        let mut errors = String::new();
+        let _ = forward
+            .stderr
+            .take()
+            .map(|mut e| e.read_to_string(&mut errors));
+        panic!("port-forward did not start: {first} {errors}");
+    };
+    let curl = |path: &str| {
+        stdout(
+            &Command::new("curl")
+                .args(["-s", "-m", "5", &format!("http://127.0.0.1:{port}{path}")])
+                .output()
+                .expect("curl runs"),
+        )
+    };
+    let answers = (curl("/hostname"), curl("/echo?msg=forwarded"));
+    let _ = forward.kill();
+    let _ = forward.wait();
+    answers
 }
 
 /// The Python interpreter that has the `kubernetes` client: `scripts/install-deps.sh` puts it
