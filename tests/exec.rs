@@ -176,6 +176,22 @@ fn kubectl_exec_attach_and_port_forward() {
     assert!(cat.status.success(), "{}", stderr(&cat));
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "hello\nworld\n");
 
+    // kubectl cp is tar over exec's stdin: a megabyte arrives intact.
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let local = write_temp(&format!("{}-payload.bin", lab.name), "");
+    std::fs::write(&local, &payload).expect("payload written");
+    ok(lab.kubectl(
+        "c0",
+        &["cp", local.to_str().unwrap(), "client:/tmp/payload.bin"],
+    ));
+    let copied = lab.kubectl("c0", &["exec", "client", "--", "cat", "/tmp/payload.bin"]);
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    assert_eq!(copied.stdout.len(), payload.len());
+    assert!(
+        copied.stdout == payload,
+        "the copy differs from the original"
+    );
+
     // A tty, driven through `script`: a terminal, its size from kubectl's resize channel,
     // and the shell's exit code.
     let terminal = format!(
