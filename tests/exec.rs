@@ -50,6 +50,19 @@ spec:
     command: ["sh", "-c", "while read line; do echo \"got $line\"; done; echo bye"]
     stdin: true
     stdinOnce: true
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: terminal}
+spec:
+  nodeName: c0-w2
+  restartPolicy: Never
+  containers:
+  - name: sh
+    image: busybox
+    command: ["sh"]
+    stdin: true
+    tty: true
 "#;
 
 fn kubeconfig(lab: &Lab) -> String {
@@ -109,7 +122,7 @@ fn start_pods(tag: &str) -> Lab {
             .success()
     });
     assert!(applied, "the pods could not be created");
-    for pod in ["server", "client", "talker"] {
+    for pod in ["server", "client", "talker", "terminal"] {
         let running = eventually(Duration::from_secs(30), || {
             stdout(&lab.kubectl("c0", &["get", "pod", pod, "-o", "jsonpath={.status.phase}"]))
                 == "Running"
@@ -194,32 +207,19 @@ fn kubectl_exec_attach_and_port_forward() {
 
     // A tty, driven through `script`: a terminal, its size from kubectl's resize channel,
     // and the shell's exit code.
-    let terminal = format!(
-        "stty rows 33 cols 111; kubectl --kubeconfig={} --context=c0 exec -it client -- sh",
-        kubeconfig(&lab)
-    );
-    let mut script = Command::new("script");
-    script
-        .args(["-qec", &terminal, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = script.spawn().expect("script (util-linux) runs");
-    let mut input = child.stdin.take().expect("stdin");
-    let typing = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(2));
-        let _ = input.write_all(b"tty; stty size; echo $((6*7))\n");
-        std::thread::sleep(Duration::from_secs(1));
-        let _ = input.write_all(b"exit 5\n");
-        std::thread::sleep(Duration::from_secs(1));
-    });
-    let tty = wait_with_timeout(child, Duration::from_secs(60));
-    let _ = typing.join();
-    let screen = String::from_utf8_lossy(&tty.stdout).replace('\r', "");
-    assert_eq!(tty.status.code(), Some(5), "{screen}");
+    let (code, screen) = in_terminal(&lab, "exec -it client -- sh");
+    assert_eq!(code, Some(5), "{screen}");
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("\n33 111\n"), "{screen}");
     assert!(screen.contains("\n42\n"), "{screen}");
+
+    // attach -it to a container that has a tty of its own (its shell's prompt and echo).
+    let (code, screen) = in_terminal(&lab, "attach -it terminal");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("\n33 111\n"), "{screen}");
+    assert!(screen.contains("\n42\n"), "{screen}");
+    let log = stdout(&lab.kubectl("c0", &["logs", "terminal"]));
+    assert!(log.contains("echo $((6*7))"), "{log}");
 
     // attach: the running container's own stdin and stdout; with stdinOnce its stdin closes
     // when kubectl's ends, the container ends, and so does kubectl attach.
@@ -272,6 +272,34 @@ fn kubectl_exec_attach_and_port_forward() {
         "{}",
         stderr(&missing)
     );
+}
+
+/// `kubectl <args>` in a 33x111 terminal made by `script` (util-linux), typing a few
+/// commands and then `exit 5`: the exit code and what the terminal showed.
+fn in_terminal(lab: &Lab, args: &str) -> (Option<i32>, String) {
+    let terminal = format!(
+        "stty rows 33 cols 111; kubectl --kubeconfig={} --context=c0 {args}",
+        kubeconfig(lab)
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &terminal, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut input = child.stdin.take().expect("stdin");
+    let typing = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = input.write_all(b"tty; stty size; echo $((6*7))\n");
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = input.write_all(b"exit 5\n");
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let output = wait_with_timeout(child, Duration::from_secs(60));
+    let _ = typing.join();
+    let screen = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    (output.status.code(), screen)
 }
 
 /// `kubectl port-forward pod/server :8080`, then GET /hostname and /echo through it.

@@ -22,18 +22,22 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::channels::{self, Incoming, Protocol};
 use super::http::{respond, RequestHead};
-use crate::runtime::{ExecRequest, Runtime, Terminal};
+use crate::runtime::{ExecRequest, Runtime};
 
 /// How long output may still arrive after the command ended (a background job holding the
 /// pipe open is not waited for forever).
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// What a resize message does: columns, rows.
+pub type Resize = Box<dyn Fn(u16, u16) + Send + Sync>;
 
 /// One exec or attach, whatever serves it.
 pub struct Session {
     pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     pub stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    pub terminal: Option<Terminal>,
+    /// Set the terminal's size (with a tty).
+    pub resize: Option<Resize>,
     /// Resolves to the error channel's final Status when the command has ended.
     pub done: Pin<Box<dyn Future<Output = Vec<u8>> + Send>>,
 }
@@ -199,7 +203,11 @@ where
                 stdin: process.stdin.take(),
                 stdout: process.stdout.take().filter(|_| want_stdout),
                 stderr: process.stderr.take().filter(|_| want_stderr),
-                terminal: process.terminal.take(),
+                resize: process.terminal.take().map(|terminal| {
+                    Box::new(move |columns, rows| {
+                        let _ = terminal.resize(columns, rows);
+                    }) as Resize
+                }),
                 done,
             }
         }
@@ -211,7 +219,7 @@ where
                 stdin: None,
                 stdout: None,
                 stderr: None,
-                terminal: None,
+                resize: None,
                 done: Box::pin(async move { status }),
             }
         }
@@ -252,7 +260,7 @@ where
         stdin,
         stdout,
         stderr,
-        terminal,
+        resize,
         mut done,
     } = session;
     let (mut sink, mut incoming) = ws.split();
@@ -316,8 +324,8 @@ where
                         }
                     }
                     Incoming::Resize { width, height } => {
-                        if let Some(terminal) = &terminal {
-                            let _ = terminal.resize(width, height);
+                        if let Some(resize) = &resize {
+                            resize(width, height);
                         }
                     }
                     Incoming::Closed(channels::STDIN) => stdin_tx = None,

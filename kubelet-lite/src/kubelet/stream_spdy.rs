@@ -149,7 +149,7 @@ where
         stdin,
         stdout,
         stderr,
-        terminal,
+        resize,
         mut done,
     } = session();
     let copiers: Vec<_> = [("stdout", stdout), ("stderr", stderr)]
@@ -202,11 +202,11 @@ where
                     while let Some(end) = resize_buffer.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = resize_buffer.drain(..=end).collect();
                         let message = super::channels::frame(super::channels::RESIZE, &line);
-                        if let (Some(terminal), super::channels::Incoming::Resize { width, height }) = (
-                            &terminal,
+                        if let (Some(resize), super::channels::Incoming::Resize { width, height }) = (
+                            &resize,
                             super::channels::parse(super::channels::Protocol::V4, &message),
                         ) {
-                            let _ = terminal.resize(width, height);
+                            resize(width, height);
                         }
                     }
                 }
