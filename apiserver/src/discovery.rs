@@ -1,5 +1,6 @@
 //! Discovery: `/version`, `/api`, `/apis`, `/apis/<group>` and each group/version's
-//! resource list, all generated from the resource table in `registry.rs`.
+//! resource list, all generated from the resource table in `registry.rs` and the custom
+//! resources of CRDs (`crd.rs`).
 //!
 //! `/version` reports 1.32: the kubectl on these machines picks its release from it.
 //! kubectl 1.32 first asks `/api` and `/apis` for aggregated discovery
@@ -92,11 +93,12 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
 }
 
 /// The aggregated discovery list for the core group (`/api`) or the named groups (`/apis`).
-fn aggregated(core: bool) -> Response {
+fn aggregated(state: &AppState, core: bool) -> Response {
+    let all = state.resources();
     let groups: Vec<(&str, Vec<&str>)> = if core {
         vec![("", vec!["v1"])]
     } else {
-        registry::groups()
+        registry::groups_of(&all)
     };
     let items: Vec<Value> = groups
         .iter()
@@ -104,8 +106,10 @@ fn aggregated(core: bool) -> Response {
             let versions: Vec<Value> = vs
                 .iter()
                 .map(|v| {
-                    let rs: Vec<Value> = registry::in_group_version(g, v)
-                        .map(resource_discovery)
+                    let rs: Vec<Value> = all
+                        .iter()
+                        .filter(|r| r.group == *g && r.version == *v)
+                        .map(|r| resource_discovery(r))
                         .collect();
                     json!({"version": v, "resources": rs, "freshness": "Current"})
                 })
@@ -123,7 +127,7 @@ fn aggregated(core: bool) -> Response {
 
 pub async fn api_versions(State(state): State<AppState>, h: HeaderMap) -> Response {
     if wants_aggregated(&h) {
-        return aggregated(true);
+        return aggregated(&state, true);
     }
     to_json(&APIVersions {
         versions: vec!["v1".into()],
@@ -151,20 +155,23 @@ fn group_doc(name: &str, versions: &[&str]) -> APIGroup {
     }
 }
 
-pub async fn api_groups(h: HeaderMap) -> Response {
+pub async fn api_groups(State(state): State<AppState>, h: HeaderMap) -> Response {
     if wants_aggregated(&h) {
-        return aggregated(false);
+        return aggregated(&state, false);
     }
     to_json(&APIGroupList {
-        groups: registry::groups()
+        groups: registry::groups_of(&state.resources())
             .iter()
             .map(|(g, vs)| group_doc(g, vs))
             .collect(),
     })
 }
 
-pub async fn api_group(Path(group): Path<String>) -> Result<Response, AppError> {
-    let groups = registry::groups();
+pub async fn api_group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Response, AppError> {
+    let groups = registry::groups_of(&state.resources());
     let (g, vs) = groups
         .iter()
         .find(|(g, _)| *g == group)
@@ -188,6 +195,7 @@ fn subresource_meta(
         "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         _ => (r.group, r.version, r.kind, &["get", "patch", "update"]),
     }
 }
@@ -236,8 +244,11 @@ fn resources(r: &ResourceInfo) -> Vec<APIResource> {
     out
 }
 
-fn resource_list(group: &str, version: &str) -> Result<Response, AppError> {
-    let list: Vec<APIResource> = registry::in_group_version(group, version)
+fn resource_list(state: &AppState, group: &str, version: &str) -> Result<Response, AppError> {
+    let list: Vec<APIResource> = state
+        .resources()
+        .into_iter()
+        .filter(|r| r.group == group && r.version == version)
         .flat_map(resources)
         .collect();
     if list.is_empty() {
@@ -254,12 +265,13 @@ fn resource_list(group: &str, version: &str) -> Result<Response, AppError> {
     }))
 }
 
-pub async fn core_resources() -> Result<Response, AppError> {
-    resource_list("", "v1")
+pub async fn core_resources(State(state): State<AppState>) -> Result<Response, AppError> {
+    resource_list(&state, "", "v1")
 }
 
 pub async fn group_resources(
+    State(state): State<AppState>,
     Path((group, version)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    resource_list(&group, &version)
+    resource_list(&state, &group, &version)
 }

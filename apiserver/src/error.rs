@@ -61,6 +61,9 @@ pub enum AppError {
     Gone(String),
     #[error("Unauthorized")]
     Unauthorized,
+    /// `pods "x" is forbidden: <why>`, as admission plugins refuse a request.
+    #[error("{} is forbidden: {}", .0.qualified(), .1)]
+    Forbidden(Target, String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
     #[error("Request entity too large: limit is {0}")]
@@ -109,6 +112,7 @@ impl AppError {
             AppError::Gone(_) => (StatusCode::GONE, "Expired"),
             AppError::Storage(BackendError::Compacted { .. }) => (StatusCode::GONE, "Expired"),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            AppError::Forbidden(..) => (StatusCode::FORBIDDEN, "Forbidden"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             AppError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             AppError::UnsupportedMediaType(_) => {
@@ -128,9 +132,10 @@ impl AppError {
             ..Default::default()
         };
         match self {
-            AppError::NotFound(t) | AppError::AlreadyExists(t) | AppError::Conflict(t, _) => {
-                Some(from(t))
-            }
+            AppError::NotFound(t)
+            | AppError::AlreadyExists(t)
+            | AppError::Conflict(t, _)
+            | AppError::Forbidden(t, _) => Some(from(t)),
             AppError::NoRoute => Some(StatusDetails::default()),
             AppError::Invalid(t, causes) => Some(StatusDetails {
                 causes: Some(

@@ -6,7 +6,7 @@
 //!
 //! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests;
 //! - `discovery`, `openapi`: `/version`, `/api`, `/apis` (legacy and aggregated), resource
-//!   lists and a minimal OpenAPI v3 index — all from the `registry` table;
+//!   lists and the OpenAPI v2 and v3 documents — all from the `registry` table;
 //! - `logs`, `streaming`: `pods/log`, and `pods/exec|attach|portforward` proxied to kubelets;
 //! - `rest` (reads), `write` (writes), `watch`, `patch`, `table` + `printers`: one generic
 //!   handler for every resource; `protobuf` decodes the bodies kubectl's typed commands send;
@@ -30,6 +30,8 @@ use ipnet::Ipv4Net;
 
 pub mod backend;
 mod bootstrap;
+pub mod crd;
+mod crd_schema;
 pub mod discovery;
 pub mod error;
 pub mod etcd;
@@ -45,6 +47,7 @@ mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod selector;
+pub mod serviceaccount;
 pub mod services;
 pub mod storage;
 pub mod streaming;
@@ -87,6 +90,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Credentials for kubelets, which `pods/log` is proxied to.
     pub kubelet_client: Option<logs::KubeletClientFiles>,
+    /// Service-account token keys; none: no TokenRequest, no bearer tokens, no token mounts.
+    pub service_accounts: Option<serviceaccount::TokenFiles>,
 }
 
 impl Config {
@@ -105,6 +110,7 @@ impl Config {
             etcd_connect_timeout: Duration::from_secs(30),
             bookmark_interval: Duration::from_secs(5),
             kubelet_client: None,
+            service_accounts: None,
         }
     }
 }
@@ -122,6 +128,10 @@ pub struct AppState {
     pub stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How to reach kubelets (pods/log); none: those requests fail with a clear message.
     pub kubelet: Option<logs::KubeletClient>,
+    /// Custom resources served from CustomResourceDefinitions (`crd.rs`).
+    pub custom: crd::CustomResources,
+    /// Issues and checks service-account tokens, when the server has a signing key.
+    pub tokens: Option<std::sync::Arc<serviceaccount::Tokens>>,
 }
 
 impl AppState {
@@ -138,6 +148,8 @@ impl AppState {
             bookmark_interval: Duration::from_secs(5),
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             kubelet: None,
+            custom: crd::CustomResources::default(),
+            tokens: None,
         }
     }
 
@@ -159,6 +171,29 @@ impl AppState {
         )
     }
 
+    /// Every served resource: the built-ins, then custom resources.
+    pub fn resources(&self) -> Vec<&'static registry::ResourceInfo> {
+        let mut all: Vec<_> = registry::RESOURCES.iter().collect();
+        all.extend(self.custom.list().iter().copied());
+        all
+    }
+
+    /// The served resource `plural` of `group/version`.
+    pub fn find(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&'static registry::ResourceInfo> {
+        registry::find(group, version, plural).or_else(|| {
+            self.custom
+                .list()
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        })
+    }
+
     /// Create the namespaces and the `kubernetes` Service every cluster starts with.
     pub async fn bootstrap(&self, advertise: Option<SocketAddr>) -> Result<(), error::AppError> {
         bootstrap::run(self, advertise).await
@@ -174,13 +209,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis/{group}", get(discovery::api_group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*gv}", get(openapi::group_version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .fallback(rest::handle)
-        .layer(axum::middleware::from_fn(tls::require_user))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tls::require_user,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -234,6 +273,11 @@ pub async fn run(
             logs::KubeletClient::new(files).context("loading the kubelet client credentials")?,
         );
     }
+    if let Some(files) = &config.service_accounts {
+        state.tokens = Some(std::sync::Arc::new(
+            serviceaccount::Tokens::load(files).context("loading the service-account keys")?,
+        ));
+    }
     state.advertise = config
         .advertise_address
         .iter()
@@ -248,6 +292,9 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    crd::reload(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading CustomResourceDefinitions: {e}"))?;
     let mut sockets = Vec::new();
     for addr in &config.listen {
         let l = tokio::net::TcpListener::bind(addr)

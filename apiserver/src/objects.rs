@@ -68,7 +68,7 @@ pub fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
 }
 
 /// 5 characters from the alphabet Kubernetes uses for `generateName` (no vowels).
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     uuid::Uuid::new_v4().as_bytes()[..5]
         .iter()
@@ -209,6 +209,9 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             if let Some(Value::Object(l)) = obj.pointer_mut("/metadata/labels") {
                 l.insert("kubernetes.io/metadata.name".into(), name.into());
             }
+            // The namespace controller empties a deleted namespace, then removes this.
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/finalizers", json!(["kubernetes"]));
             obj["status"] = json!({"phase": "Active"});
         }
         ("", "Pod") => {
@@ -239,11 +242,18 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             default(obj, "/spec/replicas", 1.into());
             default(obj, "/spec/revisionHistoryLimit", 10.into());
             default(obj, "/spec/progressDeadlineSeconds", 600.into());
-            default(
-                obj,
-                "/spec/strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-            );
+            // Field by field: typed clients send an empty `strategy: {}`.
+            default(obj, "/spec/strategy", json!({}));
+            default(obj, "/spec/strategy/type", "RollingUpdate".into());
+            if obj.pointer("/spec/strategy/type") == Some(&json!("RollingUpdate")) {
+                default(obj, "/spec/strategy/rollingUpdate", json!({}));
+                default(
+                    obj,
+                    "/spec/strategy/rollingUpdate/maxUnavailable",
+                    "25%".into(),
+                );
+                default(obj, "/spec/strategy/rollingUpdate/maxSurge", "25%".into());
+            }
             obj["status"] = json!({});
         }
         ("apps", "ReplicaSet" | "StatefulSet") => {
@@ -270,7 +280,15 @@ fn spec_part(v: &Value) -> Value {
 /// Merge an update into the current object (`PrepareForUpdate`): system metadata is kept,
 /// status changes only through `/status`, and `generation` counts spec changes.
 pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option<&str>) -> Value {
-    let mut out = if sub == Some("status") {
+    let mut out = if sub == Some("finalize") {
+        // `namespaces/<name>/finalize` changes the namespace's spec.finalizers only.
+        let mut out = current.clone();
+        out["spec"]["finalizers"] = new
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or(json!([]));
+        out
+    } else if sub == Some("status") {
         let mut out = current.clone();
         out["status"] = new.get("status").cloned().unwrap_or(json!({}));
         out
@@ -320,7 +338,17 @@ fn meta_generation(v: &Value) -> i64 {
 
 /// True when an object marked for deletion has no finalizers left and must go.
 pub fn ready_to_delete(obj: &Value) -> bool {
-    !meta_str(obj, "deletionTimestamp").is_empty() && !has_finalizers(obj)
+    !meta_str(obj, "deletionTimestamp").is_empty()
+        && !has_finalizers(obj)
+        && !has_namespace_finalizers(obj)
+}
+
+/// A Namespace's `spec.finalizers` (`kubernetes`): held until the namespace is empty.
+pub fn has_namespace_finalizers(obj: &Value) -> bool {
+    obj.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+        && obj.get("kind").and_then(Value::as_str) == Some("Namespace")
 }
 
 pub fn has_finalizers(obj: &Value) -> bool {
@@ -408,6 +436,24 @@ mod tests {
         let st = prepare_update(r, &o, new, Some("status"));
         assert_eq!(st.pointer("/status/replicas"), Some(&json!(9)));
         assert_eq!(st.pointer("/spec/replicas"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn namespaces_are_held_by_their_finalizer() {
+        let r = find("", "v1", "namespaces").expect("ns");
+        let mut ns = json!({"kind": "Namespace", "metadata": {"name": "team"}});
+        prepare_create(r, &mut ns).expect("create");
+        assert_eq!(ns.pointer("/spec/finalizers"), Some(&json!(["kubernetes"])));
+        ns["metadata"]["deletionTimestamp"] = json!(now());
+        assert!(!ready_to_delete(&ns));
+        let finalized = prepare_update(
+            r,
+            &ns,
+            json!({"spec": {"finalizers": []}}),
+            Some("finalize"),
+        );
+        assert!(ready_to_delete(&finalized));
+        assert_eq!(finalized.pointer("/metadata/name"), Some(&json!("team")));
     }
 
     #[test]

@@ -106,6 +106,13 @@ pub fn server_cert(ca: &CertPair, common_name: &str, sans: &[&str]) -> Result<Ce
     sign(ca, p)
 }
 
+/// A key pair for signing service-account tokens (ECDSA P-256), as kubeadm's `sa.key` and
+/// `sa.pub`: the private key as PKCS#8 PEM and the public key as PEM.
+pub fn generate_signing_key() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
+}
+
 /// A client certificate for `user` in `groups` (CN=user, O=group…).
 pub fn client_cert(ca: &CertPair, user: &str, groups: &[&str]) -> Result<CertPair, PkiError> {
     let mut p = params(user, groups);

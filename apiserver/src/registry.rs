@@ -32,6 +32,11 @@ pub struct ResourceInfo {
     /// `status`, `scale`.
     pub subresources: &'static [&'static str],
     pub name_rule: NameRule,
+    /// The key segment under the prefix: the plural for built-ins, `<group>/<plural>` for
+    /// custom resources (whose plurals may repeat a built-in one).
+    pub key_name: &'static str,
+    /// What a CustomResourceDefinition says about a custom resource; None for built-ins.
+    pub custom: Option<&'static crate::crd::Custom>,
 }
 
 impl ResourceInfo {
@@ -85,6 +90,8 @@ macro_rules! row {
             categories: $cat,
             subresources: $sub,
             name_rule: $rule,
+            key_name: $plural,
+            custom: None,
         }
     };
 }
@@ -97,7 +104,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], NONE, NONE),
     row!("", "v1", "events", "event", "Event", true, &["ev"], NONE, NONE),
     row!("", "v1", "limitranges", "limitrange", "LimitRange", true, &["limits"], NONE, NONE),
-    row!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], NONE, STATUS, NameRule::Label),
+    row!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], NONE, &["status", "finalize"], NameRule::Label),
     row!("", "v1", "nodes", "node", "Node", false, &["no"], NONE, STATUS),
     row!("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], NONE, STATUS),
     row!("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], NONE, STATUS),
@@ -106,8 +113,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "replicationcontrollers", "replicationcontroller", "ReplicationController", true, &["rc"], ALL, STATUS_SCALE),
     row!("", "v1", "resourcequotas", "resourcequota", "ResourceQuota", true, &["quota"], NONE, STATUS),
     row!("", "v1", "secrets", "secret", "Secret", true, NONE, NONE, NONE),
-    row!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], NONE, NONE),
+    row!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], NONE, &["token"]),
     row!("", "v1", "services", "service", "Service", true, &["svc"], ALL, STATUS, NameRule::Label1035),
+    row!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], &["api-extensions"], STATUS),
     row!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, NONE, NONE, NONE),
     row!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], ALL, STATUS),
     row!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], ALL, STATUS_SCALE),
@@ -146,8 +154,13 @@ pub fn find_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
 
 /// Non-core groups in discovery order, each with its versions.
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    groups_of(&RESOURCES.iter().collect::<Vec<_>>())
+}
+
+/// Non-core groups of `resources` in order of appearance, each with its versions.
+pub fn groups_of(resources: &[&'static ResourceInfo]) -> Vec<(&'static str, Vec<&'static str>)> {
     let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in resources.iter().filter(|r| !r.group.is_empty()) {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version),
             Some(_) => {}

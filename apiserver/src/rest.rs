@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 
 use crate::backend::Kv;
 use crate::error::AppError;
-use crate::objects::to_scale;
 use crate::registry::{self, ResourceInfo};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::storage::{meta_str, ListQuery};
@@ -29,9 +28,11 @@ pub const SERVED_SUBRESOURCES: &[&str] = &[
     "scale",
     "binding",
     "log",
+    "finalize",
     "exec",
     "attach",
     "portforward",
+    "token",
 ];
 
 /// kube-apiserver's limit on request bodies.
@@ -48,8 +49,16 @@ pub struct Target {
     pub dry_run: bool,
 }
 
-/// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target.
+/// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target, among the built-ins.
 pub fn parse_path(path: &str) -> Result<Target, AppError> {
+    parse_path_with(path, registry::find)
+}
+
+/// `parse_path` with the resources `find` knows (built-in and custom).
+pub fn parse_path_with(
+    path: &str,
+    find: impl Fn(&str, &str, &str) -> Option<&'static ResourceInfo>,
+) -> Result<Target, AppError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
@@ -67,7 +76,7 @@ pub fn parse_path(path: &str) -> Result<Target, AppError> {
         [r, name, sub] => (None, *r, s(name), s(sub)),
         _ => return Err(AppError::NoRoute),
     };
-    let info = registry::find(group, version, plural).ok_or(AppError::NoRoute)?;
+    let info = find(group, version, plural).ok_or(AppError::NoRoute)?;
     let wrong_scope = if info.namespaced {
         ns.is_none() && name.is_some()
     } else {
@@ -138,7 +147,7 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
 /// The entry point for every resource path.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
     let (parts, body) = req.into_parts();
-    let mut t = parse_path(parts.uri.path())?;
+    let mut t = parse_path_with(parts.uri.path(), |g, v, p| state.find(g, v, p))?;
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
@@ -154,6 +163,10 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
             write::bind(&state, &t, name, h, &body).await
         }
         (_, Some(_)) if t.sub.as_deref() == Some("binding") => Err(AppError::MethodNotAllowed),
+        (&Method::POST, Some(name)) if t.sub.as_deref() == Some("token") => {
+            crate::serviceaccount::create_token(&state, &t, name, h, &body).await
+        }
+        (_, Some(_)) if t.sub.as_deref() == Some("token") => Err(AppError::MethodNotAllowed),
         (&Method::GET, Some(name)) if t.sub.as_deref() == Some("log") => {
             crate::logs::pod_log(&state, &t, name, &query).await
         }
@@ -163,7 +176,10 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         (&Method::GET, Some(name)) => {
             let (obj, _) = get_existing(&state, &t, name).await?;
             if t.sub.as_deref() == Some("scale") {
-                return Ok(json_response(StatusCode::OK, to_scale(&obj)));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    crate::crd::to_scale(t.info, &obj),
+                ));
             }
             Ok(render(t.info, obj, h, &query))
         }

@@ -73,16 +73,16 @@ impl Store {
 
     pub fn key(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
         match ns.filter(|_| r.namespaced) {
-            Some(ns) => format!("{}/{}/{}/{}", self.prefix, r.plural, ns, name),
-            None => format!("{}/{}/{}", self.prefix, r.plural, name),
+            Some(ns) => format!("{}/{}/{}/{}", self.prefix, r.key_name, ns, name),
+            None => format!("{}/{}/{}", self.prefix, r.key_name, name),
         }
     }
 
     /// The key prefix of a collection: one namespace, or all.
     pub fn collection(&self, r: &ResourceInfo, ns: Option<&str>) -> String {
         match ns.filter(|_| r.namespaced) {
-            Some(ns) => format!("{}/{}/{}/", self.prefix, r.plural, ns),
-            None => format!("{}/{}/", self.prefix, r.plural),
+            Some(ns) => format!("{}/{}/{}/", self.prefix, r.key_name, ns),
+            None => format!("{}/{}/", self.prefix, r.key_name),
         }
     }
 

@@ -73,6 +73,17 @@ pub fn to_table(
     continue_token: Option<&str>,
     include: Option<&str>,
 ) -> Value {
+    if let Some(custom) = info.custom.filter(|c| !c.columns.is_empty()) {
+        let defs = crate::crd::column_definitions(custom);
+        return table_of(
+            defs,
+            objs,
+            |o| crate::crd::cells(custom, o),
+            resource_version,
+            continue_token,
+            include,
+        );
+    }
     let (cols, row) = crate::printers::printer(info);
     let defs: Vec<Value> = cols
         .iter()
@@ -86,6 +97,17 @@ pub fn to_table(
             json!({"name": name, "type": ty, "format": format, "description": desc, "priority": prio})
         })
         .collect();
+    table_of(defs, objs, row, resource_version, continue_token, include)
+}
+
+fn table_of(
+    defs: Vec<Value>,
+    objs: &[Value],
+    row: impl Fn(&Value) -> Vec<Value>,
+    resource_version: &str,
+    continue_token: Option<&str>,
+    include: Option<&str>,
+) -> Value {
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {

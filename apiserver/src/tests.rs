@@ -543,3 +543,107 @@ async fn apply_metadata_only_and_delete_collection() {
     .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// TokenRequest signs a token bound to a pod; the token authenticates as the service account
+/// until the pod is gone; pods get the API access volume and need their service account.
+#[tokio::test]
+async fn service_account_tokens_and_admission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (private, public) = crate::pki::generate_signing_key().expect("key");
+    std::fs::write(dir.path().join("sa.key"), private).expect("write");
+    std::fs::write(dir.path().join("sa.pub"), public).expect("write");
+    let mut state = AppState::in_memory();
+    state.tokens = Some(std::sync::Arc::new(
+        crate::serviceaccount::Tokens::load(&crate::serviceaccount::TokenFiles {
+            signing_key: dir.path().join("sa.key"),
+            public_keys: vec![dir.path().join("sa.pub")],
+            issuer: "https://kubernetes.default.svc.cluster.local".into(),
+            audiences: Vec::new(),
+        })
+        .expect("load"),
+    ));
+    state.bootstrap(None).await.expect("bootstrap");
+    let app = app(state);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                     "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let (s, b) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/pods",
+        Some(pod.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(b["message"], "pods \"p\" is forbidden: error looking up service account default/default: serviceaccount \"default\" not found");
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/serviceaccounts",
+        Some(sa),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/pods",
+        Some(pod),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["serviceAccountName"], "default");
+    let mount = &created["spec"]["containers"][0]["volumeMounts"][0];
+    assert_eq!(
+        mount["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(created["spec"]["volumes"][0]["name"], mount["name"]);
+
+    let uid = created["metadata"]["uid"].clone();
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": uid}}});
+    let token_uri = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let (s, answer) = call(&app, Method::POST, token_uri, Some(request.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["kind"], "TokenRequest");
+    assert_eq!(answer["spec"]["expirationSeconds"], 3600);
+    let token = answer["status"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/serviceaccounts/nobody/token",
+        Some(request),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let short = json!({"spec": {"expirationSeconds": 60}});
+    let (s, b) = call(&app, Method::POST, token_uri, Some(short)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+
+    let with_token = |token: &str| {
+        Request::builder()
+            .uri("/api/v1/namespaces/default/configmaps")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("req")
+    };
+    let (s, b) = send(&app, with_token(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = send(&app, with_token(&format!("{token}x"))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Deleting the pod (grace 0) invalidates the token bound to it.
+    let (s, _) = call(
+        &app,
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/p?gracePeriodSeconds=0",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = send(&app, with_token(&token)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -219,8 +219,13 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for
     }
 }
 
-/// Reject requests without a verified user (401), except health checks.
-pub async fn require_user(mut req: Request, next: Next) -> Response {
+/// Reject requests without a verified user (401), except health checks. Users are proven by a
+/// client certificate or by a service-account bearer token.
+pub async fn require_user(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         return next.run(req).await;
@@ -230,7 +235,18 @@ pub async fn require_user(mut req: Request, next: Next) -> Response {
         .get::<ConnectInfo<Peer>>()
         .and_then(|c| c.0.user.clone());
     // In-process tests insert a UserInfo directly.
-    let user = from_tls.or_else(|| req.extensions().get::<UserInfo>().cloned());
+    let mut user = from_tls.or_else(|| req.extensions().get::<UserInfo>().cloned());
+    if user.is_none() {
+        let bearer = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer {
+            user = crate::serviceaccount::authenticate(&state, token).await;
+        }
+    }
     match user {
         Some(u) => {
             req.extensions_mut().insert(u);

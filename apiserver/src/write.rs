@@ -5,6 +5,7 @@
 //! prepare (`objects.rs`) → allocate (`services.rs`, Services only) → conditional write
 //! (`storage.rs`). An explicit stale `resourceVersion` is a 409; a race between two writers
 //! is retried for PATCH, as kube-apiserver does. `?dryRun=All` runs everything but the write.
+//! CustomResourceDefinitions and custom objects pass through `crd.rs` on the way.
 //! Server-side apply (`application/apply-patch+yaml`) is approximated: it creates the
 //! object when missing and otherwise merges the applied configuration like a strategic merge
 //! patch; field ownership (`managedFields`) is not tracked yet.
@@ -16,15 +17,16 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::backend::Kv;
+use crate::crd::{from_scale, is_crd, to_scale};
 use crate::error::AppError;
 use crate::objects::{
-    check_namespace, check_type, from_scale, has_finalizers, now, now_plus, prepare_create,
-    prepare_update, ready_to_delete, to_scale,
+    check_namespace, check_type, has_finalizers, now, now_plus, prepare_create, prepare_update,
+    ready_to_delete,
 };
 use crate::registry::{self, ResourceInfo};
 use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
 use crate::storage::{meta_mut, meta_str};
-use crate::{patch, AppState};
+use crate::{crd, patch, AppState};
 
 async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), AppError> {
     let nsr = registry::find("", "v1", "namespaces").ok_or(AppError::NoRoute)?;
@@ -64,6 +66,13 @@ async fn create_object(
         ensure_namespace(state, ns).await?;
     }
     prepare_create(info, &mut obj)?;
+    if is_crd(info) {
+        crd::prepare(&mut obj)?;
+    }
+    crd::check_object(info, &mut obj)?;
+    if let (("", "Pod"), Some(ns)) = ((info.group, info.kind), ns) {
+        crate::serviceaccount::admit_pod(state, ns, &mut obj).await?;
+    }
     if t.dry_run {
         return Ok(obj);
     }
@@ -76,7 +85,17 @@ async fn create_object(
     if let (Err(_), Some(a)) = (&result, &allocated) {
         state.alloc.rollback(a).await;
     }
+    if result.is_ok() && is_crd(info) {
+        reload_crds(state).await;
+    }
     result
+}
+
+/// Serve what the stored CRDs now define; a failure is logged, the write stands.
+async fn reload_crds(state: &AppState) {
+    if let Err(e) = crd::reload(state).await {
+        tracing::warn!(error = %e, "reloading CustomResourceDefinitions failed");
+    }
 }
 
 /// Write a prepared update: allocation, finalizer-driven delete, conditional write.
@@ -87,6 +106,10 @@ async fn finish_update(
     kv: &Kv,
     mut new: Value,
 ) -> Result<Value, AppError> {
+    if is_crd(t.info) {
+        crd::prepare(&mut new)?;
+    }
+    crd::check_object(t.info, &mut new)?;
     if t.dry_run {
         return Ok(new);
     }
@@ -108,6 +131,9 @@ async fn finish_update(
             state.alloc.release_unused(current, kept).await
         }
         _ => {}
+    }
+    if result.is_ok() && is_crd(t.info) {
+        reload_crds(state).await;
     }
     result
 }
@@ -149,12 +175,12 @@ pub async fn update(
         ));
     }
     let new = if scale {
-        prepare_update(t.info, &current, from_scale(&current, &obj)?, None)
+        prepare_update(t.info, &current, from_scale(t.info, &current, &obj)?, None)
     } else {
         prepare_update(t.info, &current, obj, t.sub.as_deref())
     };
     let out = finish_update(state, t, &current, &kv, new).await?;
-    let out = if scale { to_scale(&out) } else { out };
+    let out = if scale { to_scale(t.info, &out) } else { out };
     Ok(json_response(StatusCode::OK, out))
 }
 
@@ -194,7 +220,7 @@ pub async fn patch_object(
         };
         let scale = is_scale(t);
         let base = if scale {
-            to_scale(&current)
+            to_scale(t.info, &current)
         } else {
             current.clone()
         };
@@ -209,7 +235,12 @@ pub async fn patch_object(
             ));
         }
         let new = if scale {
-            prepare_update(t.info, &current, from_scale(&current, &patched)?, None)
+            prepare_update(
+                t.info,
+                &current,
+                from_scale(t.info, &current, &patched)?,
+                None,
+            )
         } else {
             check_type(t.info, &mut patched)?;
             check_namespace(t.info, t.namespace.as_deref(), &mut patched)?;
@@ -219,7 +250,7 @@ pub async fn patch_object(
         match finish_update(state, t, &current, &kv, new).await {
             // Someone wrote in between: patch the newer object.
             Err(e @ AppError::Conflict(..)) => last = Some(e),
-            Ok(out) if scale => return Ok(json_response(StatusCode::OK, to_scale(&out))),
+            Ok(out) if scale => return Ok(json_response(StatusCode::OK, to_scale(t.info, &out))),
             other => return Ok(json_response(StatusCode::OK, other?)),
         }
     }
@@ -320,21 +351,52 @@ async fn delete_object(
         meta.insert("deletionGracePeriodSeconds".into(), grace.into());
         return state.store.update(t.info, marked, &kv).await;
     }
-    if has_finalizers(&current) {
+    let mut current = current;
+    // Foreground and orphan deletion are finalizers the garbage collector acts on.
+    let orphan = opts.get("orphanDependents").and_then(Value::as_bool) == Some(true);
+    let cascade = match opts.get("propagationPolicy").and_then(Value::as_str) {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ if orphan => Some("orphan"),
+        _ => None,
+    };
+    if let Some(finalizer) = cascade.filter(|_| meta_str(&current, "deletionTimestamp").is_empty())
+    {
+        let finalizers = meta_mut(&mut current)
+            .entry("finalizers")
+            .or_insert_with(|| json!([]));
+        if let Value::Array(list) = finalizers {
+            if !list.iter().any(|f| f == finalizer) {
+                list.push(finalizer.into());
+            }
+        }
+    }
+    let namespace_held = crate::objects::has_namespace_finalizers(&current);
+    if has_finalizers(&current) || namespace_held {
         // Finalizers hold the object: mark it and let their owners finish.
         if meta_str(&current, "deletionTimestamp").is_empty() {
             let mut marked = current.clone();
             let meta = meta_mut(&mut marked);
             meta.insert("deletionTimestamp".into(), now().into());
             meta.insert("deletionGracePeriodSeconds".into(), 0.into());
+            if namespace_held {
+                marked["status"]["phase"] = json!("Terminating");
+            }
             let out = state.store.update(t.info, marked, &kv).await?;
             return Ok(out);
         }
         return Ok(current);
     }
+    if is_crd(t.info) {
+        // kube-apiserver's CRD finalizer: the custom objects go first.
+        crd::delete_objects(state, &current).await?;
+    }
     state.store.delete(t.info, &current, &kv).await?;
     if is_service(t.info) {
         state.alloc.release_unused(&current, None).await;
+    }
+    if is_crd(t.info) {
+        reload_crds(state).await;
     }
     Ok(current)
 }

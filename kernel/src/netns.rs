@@ -156,6 +156,14 @@ pub struct Enter {
     binds: Vec<(CString, CString, bool)>,
     /// The mounts holding the bind targets, made slaves first so the binds stay private.
     slaves: Vec<CString>,
+    /// (target directory, overlayfs options) mounted before the binds: a writable layer over
+    /// a directory of the machine, so a mount point that does not exist there can be made in
+    /// the layer without touching the machine's own files.
+    overlays: Vec<(CString, CString)>,
+    /// The bind sources, opened by the child in its new mount namespace before any mount,
+    /// then mounted as `/proc/self/fd/<n>`: a source stays reachable even when an overlay
+    /// covers its path. One slot per bind, allocated here since the child may not allocate.
+    source_fds: Vec<std::sync::atomic::AtomicI32>,
 }
 
 impl Enter {
@@ -174,6 +182,8 @@ impl Enter {
             workdir: None,
             binds: Vec::new(),
             slaves: Vec::new(),
+            overlays: Vec::new(),
+            source_fds: Vec::new(),
         })
     }
 
@@ -191,6 +201,8 @@ impl Enter {
             workdir: None,
             binds: Vec::new(),
             slaves: Vec::new(),
+            overlays: Vec::new(),
+            source_fds: Vec::new(),
         })
     }
 
@@ -205,8 +217,28 @@ impl Enter {
 
     /// Bind-mount `source` at `target` (a file or a directory), read-only if asked.
     pub fn with_bind(mut self, source: &Path, target: &Path, readonly: bool) -> Result<Self> {
+        self.source_fds.push(std::sync::atomic::AtomicI32::new(-1));
         self.binds
             .push((c_path(source)?, c_path(target)?, readonly));
+        let holder = c_path(&containing_mount(target))?;
+        if !self.slaves.contains(&holder) {
+            self.slaves.push(holder);
+        }
+        Ok(self)
+    }
+
+    /// Mount an overlay over the directory `target` before the binds: `target` itself below,
+    /// `upper` (made by the caller, holding the missing mount points) above, `work` as
+    /// overlayfs's scratch directory on the same filesystem as `upper`.
+    pub fn with_overlay(mut self, target: &Path, upper: &Path, work: &Path) -> Result<Self> {
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            target.display(),
+            upper.display(),
+            work.display()
+        );
+        let options = c_path(Path::new(&options))?;
+        self.overlays.push((c_path(target)?, options));
         let holder = c_path(&containing_mount(target))?;
         if !self.slaves.contains(&holder) {
             self.slaves.push(holder);
@@ -282,9 +314,29 @@ impl Enter {
                 None::<&str>,
             );
         }
-        for (source, target, readonly) in &self.binds {
+        use std::sync::atomic::Ordering;
+        for ((source, _, _), slot) in self.binds.iter().zip(&self.source_fds) {
+            let fd = nix::fcntl::open(
+                source.as_c_str(),
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            slot.store(fd, Ordering::SeqCst);
+        }
+        for (target, options) in &self.overlays {
             mount(
-                Some(source.as_c_str()),
+                Some("overlay"),
+                target.as_c_str(),
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(options.as_c_str()),
+            )?;
+        }
+        for ((_, target, readonly), slot) in self.binds.iter().zip(&self.source_fds) {
+            let mut buffer = [0u8; 32];
+            let source = fd_path(slot.load(Ordering::SeqCst), &mut buffer);
+            mount(
+                Some(source),
                 target.as_c_str(),
                 None::<&str>,
                 MsFlags::MS_BIND,
@@ -304,6 +356,9 @@ impl Enter {
     }
 
     fn change_dir(&self) -> std::io::Result<()> {
+        for slot in &self.source_fds {
+            let _ = nix::unistd::close(slot.load(std::sync::atomic::Ordering::SeqCst));
+        }
         if let Some(dir) = &self.workdir {
             nix::unistd::chdir(dir.as_c_str())?;
         }
@@ -311,8 +366,42 @@ impl Enter {
     }
 }
 
+/// `/proc/self/fd/<fd>` written into `buffer`, without allocating (for a child after fork).
+fn fd_path(fd: i32, buffer: &mut [u8; 32]) -> &std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buffer[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut count) = (fd.max(0) as u32, 0);
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..count {
+        buffer[PREFIX.len() + i] = digits[count - 1 - i];
+    }
+    buffer[PREFIX.len() + count] = 0;
+    std::ffi::CStr::from_bytes_until_nul(&buffer[..]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fd_paths_are_written_without_allocating() {
+        let mut buffer = [0u8; 32];
+        assert_eq!(
+            super::fd_path(7, &mut buffer).to_str().unwrap(),
+            "/proc/self/fd/7"
+        );
+        assert_eq!(
+            super::fd_path(1234, &mut buffer).to_str().unwrap(),
+            "/proc/self/fd/1234"
+        );
+    }
+
     #[test]
     fn a_path_is_held_by_its_longest_mount_point() {
         assert_eq!(

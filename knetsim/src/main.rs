@@ -77,6 +77,8 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// The kubelet of one node (started by the supervisor, kubelet's flags).
     Kubelet(KubeletArgs),
+    /// The controllers and scheduler of one cluster (started by the supervisor).
+    ControllerManager(controller_manager::Args),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -188,6 +190,18 @@ struct KubeletArgs {
     tls_private_key_file: Option<PathBuf>,
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
+    /// Where the kubelet keeps the Pods' directories (`<root>/pods/<uid>/`).
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    root_dir: PathBuf,
+    /// The cluster DNS Service's IP that `ClusterFirst` Pods resolve with; without it they
+    /// resolve as the node does.
+    #[arg(long)]
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver configuration, for `dnsPolicy: Default`.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +242,18 @@ struct ApiserverArgs {
     kubelet_client_key: Option<PathBuf>,
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// The key service-account tokens are signed with (PKCS#8 PEM, ECDSA P-256); without
+    /// it the server issues no tokens and accepts none.
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// Public keys tokens are accepted from (the signing key's own is always accepted).
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    service_account_issuer: String,
+    /// Audiences tokens must name; default: the issuer.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -444,6 +470,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 control_plane: args.register_with_control_plane_taint,
                 subnet_file: args.subnet_file,
                 runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
+                root_dir: args.root_dir,
+                dns: kubelet_lite::kubelet::pod_files::DnsSettings {
+                    cluster_dns: args.cluster_dns,
+                    cluster_domain: args.cluster_domain,
+                    node_resolv_conf: args.resolv_conf,
+                },
                 tls: match (
                     args.tls_cert_file,
                     args.tls_private_key_file,
@@ -464,6 +496,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
+        }
+        Command::ControllerManager(args) => {
+            init_logging();
+            tracing::info!(lab, cluster = %args.cluster, "controller-manager starting");
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(controller_manager::run(args, shutdown_signal()))?;
         }
         Command::Apiserver(args) => {
             init_logging();
@@ -535,6 +573,14 @@ fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
             "--kubelet-client-certificate, --kubelet-client-key and --kubelet-certificate-authority go together"
         ),
     };
+    config.service_accounts = args.service_account_signing_key_file.map(|signing_key| {
+        apiserver::serviceaccount::TokenFiles {
+            signing_key,
+            public_keys: args.service_account_key_file,
+            issuer: args.service_account_issuer,
+            audiences: args.api_audiences,
+        }
+    });
     Ok(config)
 }
 

@@ -14,6 +14,7 @@ pub mod agnhost;
 pub mod cni;
 pub mod crictl;
 pub mod kubelet;
+pub mod mount_points;
 pub mod pause;
 pub mod runtime;
 pub mod shim;

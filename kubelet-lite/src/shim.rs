@@ -23,10 +23,24 @@ pub fn container_namespaces(
     mounts: &[crate::runtime::Mount],
     workdir: Option<&Path>,
 ) -> kernel::Result<kernel::netns::Enter> {
+    container_namespaces_with_layers(pause_pid, mounts, workdir, &[])
+}
+
+/// [`container_namespaces`], with the overlays that hold mount points missing on the machine
+/// (see [`crate::mount_points`]).
+pub fn container_namespaces_with_layers(
+    pause_pid: u32,
+    mounts: &[crate::runtime::Mount],
+    workdir: Option<&Path>,
+    layers: &[crate::mount_points::Layer],
+) -> kernel::Result<kernel::netns::Enter> {
     let ns = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
     let mut enter =
         kernel::netns::Enter::from_paths(Path::new(&ns("net")), Some(Path::new(&ns("uts"))))?
             .with_ipc(Path::new(&ns("ipc")))?;
+    for layer in layers {
+        enter = enter.with_overlay(&layer.target, &layer.upper, &layer.work)?;
+    }
     for mount in mounts {
         enter = enter.with_bind(&mount.host_path, &mount.container_path, mount.readonly)?;
     }
@@ -78,7 +92,14 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     use std::os::unix::process::CommandExt;
     let container = read_container(dir)?;
     let config = &container.config;
-    let enter = container_namespaces(pause_pid, &config.mounts, config.working_dir.as_deref())?;
+    let layers = crate::mount_points::prepare(&config.mounts, &dir.join("mount-points"))
+        .context("making the container's mount points")?;
+    let enter = container_namespaces_with_layers(
+        pause_pid,
+        &config.mounts,
+        config.working_dir.as_deref(),
+        &layers,
+    )?;
     if let Some(parent) = config.log_path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -107,6 +128,7 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
         unsafe {
             command.pre_exec(move || {
                 enter.enter()?;
+                // A session (so also a process group) of its own, the pty its terminal.
                 nix::unistd::setsid()?;
                 if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -127,7 +149,10 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // A process group of its own: when the main process ends, what it left behind is
+            // killed, as the end of a container's PID namespace kills everything in it.
+            .process_group(0);
         // SAFETY: `enter` makes only system calls.
         unsafe {
             command.pre_exec(move || enter.enter());
@@ -163,6 +188,11 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
         })
         .collect();
     let status = child.wait()?;
+    // Leftovers (a shell's `sleep`) would hold the log pipes open forever.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     for copier in copiers {
         let _ = copier.join();
     }

@@ -231,6 +231,7 @@ impl LabPlan {
         for cluster in &self.clusters {
             processes.push(etcd(cluster, paths.etcd_data(&cluster.name)));
             processes.push(apiserver(&self.lab, cluster, paths));
+            processes.push(controller_manager(&self.lab, cluster));
             for node in &cluster.nodes {
                 processes.push(flannel(&self.lab, cluster, node, paths));
                 processes.push(kubelet(&self.lab, cluster, node));
@@ -344,6 +345,37 @@ pub const CONTROLLER_MANAGER_KUBECONFIG: &str = "/etc/kubernetes/controller-mana
 pub const KUBELET_PKI: &str = "/var/lib/kubelet/pki";
 /// The real kubelet's healthz port.
 pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
+/// kube-controller-manager's port; knetsim's serves plain `/healthz` there on loopback.
+pub const CONTROLLER_MANAGER_HEALTHZ_PORT: u16 = 10257;
+
+/// The controllers (and scheduler) of a cluster, on its control-plane node.
+fn controller_manager(lab: &str, cluster: &ClusterPlan) -> ProcessSpec {
+    ProcessSpec {
+        name: "controller-manager".into(),
+        cluster: cluster.name.clone(),
+        node: cluster.control_plane().name.clone(),
+        program: Program::Knetsim,
+        args: vec![
+            "controller-manager".into(),
+            format!("--lab={lab}"),
+            format!("--cluster={}", cluster.name),
+            format!("--kubeconfig={CONTROLLER_MANAGER_KUBECONFIG}"),
+        ],
+        ready: Readiness::HttpGet {
+            port: CONTROLLER_MANAGER_HEALTHZ_PORT,
+            path: "/healthz".into(),
+            body_contains: "ok".into(),
+        },
+        root_listener: None,
+    }
+}
+
+/// The cluster DNS Service's IP: the service network's tenth address (`10.96.0.10`), as
+/// kubeadm picks it for `kube-dns`.
+pub fn cluster_dns_ip(cluster: &ClusterPlan) -> std::net::Ipv4Addr {
+    let base = u32::from(cluster.service_network.network());
+    std::net::Ipv4Addr::from(base + 10)
+}
 
 /// The kubelet of every node (the control plane's registers tainted `NoSchedule`).
 fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
@@ -358,6 +390,8 @@ fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
         format!("--tls-cert-file={KUBELET_PKI}/kubelet.crt"),
         format!("--tls-private-key-file={KUBELET_PKI}/kubelet.key"),
         format!("--client-ca-file={KUBELET_PKI}/ca.crt"),
+        format!("--cluster-dns={}", cluster_dns_ip(cluster)),
+        "--cluster-domain=cluster.local".into(),
     ];
     if node.role == Role::ControlPlane {
         args.push("--register-with-control-plane-taint".into());
@@ -485,10 +519,11 @@ mod tests {
         let processes = plan.processes(&paths);
         let ids: Vec<String> = processes.iter().map(ProcessSpec::id).collect();
         assert_eq!(
-            ids[..4],
+            ids[..5],
             [
                 "c0/cp/etcd",
                 "c0/cp/apiserver",
+                "c0/cp/controller-manager",
                 "c0/cp/flannel",
                 "c0/cp/kubelet"
             ]

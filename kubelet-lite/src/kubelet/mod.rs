@@ -10,17 +10,25 @@
 //!    and container logs, exec, attach and port-forward over HTTPS on `<node IP>:10250` for
 //!    the API server ([`server`]).
 
+mod atomic_writer;
 mod attach;
 pub mod channels;
+mod downward;
+mod env;
+mod events;
 mod http;
 mod images;
 mod node;
+mod objects;
+pub mod pod_files;
 mod pods;
 mod portforward;
+mod probes;
 pub mod server;
 pub mod spdy;
 mod stream;
 mod stream_spdy;
+mod volumes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +53,10 @@ pub struct Config {
     pub runtime: Runtime,
     /// The HTTPS server for container logs; none: not served.
     pub tls: Option<server::TlsFiles>,
+    /// `--root-dir`: the Pods' directories are `<root>/pods/<uid>/`.
+    pub root_dir: PathBuf,
+    /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
+    pub dns: pod_files::DnsSettings,
 }
 
 /// The real kubelet's healthz port.

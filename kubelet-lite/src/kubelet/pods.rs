@@ -23,7 +23,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::{json, Value};
 
-use super::{images, Config};
+use super::events::{self, Recorder};
+use super::objects::Objects;
+use super::probes::Prober;
+use super::{env, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, SandboxState,
     POD_UID_LABEL,
@@ -61,14 +64,24 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         }
     });
     store.wait_until_ready().await?;
+    let objects = Objects::start(client.clone()).await?;
     let posted = Posted::default();
+    let recorder = Recorder::new(client.clone(), &config.node_name);
+    let prober = Prober::new(config.runtime.clone(), recorder.clone(), changed.clone());
     let starts = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
     // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
     // and a Pod being stopped slowly holds up no other.
     let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let desired: Vec<Arc<Pod>> = store.state();
-        if let Err(e) = sync_once(&client, &config, &desired, &posted, &starts, &mut workers) {
+        let shared = Shared {
+            posted: posted.clone(),
+            starts: starts.clone(),
+            objects: objects.clone(),
+            recorder: recorder.clone(),
+            prober: prober.clone(),
+        };
+        if let Err(e) = sync_once(&client, &config, &desired, &shared, &mut workers) {
             tracing::warn!("sync: {e:#}");
         }
         tokio::select! {
@@ -78,18 +91,30 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     }
 }
 
+/// What every pod worker shares.
+#[derive(Clone)]
+struct Shared {
+    posted: Posted,
+    starts: Arc<tokio::sync::Semaphore>,
+    objects: Arc<Objects>,
+    recorder: Recorder,
+    prober: Arc<Prober>,
+}
+
 fn sync_once(
     client: &kube::Client,
     config: &Config,
     desired: &[Arc<Pod>],
-    posted: &Posted,
-    starts: &Arc<tokio::sync::Semaphore>,
+    shared: &Shared,
     workers: &mut HashMap<String, tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     workers.retain(|_, worker| !worker.is_finished());
     let runtime = &config.runtime;
     let sandboxes = Arc::new(blocking(|| runtime.list_pod_sandboxes()));
     let containers = Arc::new(blocking(|| runtime.list_containers()));
+    shared
+        .prober
+        .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
     for pod in desired {
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
@@ -103,8 +128,7 @@ fn sync_once(
             pod.clone(),
             sandboxes.clone(),
             containers.clone(),
-            posted.clone(),
-            starts.clone(),
+            shared.clone(),
         );
         workers.insert(uid, tokio::spawn(worker));
     }
@@ -118,7 +142,10 @@ fn sync_once(
         if ours && !wanted && !workers.contains_key(uid) {
             let id = sandbox.id.clone();
             blocking(|| runtime.remove_pod_sandbox(&id))?;
-            posted.lock().map(|mut p| p.remove(uid)).ok();
+            remove_pod_dir(config, uid);
+            shared.objects.forget(uid);
+            shared.recorder.forget(uid);
+            shared.posted.lock().map(|mut p| p.remove(uid)).ok();
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
     }
@@ -132,9 +159,9 @@ async fn sync_pod(
     pod: Arc<Pod>,
     sandboxes: Arc<Vec<PodSandbox>>,
     containers: Arc<Vec<ContainerStatus>>,
-    posted: Posted,
-    starts: Arc<tokio::sync::Semaphore>,
+    shared: Shared,
 ) {
+    let posted = &shared.posted;
     let (Some(uid), Some(name), Some(namespace)) = (
         pod.metadata.uid.clone(),
         pod.metadata.name.clone(),
@@ -153,6 +180,18 @@ async fn sync_pod(
                 .unwrap_or(30)
                 .clamp(0, 300) as u64;
             let id = sandbox.id.clone();
+            for c in containers.iter().filter(|c| c.container.sandbox_id == id) {
+                if c.state == ContainerState::Running {
+                    let name = &c.container.config.name;
+                    shared.recorder.pod_event(
+                        &pod,
+                        events::container_path(name),
+                        events::NORMAL,
+                        "Killing",
+                        format!("Stopping container {name}"),
+                    );
+                }
+            }
             let stopped = blocking(|| -> anyhow::Result<()> {
                 for c in containers.iter().filter(|c| c.container.sandbox_id == id) {
                     runtime.stop_container(&c.container.id, Duration::from_secs(grace))?;
@@ -166,6 +205,9 @@ async fn sync_pod(
             }
             tracing::info!(pod = %format!("{namespace}/{name}"), "stopped and removed");
         }
+        remove_pod_dir(&config, &uid);
+        shared.objects.forget(&uid);
+        shared.recorder.forget(&uid);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -183,7 +225,7 @@ async fn sync_pod(
     let sandbox = match sandbox {
         Some(s) => s.clone(),
         None => {
-            let Ok(_permit) = starts.acquire().await else {
+            let Ok(_permit) = shared.starts.acquire().await else {
                 return;
             };
             let sandbox_config = PodSandboxConfig {
@@ -206,10 +248,17 @@ async fn sync_pod(
                 Err(e) => {
                     let message = format!("{:#}", anyhow::Error::new(e));
                     tracing::warn!(pod = %format!("{namespace}/{name}"), "sandbox failed: {message}");
+                    shared.recorder.pod_event(
+                        &pod,
+                        None,
+                        events::WARNING,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {message}"),
+                    );
                     let status = json!({ "status": { "phase": "Pending", "conditions": [
                         { "type": "PodScheduled", "status": "True" },
                         { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
-                    post(&api, &name, &uid, status, &posted).await;
+                    post(&api, &name, &uid, status, posted).await;
                     return;
                 }
             }
@@ -222,6 +271,8 @@ async fn sync_pod(
         .filter_map(|c| runtime.container_status(&c.container.id).ok())
         .collect();
     let mut waiting: HashMap<String, (String, String)> = HashMap::new();
+    // The Pod's files and volumes, refreshed on every sync (ConfigMap and Secret updates).
+    let prepared = prepare_pod(&pod, &sandbox, &config, &shared.objects).await;
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
             .iter()
@@ -234,7 +285,22 @@ async fn sync_pod(
             .cloned();
         let start = match &latest {
             None => true,
-            Some(c) if c.state == ContainerState::Exited => should_restart(&pod, c, attempts),
+            Some(c) if c.state == ContainerState::Exited => {
+                let restart = should_restart(&pod, c, attempts);
+                if !restart
+                    && restarts_under(policy_of(&pod), c.exit.as_ref().map_or(0, |e| e.exit_code))
+                {
+                    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+                    shared.recorder.pod_event(
+                        &pod,
+                        events::container_path(&spec.name),
+                        events::WARNING,
+                        "BackOff",
+                        format!("Back-off restarting failed container {} in pod {name}_{namespace}({uid})", spec.name),
+                    );
+                }
+                restart
+            }
             Some(c) if c.state == ContainerState::Created => {
                 // Left over from an interrupted start: replace it.
                 let id = c.container.id.clone();
@@ -247,10 +313,58 @@ async fn sync_pod(
         if !start {
             continue;
         }
+        let prepared = match &prepared {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                shared.recorder.pod_event(
+                    &pod,
+                    None,
+                    events::WARNING,
+                    "FailedMount",
+                    message.clone(),
+                );
+                waiting.insert(
+                    spec.name.clone(),
+                    ("ContainerCreating".into(), message.clone()),
+                );
+                continue;
+            }
+        };
+        let resolve = volumes::Resolve {
+            objects: &shared.objects,
+            at: prepared.at.clone(),
+            node_cpus: node_cpus(),
+            node_memory: node_memory(),
+        };
+        let made =
+            env::container_env(&pod, spec, &prepared.service_env, &resolve).and_then(|env| {
+                let mut mounts = prepared.pod_mounts.clone();
+                let mut volume_mounts = volumes::container_mounts(&pod, spec, &prepared.volumes)?;
+                volume_mounts.sort_by_key(|m| m.container_path.components().count());
+                mounts.extend(volume_mounts);
+                Ok((env, mounts))
+            });
+        let (env, mounts) = match made {
+            Ok(made) => made,
+            Err(message) => {
+                shared.recorder.pod_event(
+                    &pod,
+                    events::container_path(&spec.name),
+                    events::WARNING,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                waiting.insert(
+                    spec.name.clone(),
+                    ("CreateContainerConfigError".into(), message),
+                );
+                continue;
+            }
+        };
         let argv = images::resolve(
             spec.image.as_deref().unwrap_or_default(),
-            spec.command.as_deref().unwrap_or_default(),
-            spec.args.as_deref().unwrap_or_default(),
+            &env::expand_all(spec.command.as_deref().unwrap_or_default(), &env),
+            &env::expand_all(spec.args.as_deref().unwrap_or_default(), &env),
             &runtime.exe.display().to_string(),
         );
         let argv = match argv {
@@ -260,12 +374,6 @@ async fn sync_pod(
                 continue;
             }
         };
-        let env = spec
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect();
         let container_config = ContainerConfig {
             name: spec.name.clone(),
             argv,
@@ -274,7 +382,7 @@ async fn sync_pod(
             stdin: spec.stdin.unwrap_or(false),
             stdin_once: spec.stdin_once.unwrap_or(false),
             tty: spec.tty.unwrap_or(false),
-            mounts: Vec::new(),
+            mounts,
             log_path: format!(
                 "/var/log/pods/{namespace}_{name}_{uid}/{}/{attempts}.log",
                 spec.name
@@ -292,16 +400,150 @@ async fn sync_pod(
                 }
             }
         });
+        let image = spec.image.clone().unwrap_or_default();
+        let container_path = events::container_path(&spec.name);
         match result {
-            Ok(started) => mine.push(started),
+            Ok(started) => {
+                let recorder = &shared.recorder;
+                recorder.pod_event(
+                    &pod,
+                    container_path.clone(),
+                    events::NORMAL,
+                    "Pulled",
+                    format!("Container image {image:?} already present on machine"),
+                );
+                recorder.pod_event(
+                    &pod,
+                    container_path.clone(),
+                    events::NORMAL,
+                    "Created",
+                    format!("Created container: {}", spec.name),
+                );
+                recorder.pod_event(
+                    &pod,
+                    container_path,
+                    events::NORMAL,
+                    "Started",
+                    format!("Started container {}", spec.name),
+                );
+                mine.push(started)
+            }
             Err(e) => {
                 let message = format!("{:#}", anyhow::Error::new(e));
+                shared.recorder.pod_event(
+                    &pod,
+                    container_path,
+                    events::WARNING,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 waiting.insert(spec.name.clone(), ("RunContainerError".into(), message));
             }
         }
     }
-    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config);
-    post(&api, &name, &uid, status, &posted).await;
+    // Probes of the running containers (new ones get their workers here).
+    for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        if let Some(c) = mine
+            .iter()
+            .rev()
+            .find(|c| c.container.config.name == spec.name)
+            .filter(|c| c.state == ContainerState::Running)
+        {
+            shared.prober.ensure(
+                &pod,
+                spec,
+                &c.container.id,
+                c.started_at.unwrap_or(0),
+                sandbox.ip.clone(),
+            );
+        }
+    }
+    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
+    post(&api, &name, &uid, status, posted).await;
+}
+
+fn policy_of(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// What every container of a Pod is made from, prepared once per sync.
+struct Prepared {
+    /// `/etc/resolv.conf`, `/etc/hosts`, `/etc/hostname`.
+    pod_mounts: Vec<crate::runtime::Mount>,
+    volumes: HashMap<String, std::path::PathBuf>,
+    service_env: std::collections::BTreeMap<String, String>,
+    at: super::downward::Runtime,
+}
+
+/// The Pod's directory: `/var/lib/kubelet/pods/<uid>`.
+fn pod_dir(config: &Config, uid: &str) -> std::path::PathBuf {
+    config.root_dir.join("pods").join(uid)
+}
+
+fn remove_pod_dir(config: &Config, uid: &str) {
+    let dir = pod_dir(config, uid);
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!("removing {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Write the Pod's files and set up its volumes; the error is why containers wait.
+async fn prepare_pod(
+    pod: &Pod,
+    sandbox: &PodSandbox,
+    config: &Config,
+    objects: &Objects,
+) -> Result<Prepared, String> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = pod_dir(config, uid);
+    let at = super::downward::Runtime {
+        pod_ip: sandbox.ip.clone(),
+        host_ip: config.node_ip.to_string(),
+    };
+    let pod_mounts = blocking(|| {
+        pod_files::write(
+            &dir,
+            pod,
+            sandbox.ip.as_deref(),
+            &config.dns,
+            &config.node_name,
+        )
+    })
+    .map_err(|e| format!("writing the pod's files in {}: {e}", dir.display()))?;
+    let resolve = volumes::Resolve {
+        objects,
+        at: at.clone(),
+        node_cpus: node_cpus(),
+        node_memory: node_memory(),
+    };
+    let volumes = volumes::set_up(pod, &dir, &resolve).await?;
+    let service_env = env::service_env(pod, &objects.services.state());
+    Ok(Prepared {
+        pod_mounts,
+        volumes,
+        service_env,
+        at,
+    })
+}
+
+fn node_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// The node's memory in bytes, from `/proc/meminfo`.
+fn node_memory() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib * 1024.0)
 }
 
 /// `restartPolicy` and the back-off: restart now?
@@ -329,6 +571,7 @@ fn pod_status(
     containers: &[ContainerStatus],
     waiting: &HashMap<String, (String, String)>,
     config: &Config,
+    prober: &Prober,
 ) -> Value {
     let policy = pod
         .spec
@@ -337,6 +580,7 @@ fn pod_status(
         .unwrap_or("Always");
     let mut statuses = Vec::new();
     let (mut running, mut succeeded, mut failed, mut total) = (0, 0, 0, 0);
+    let mut unready = Vec::new();
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         total += 1;
         let attempts: Vec<&ContainerStatus> = containers
@@ -380,19 +624,25 @@ fn pod_status(
             .nth(usize::from(shown_terminated))
             .map(|c| terminated(c))
             .unwrap_or_else(|| json!({}));
+        let is_running = state.get("running").is_some();
+        let id = latest.map(|c| c.container.id.as_str()).unwrap_or_default();
+        let ready = is_running && prober.ready(spec, id);
+        if !ready {
+            unready.push(spec.name.clone());
+        }
         statuses.push(json!({
             "name": spec.name,
             "image": spec.image,
             "imageID": "",
             "containerID": latest.map(|c| format!("cri-lite://{}", c.container.id)),
-            "ready": state.get("running").is_some(),
-            "started": state.get("running").is_some(),
+            "ready": ready,
+            "started": is_running && prober.started(spec, id),
             "restartCount": restart_count,
             "state": state,
             "lastState": last_state,
         }));
     }
-    let all_running = total > 0 && running == total;
+    let all_ready = total > 0 && unready.is_empty();
     // As the kubelet's getPhase: all ended → by restart policy; any running → Running.
     let phase = if running > 0 {
         "Running"
@@ -405,7 +655,14 @@ fn pod_status(
     } else {
         "Pending"
     };
-    let ready = if all_running { "True" } else { "False" };
+    let ready_condition = |kind: &str| {
+        if all_ready {
+            json!({ "type": kind, "status": "True" })
+        } else {
+            json!({ "type": kind, "status": "False", "reason": "ContainersNotReady",
+                "message": format!("containers with unready status: [{}]", unready.join(" ")) })
+        }
+    };
     let started = ms_rfc3339(sandbox.created_at);
     let ip = sandbox
         .ip
@@ -421,8 +678,8 @@ fn pod_status(
         "conditions": [
             { "type": "PodReadyToStartContainers", "status": "True" },
             { "type": "Initialized", "status": "True" },
-            { "type": "Ready", "status": ready },
-            { "type": "ContainersReady", "status": ready },
+            ready_condition("Ready"),
+            ready_condition("ContainersReady"),
             { "type": "PodScheduled", "status": "True" },
         ],
         "containerStatuses": statuses,

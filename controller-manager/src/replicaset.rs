@@ -1,0 +1,290 @@
+//! The ReplicaSet controller: keeps `spec.replicas` pods running for every ReplicaSet, and
+//! reports how many there are, are ready and available.
+//!
+//! Pods belong to a ReplicaSet by their controller owner reference. Creation goes in
+//! slow-start batches (1, 2, 4, …) so a template the API server rejects costs one request, not
+//! hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
+//! youngest). [`Expectations`] remember what is in flight until the cache shows it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::events::Recorder;
+use crate::expectations::Expectations;
+use crate::informers::Informers;
+use crate::pods::{
+    controlled_by, is_active, is_ready, owner_reference, pod_from_template, random_suffix,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing object key {0}")]
+    MissingObjectKey(&'static str),
+    #[error("creating pod {0} failed: {1}")]
+    PodCreationFailed(String, #[source] kube::Error),
+    #[error("deleting pod {0} failed: {1}")]
+    PodDeletionFailed(String, #[source] kube::Error),
+    #[error("updating the status of {0} failed: {1}")]
+    StatusUpdateFailed(String, #[source] kube::Error),
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub expectations: Expectations,
+    pub recorder: Recorder,
+}
+
+/// Subscribe now; the returned future runs the controller once the caches have synced.
+pub fn run(
+    client: kube::Client,
+    informers: &Informers,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let changes = informers.replica_sets.subscribe();
+    let pod_changes = informers.pods.subscribe();
+    let store = informers.replica_sets.store.clone();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), "replicaset-controller"),
+        client,
+        pods: informers.pods.store.clone(),
+        expectations: Expectations::default(),
+    });
+    async move {
+        Controller::for_stream(changes, store)
+            .owns_stream(pod_changes)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    }
+}
+
+#[tracing::instrument(skip_all, fields(rs = %rs.name_any()))]
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = rs
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let uid = rs.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let key = format!("{namespace}/{}", rs.name_any());
+    let owned: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(&namespace) && controlled_by(&p.metadata, &uid)
+        })
+        .collect();
+    let activity: HashMap<String, bool> =
+        owned.iter().map(|p| (p.name_any(), is_active(p))).collect();
+    let in_flight = ctx
+        .expectations
+        .in_flight(&key, |name| activity.get(name).copied());
+    let active: Vec<&Arc<Pod>> = owned
+        .iter()
+        .filter(|p| is_active(p) && !in_flight.deleting.contains(&p.name_any()))
+        .collect();
+    let have = active.len() + in_flight.creating;
+    let want = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as usize;
+    if rs.metadata.deletion_timestamp.is_none() {
+        if want > have {
+            create_pods(&rs, &namespace, &key, want - have, &ctx).await?;
+        } else if want < have && in_flight.creating == 0 {
+            delete_pods(&rs, &namespace, &key, active.clone(), have - want, &ctx).await?;
+        }
+    }
+    update_status(&rs, &namespace, &owned, &ctx).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("{error}");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Create `count` pods in slow-start batches; stop at the first failure.
+async fn create_pods(
+    rs: &ReplicaSet,
+    namespace: &str,
+    key: &str,
+    count: usize,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let owner = owner_reference(rs);
+    let mut remaining = count;
+    let mut batch = 1;
+    tracing::info!(count, "creating pods");
+    while remaining > 0 {
+        let size = batch.min(remaining);
+        let creations = (0..size).map(|_| {
+            let name = format!("{}-{}", rs.name_any(), random_suffix());
+            let pod = pod_from_template(&template, name.clone(), namespace, owner.clone(), &[]);
+            ctx.expectations.creating(key, &name);
+            let pods = pods.clone();
+            async move {
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(_) => Ok(name),
+                    Err(e) => {
+                        ctx.expectations.forget(key, &name);
+                        Err(Error::PodCreationFailed(name, e))
+                    }
+                }
+            }
+        });
+        for result in futures_util::future::join_all(creations).await {
+            let name = result.inspect_err(|e| {
+                ctx.recorder.warning(
+                    rs.object_ref(&()),
+                    "FailedCreate",
+                    format!("Error creating: {e}"),
+                );
+            })?;
+            ctx.recorder.normal(
+                rs.object_ref(&()),
+                "SuccessfulCreate",
+                format!("Created pod: {name}"),
+            );
+        }
+        remaining -= size;
+        batch *= 2;
+    }
+    Ok(())
+}
+
+/// Delete the `count` least useful of `active`.
+async fn delete_pods(
+    rs: &ReplicaSet,
+    namespace: &str,
+    key: &str,
+    mut active: Vec<&Arc<Pod>>,
+    count: usize,
+    ctx: &Context,
+) -> Result<(), Error> {
+    active.sort_by_key(|p| deletion_rank(p));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    tracing::info!(count, "deleting pods");
+    let deletions = active.iter().take(count).map(|p| {
+        let name = p.name_any();
+        ctx.expectations.deleting(key, &name);
+        let pods = pods.clone();
+        async move {
+            match pods.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => Ok(name),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(name),
+                Err(e) => {
+                    ctx.expectations.forget(key, &name);
+                    Err(Error::PodDeletionFailed(name, e))
+                }
+            }
+        }
+    });
+    for result in futures_util::future::join_all(deletions).await {
+        let name = result?;
+        ctx.recorder.normal(
+            rs.object_ref(&()),
+            "SuccessfulDelete",
+            format!("Deleted pod: {name}"),
+        );
+    }
+    Ok(())
+}
+
+/// Lower goes first: unscheduled, then pending, then not ready, then the youngest.
+pub fn deletion_rank(pod: &Pod) -> (bool, bool, bool, std::cmp::Reverse<i64>) {
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some();
+    let running = crate::pods::phase(pod) == "Running";
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
+    (
+        scheduled,
+        running,
+        is_ready(pod),
+        std::cmp::Reverse(created),
+    )
+}
+
+async fn update_status(
+    rs: &ReplicaSet,
+    namespace: &str,
+    owned: &[Arc<Pod>],
+    ctx: &Context,
+) -> Result<(), Error> {
+    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
+    let template_labels = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully_labeled = active
+        .iter()
+        .filter(|p| crate::pods::map_selects(&template_labels, p.labels()))
+        .count();
+    let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
+    let status = ReplicaSetStatus {
+        replicas: active.len() as i32,
+        fully_labeled_replicas: Some(fully_labeled as i32),
+        ready_replicas: Some(ready),
+        available_replicas: Some(ready),
+        observed_generation: rs.metadata.generation,
+        conditions: None,
+    };
+    if rs.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(|e| Error::StatusUpdateFailed(rs.name_any(), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unscheduled_pods_go_first() {
+        let bound = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: Some("w1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pending = Pod::default();
+        assert!(deletion_rank(&pending) < deletion_rank(&bound));
+    }
+}
