@@ -166,7 +166,8 @@ fn kubectl_exec_attach_and_port_forward() {
         "{errors}"
     );
 
-    // The container's view: its hostname, environment and working directory.
+    // The container's view: its hostname, environment, working directory and files (the
+    // pod's own resolv.conf lives in the container's mount namespace).
     let view = ok(lab.kubectl(
         "c0",
         &[
@@ -179,6 +180,8 @@ fn kubectl_exec_attach_and_port_forward() {
         ],
     ));
     assert_eq!(view, "client\nhello-from-env\n/tmp\n");
+    let resolv = ok(lab.kubectl("c0", &["exec", "client", "--", "cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
 
     // stdin, closed by kubectl at its end (v5's close signal), ends `cat`.
     let cat = kubectl_with_input(

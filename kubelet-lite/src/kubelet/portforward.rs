@@ -34,17 +34,14 @@ const PROTOCOL: &str = "portforward.k8s.io";
 const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const CHUNK: usize = 32 * 1024;
 
-/// The pod's network namespace name, from its newest sandbox.
+/// The pod's network namespace (a file such as `/run/netns/<name>`), from its newest sandbox.
 fn pod_netns(runtime: &Runtime, namespace: &str, pod: &str) -> Option<String> {
-    let sandbox = runtime
+    runtime
         .list_pod_sandboxes()
         .into_iter()
         .filter(|s| s.config.namespace == namespace && s.config.name == pod)
-        .max_by_key(|s| s.created_at)?;
-    std::path::Path::new(&sandbox.netns)
-        .file_name()?
-        .to_str()
-        .map(String::from)
+        .max_by_key(|s| s.created_at)
+        .map(|sandbox| sandbox.netns)
 }
 
 pub async fn serve<S>(
@@ -170,16 +167,22 @@ where
     tokio::join!(inbound, outbound);
 }
 
-/// Connect to `127.0.0.1:port` inside the network namespace `netns`.
+/// Connect to `127.0.0.1:port` inside the network namespace file `netns`: on a thread of its
+/// own that enters the namespace, so the kubelet's own namespace never changes; the socket
+/// stays in the pod's namespace wherever it is used.
 async fn dial(netns: String, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let connected = tokio::task::spawn_blocking(move || {
-        kernel::netns::run_in(&netns, move || {
+        use std::os::fd::AsFd;
+        let file = std::fs::File::open(&netns)?;
+        std::thread::spawn(move || {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
             std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
         })
+        .join()
+        .map_err(|_| std::io::Error::other("the dialing thread panicked"))?
     })
     .await
-    .map_err(std::io::Error::other)?
     .map_err(std::io::Error::other)??;
     connected.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(connected)
