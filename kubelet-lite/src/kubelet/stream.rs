@@ -171,12 +171,14 @@ where
     let Some(transport) = negotiate(&mut stream, head).await? else {
         return Ok(());
     };
+    let tty = head.flag("tty");
     let request = ExecRequest {
         argv: head.query_all("command"),
         stdin: head.flag("stdin"),
-        tty: head.flag("tty"),
+        stdout: head.flag("stdout"),
+        stderr: head.flag("stderr") && !tty,
+        tty,
     };
-    let (want_stdout, want_stderr) = (head.flag("stdout"), head.flag("stderr") && !request.tty);
     tracing::info!(namespace, pod, container, argv = ?request.argv, tty = request.tty, "exec");
     let session = || match runtime.exec(&id, &request) {
         Ok(mut process) => {
@@ -201,8 +203,8 @@ where
             });
             Session {
                 stdin: process.stdin.take(),
-                stdout: process.stdout.take().filter(|_| want_stdout),
-                stderr: process.stderr.take().filter(|_| want_stderr),
+                stdout: process.stdout.take(),
+                stderr: process.stderr.take(),
                 resize: process.terminal.take().map(|terminal| {
                     Box::new(move |columns, rows| {
                         let _ = terminal.resize(columns, rows);
