@@ -371,3 +371,69 @@ async fn feed_stdin(
     }
     let _ = writer.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v5 session end to end over an in-memory WebSocket: the ready message, output,
+    /// stdin up to the client's close signal, the final Status, and a normal close.
+    #[tokio::test]
+    async fn a_v5_session_carries_streams_then_status_then_close() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (stdin_ours, mut stdin_theirs) = tokio::io::duplex(1024);
+        let (stdin_done_tx, stdin_done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = stdin_theirs.read_to_end(&mut got).await;
+            let _ = stdin_done_tx.send(got);
+        });
+        let session = Session {
+            stdin: Some(Box::new(stdin_ours)),
+            stdout: Some(Box::new(&b"hello\n"[..])),
+            stderr: Some(Box::new(&b"oops\n"[..])),
+            resize: None,
+            // The "command" ends once its stdin is closed, with the input as its exit code.
+            done: Box::pin(async move {
+                let got = stdin_done_rx.await.unwrap_or_default();
+                channels::exit_code_status(&["cat".to_string()], got.len() as i32)
+            }),
+        };
+        let served = tokio::spawn(pump(server, Protocol::V5, session));
+        client
+            .send(Message::Binary(
+                channels::frame(channels::STDIN, b"abc").into(),
+            ))
+            .await
+            .unwrap();
+        client
+            .send(Message::Binary(
+                vec![channels::CLOSE, channels::STDIN].into(),
+            ))
+            .await
+            .unwrap();
+        let mut received: Vec<Vec<u8>> = Vec::new();
+        let mut closed_normally = false;
+        while let Some(Ok(message)) = client.next().await {
+            match message {
+                Message::Binary(data) => received.push(data.to_vec()),
+                Message::Close(frame) => {
+                    closed_normally = frame.is_some_and(|f| u16::from(f.code) == 1000);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        served.await.unwrap().unwrap();
+        assert_eq!(received[0], vec![channels::STDOUT], "the ready message");
+        assert!(received.contains(&channels::frame(channels::STDOUT, b"hello\n")));
+        assert!(received.contains(&channels::frame(channels::STDERR, b"oops\n")));
+        let last = received.last().unwrap();
+        assert_eq!(last[0], channels::ERROR, "the Status comes last");
+        let status: serde_json::Value = serde_json::from_slice(&last[1..]).unwrap();
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+        assert!(closed_normally);
+    }
+}
