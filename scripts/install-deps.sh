@@ -11,7 +11,7 @@ packages=(
   nginx                            # ingress, and the nginx image
   curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)
   bind9-dnsutils                   # dig, to ask the cluster DNS
-  python3                          # the python image, and a test server
+  python3 python3-venv             # the python image, a test server, the Python client's venv
   openssl                          # the tests' HTTPS probe target makes its certificate
   protobuf-compiler                # build dependency of the etcd-client crate
 )
@@ -35,6 +35,14 @@ if [ ${#missing[@]} -gt 0 ]; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
   done
+fi
+# The official Kubernetes Python client, which the e2e tests drive (tests/python/), in a
+# virtualenv of its own: Debian's Python refuses system-wide pip installs.
+python_client=/opt/knetsim-python
+if ! "$python_client/bin/python3" -c 'import kubernetes' 2>/dev/null; then
+  echo "install-deps: installing the kubernetes Python client (32.x) in $python_client"
+  python3 -m venv "$python_client"
+  "$python_client/bin/pip" install -q 'kubernetes==32.*'
 fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2

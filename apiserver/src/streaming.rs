@@ -259,7 +259,66 @@ fn parse_response_head(head: &[u8]) -> Option<(u16, Vec<(String, String)>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
     use serde_json::json;
+    use tower::ServiceExt;
+
+    use crate::tests::{call, setup};
+
+    #[tokio::test]
+    async fn exec_is_an_upgrade_of_a_scheduled_pod() {
+        let app = setup().await;
+        let pods = "/api/v1/namespaces/default/pods";
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        call(&app, Method::POST, pods, Some(pod)).await;
+        let (s, b) = call(
+            &app,
+            Method::POST,
+            &format!("{pods}/p/exec?command=true"),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert_eq!(b["message"], "Upgrade request required");
+        let mut upgrade = axum::http::Request::builder()
+            .method(Method::GET)
+            .uri(format!("{pods}/p/exec?command=true"))
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .unwrap();
+        upgrade.extensions_mut().insert(crate::tls::UserInfo {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+        });
+        let resp = app.clone().oneshot(upgrade).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let status: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status["message"], "pod p does not have a host assigned");
+
+        // Discovery lists them as a real API server does.
+        let (_, list) = call(&app, Method::GET, "/api/v1", None).await;
+        let exec = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods/exec")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(exec["kind"], "PodExecOptions");
+        assert_eq!(exec["verbs"], json!(["create", "get"]));
+        for name in ["pods/attach", "pods/portforward"] {
+            assert!(list["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == name));
+        }
+    }
 
     #[test]
     fn the_container_is_named_or_implied() {

@@ -150,6 +150,7 @@ pub fn run(runtime: &Runtime, verb: Verb) -> anyhow::Result<Outcome> {
                 log_path,
                 stdin: false,
                 stdin_once: false,
+                tty: false,
             };
             format!("{}\n", runtime.create_container(&sandbox, config)?.id).into()
         }

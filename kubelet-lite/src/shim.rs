@@ -4,7 +4,7 @@
 //! and records the process's pid and, when it ends, its exit, so the kubelet can be restarted
 //! at any time without losing either.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -13,66 +13,8 @@ use anyhow::Context as _;
 
 use crate::runtime::{read_container, ExitRecord};
 
-/// The attach socket in a container's directory.
-pub const ATTACH_SOCKET: &str = "attach.sock";
-
-/// The clients attached to a container's output.
-type Attached = Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>;
-
-/// One frame of output for attached clients.
-pub fn attach_frame(channel: u8, data: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(5 + data.len());
-    frame.push(channel);
-    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    frame.extend_from_slice(data);
-    frame
-}
-
-/// Accept attach clients: each gets the output from now on, and feeds stdin if there is one.
-/// With `stdin_once` the container's stdin is closed when the first client's input ends.
-fn serve_attach(
-    dir: &Path,
-    attached: Attached,
-    stdin: Option<std::process::ChildStdin>,
-    stdin_once: bool,
-) {
-    let path = dir.join(ATTACH_SOCKET);
-    let _ = std::fs::remove_file(&path);
-    let Ok(listener) = std::os::unix::net::UnixListener::bind(&path) else {
-        return;
-    };
-    let stdin = Arc::new(Mutex::new(stdin));
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            if let Ok(output) = client.try_clone() {
-                if let Ok(mut list) = attached.lock() {
-                    list.push(output);
-                }
-            }
-            let stdin = stdin.clone();
-            std::thread::spawn(move || {
-                let mut client = client;
-                let mut buffer = [0u8; 8192];
-                while let Ok(n @ 1..) = client.read(&mut buffer) {
-                    let Ok(mut guard) = stdin.lock() else { return };
-                    let Some(pipe) = guard.as_mut() else { continue };
-                    if pipe
-                        .write_all(&buffer[..n])
-                        .and_then(|_| pipe.flush())
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                if stdin_once {
-                    if let Ok(mut guard) = stdin.lock() {
-                        guard.take();
-                    }
-                }
-            });
-        }
-    });
-}
+pub mod attach;
+pub use attach::ATTACH_SOCKET;
 
 /// A container's view: the pause process's network, UTS and IPC namespaces, and its own
 /// mounts (volumes) in a new mount namespace.
@@ -177,54 +119,78 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     command
         .args(&config.argv[1..])
         .env_clear()
-        .envs(container_env(hostname, &config.env))
-        .stdin(if config.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A process group of its own: when the main process ends, what it left behind is
-        // killed, as the end of a container's PID namespace kills everything in it.
-        .process_group(0);
-    // SAFETY: `enter` makes only system calls.
-    unsafe {
-        command.pre_exec(move || enter.enter());
-    }
+        .envs(container_env(hostname, &config.env));
+    let attached: attach::Attached = Arc::default();
+    let mut outputs: Vec<(Box<dyn Read + Send>, &str)> = Vec::new();
+    let input = if config.tty {
+        let pty = nix::pty::openpty(None, None).context("opening a pty for the container")?;
+        command
+            .stdin(Stdio::from(pty.slave.try_clone()?))
+            .stdout(Stdio::from(pty.slave.try_clone()?))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: only system calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                enter.enter()?;
+                // A session (so also a process group) of its own, the pty its terminal.
+                nix::unistd::setsid()?;
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        outputs.push((
+            Box::new(std::fs::File::from(pty.master.try_clone()?)),
+            "stdout",
+        ));
+        attach::Input::Terminal(std::fs::File::from(pty.master))
+    } else {
+        command
+            .stdin(if config.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A process group of its own: when the main process ends, what it left behind is
+            // killed, as the end of a container's PID namespace kills everything in it.
+            .process_group(0);
+        // SAFETY: `enter` makes only system calls.
+        unsafe {
+            command.pre_exec(move || enter.enter());
+        }
+        attach::Input::None
+    };
     let mut child = command
         .spawn()
         .with_context(|| format!("starting `{}`", config.argv[0]))?;
+    // The parent's copies of the pty's slave went with `command`'s Stdio: drop it now, so the
+    // master reads end of file (EIO) when the container is gone.
+    drop(command);
     write_atomic(
         &dir.join("pid"),
         format!("{} {}\n", child.id(), crate::now_ms()).as_bytes(),
     )?;
-
-    let attached: Attached = Arc::default();
-    serve_attach(
-        dir,
-        attached.clone(),
-        child.stdin.take(),
-        config.stdin_once,
-    );
-    let copiers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .zip(["stdout", "stderr"])
-    .filter_map(|(stream, name)| Some((stream?, name)))
-    .map(|(stream, name)| {
-        let (log, attached) = (log.clone(), attached.clone());
-        std::thread::spawn(move || copy_lines(stream, name, &log, &attached))
-    })
-    .collect();
+    let input = match (input, child.stdin.take()) {
+        (attach::Input::None, Some(pipe)) => attach::Input::Pipe(pipe),
+        (input, _) => input,
+    };
+    attach::serve(dir, attached.clone(), input, config.stdin_once);
+    if let Some(stdout) = child.stdout.take() {
+        outputs.push((Box::new(stdout), "stdout"));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        outputs.push((Box::new(stderr), "stderr"));
+    }
+    let copiers: Vec<_> = outputs
+        .into_iter()
+        .map(|(stream, name)| {
+            let (log, attached) = (log.clone(), attached.clone());
+            std::thread::spawn(move || copy_output(stream, name, &log, &attached))
+        })
+        .collect();
     let status = child.wait()?;
     // Leftovers (a shell's `sleep`) would hold the log pipes open forever.
     let _ = nix::sys::signal::killpg(
@@ -246,35 +212,38 @@ fn start_and_wait(dir: &Path, pause_pid: u32, hostname: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Copy one stream into the CRI log, a line at a time, and to the attached clients.
-fn copy_lines(
-    stream: Box<dyn Read + Send>,
+/// Copy one stream to the attached clients as it comes, and into the CRI log a line at a time
+/// (a pty's end of file is an EIO: any error ends the copy).
+fn copy_output(
+    mut stream: Box<dyn Read + Send>,
     name: &str,
     log: &Mutex<std::fs::File>,
     attached: &Mutex<Vec<std::os::unix::net::UnixStream>>,
 ) {
-    let channel = if name == "stdout" { 1 } else { 2 };
-    let mut reader = BufReader::new(stream);
+    let channel = if name == "stdout" {
+        attach::STDOUT
+    } else {
+        attach::STDERR
+    };
+    let mut buffer = [0u8; 16 * 1024];
     let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let (text, tag) = match line.strip_suffix(b"\n") {
-                    Some(text) => (text, "F"),
-                    None => (&line[..], "P"), // the stream ended mid-line
-                };
-                let entry = cri_log_line(&now_rfc3339(), name, tag, text);
-                if let Ok(mut file) = log.lock() {
-                    let _ = file.write_all(&entry);
-                }
-                if let Ok(mut clients) = attached.lock() {
-                    let frame = attach_frame(channel, &line);
-                    clients.retain_mut(|client| client.write_all(&frame).is_ok());
-                }
-            }
+    let write_log = |text: &[u8], tag: &str| {
+        let entry = cri_log_line(&now_rfc3339(), name, tag, text);
+        if let Ok(mut file) = log.lock() {
+            let _ = file.write_all(&entry);
         }
+    };
+    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+        attach::broadcast(attached, channel, &buffer[..n]);
+        line.extend_from_slice(&buffer[..n]);
+        while let Some(end) = line.iter().position(|b| *b == b'\n') {
+            let rest = line.split_off(end + 1);
+            write_log(&line[..end], "F");
+            line = rest;
+        }
+    }
+    if !line.is_empty() {
+        write_log(&line, "P"); // the stream ended mid-line
     }
 }
 

@@ -72,9 +72,13 @@ impl RequestHead {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A boolean query parameter as Kubernetes writes them (`true` or `1`).
+    /// A boolean query parameter, read as Go's `strconv.ParseBool` reads it (kubectl sends
+    /// `true`, the Python client `True`).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.query_first(key), Some("true" | "1"))
+        matches!(
+            self.query_first(key),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
     }
 
     /// What the client wants to upgrade to (`websocket`, `SPDY/3.1`), lowercased.
@@ -162,6 +166,10 @@ mod tests {
         assert_eq!(head.path, "/exec/default/web/app");
         assert_eq!(head.query_all("command"), ["sh", "-c", "exit 3"]);
         assert!(head.flag("tty") && head.flag("stdout") && !head.flag("stdin"));
+        let python =
+            RequestHead::parse(b"GET /exec/a/b/c?stdout=True&stdin=False HTTP/1.1\r\n\r\n")
+                .unwrap();
+        assert!(python.flag("stdout") && !python.flag("stdin"));
         assert_eq!(head.upgrade().as_deref(), Some("websocket"));
         assert_eq!(
             head.header("Sec-WebSocket-Protocol").as_deref(),

@@ -30,6 +30,7 @@ pub mod server;
 pub mod spdy;
 mod status;
 mod stream;
+mod stream_spdy;
 mod volumes;
 
 use std::path::PathBuf;

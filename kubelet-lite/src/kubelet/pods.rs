@@ -409,6 +409,7 @@ async fn sync_pod(
             working_dir: spec.working_dir.as_ref().map(Into::into),
             stdin: spec.stdin.unwrap_or(false),
             stdin_once: spec.stdin_once.unwrap_or(false),
+            tty: spec.tty.unwrap_or(false),
             mounts,
             log_path: format!(
                 "/var/log/pods/{namespace}_{name}_{uid}/{}/{attempts}.log",

@@ -7,9 +7,9 @@
 //!   client opens, per local connection, an *error* stream and a *data* stream whose headers
 //!   carry `streamtype`, `port` and `requestid`. Once both are there the kubelet dials the
 //!   port and copies between it and the data stream; a failure is written on the error
-//!   stream. kubectl 1.32 first tries a WebSocket tunnel (`SPDY/3.1+portforward.k8s.io`);
-//!   that upgrade is refused here, and kubectl falls back to plain SPDY, as it does with any
-//!   API server that has no tunnelling.
+//!   stream. kubectl 1.32 carries that SPDY session inside WebSocket binary messages
+//!   (`SPDY/3.1+portforward.k8s.io`, the PortForwardWebsockets feature), and falls back to a
+//!   plain SPDY upgrade where that is refused; both are served.
 //! * **WebSocket** (`portforward.k8s.io`, `v4.channel.k8s.io`), what the Python client
 //!   speaks: the ports come from the query (`ports=8080`), one connection each, on the
 //!   channels described in `channels`.
@@ -30,19 +30,18 @@ use super::stream::accept_websocket;
 use crate::runtime::Runtime;
 
 const PROTOCOL: &str = "portforward.k8s.io";
+/// kubectl 1.32's first choice: the SPDY session carried in WebSocket binary messages.
+const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const CHUNK: usize = 32 * 1024;
 
-/// The pod's network namespace name, from its newest sandbox.
+/// The pod's network namespace (a file such as `/run/netns/<name>`), from its newest sandbox.
 fn pod_netns(runtime: &Runtime, namespace: &str, pod: &str) -> Option<String> {
-    let sandbox = runtime
+    runtime
         .list_pod_sandboxes()
         .into_iter()
         .filter(|s| s.config.namespace == namespace && s.config.name == pod)
-        .max_by_key(|s| s.created_at)?;
-    std::path::Path::new(&sandbox.netns)
-        .file_name()?
-        .to_str()
-        .map(String::from)
+        .max_by_key(|s| s.created_at)
+        .map(|sandbox| sandbox.netns)
 }
 
 pub async fn serve<S>(
@@ -83,6 +82,15 @@ where
         }
         Some("websocket") => {
             let offered = head.header("sec-websocket-protocol").unwrap_or_default();
+            if offered.split(',').any(|p| p.trim() == TUNNEL) {
+                let ws = accept_websocket(stream, leftover, head, TUNNEL).await?;
+                tracing::info!(pod = %target, "port-forward over SPDY tunnelled in WebSocket");
+                let (ours, theirs) = tokio::io::duplex(CHUNK);
+                let bridge = tokio::spawn(tunnel(ws, theirs));
+                let served = serve_spdy(ours, Vec::new(), netns, target).await;
+                let _ = bridge.await;
+                return served;
+            }
             let Some(protocol) = offered
                 .split(',')
                 .map(str::trim)
@@ -124,16 +132,57 @@ where
     }
 }
 
-/// Connect to `127.0.0.1:port` inside the network namespace `netns`.
+/// Carry a byte stream in WebSocket binary messages, as client-go's tunnelling connection
+/// does: each message is the next chunk; a normal close is the end of the stream.
+async fn tunnel<S>(ws: tokio_tungstenite::WebSocketStream<S>, bytes: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let (mut from_session, mut to_session) = tokio::io::split(bytes);
+    let inbound = async move {
+        while let Some(Ok(message)) = incoming.next().await {
+            match message {
+                Message::Binary(data) if to_session.write_all(&data).await.is_ok() => {}
+                Message::Binary(_) | Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = to_session.shutdown().await;
+    };
+    let outbound = async move {
+        let mut buffer = vec![0u8; CHUNK];
+        while let Ok(n @ 1..) = from_session.read(&mut buffer).await {
+            if sink
+                .send(Message::Binary(buffer[..n].to_vec().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sink.send(super::stream::normal_close()).await;
+        let _ = sink.close().await;
+    };
+    tokio::join!(inbound, outbound);
+}
+
+/// Connect to `127.0.0.1:port` inside the network namespace file `netns`: on a thread of its
+/// own that enters the namespace, so the kubelet's own namespace never changes; the socket
+/// stays in the pod's namespace wherever it is used.
 async fn dial(netns: String, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let connected = tokio::task::spawn_blocking(move || {
-        kernel::netns::run_in(&netns, move || {
+        use std::os::fd::AsFd;
+        let file = std::fs::File::open(&netns)?;
+        std::thread::spawn(move || {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
             std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
         })
+        .join()
+        .map_err(|_| std::io::Error::other("the dialing thread panicked"))?
     })
     .await
-    .map_err(std::io::Error::other)?
     .map_err(std::io::Error::other)??;
     connected.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(connected)

@@ -1,7 +1,7 @@
 //! `/exec/<namespace>/<pod>/<container>` and `/attach/…`: the kubelet's streaming endpoints,
 //! which the API server's `pods/exec` and `pods/attach` proxy to, spoken over WebSocket with
 //! the channel protocols of `channels` (v5 for kubectl 1.32 and kube-rs, v4 for the Python
-//! client).
+//! client), or over SPDY/3.1 for client-go's SPDY executor (`stream_spdy`).
 //!
 //! One session, as the kubelet runs it: answer the handshake, start the command (or attach
 //! to the container's streams), send an empty message on the first output channel to say the
@@ -22,18 +22,22 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::channels::{self, Incoming, Protocol};
 use super::http::{respond, RequestHead};
-use crate::runtime::{ExecRequest, Runtime, Terminal};
+use crate::runtime::{ExecRequest, Runtime};
 
 /// How long output may still arrive after the command ended (a background job holding the
 /// pipe open is not waited for forever).
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// What a resize message does: columns, rows.
+pub type Resize = Box<dyn Fn(u16, u16) + Send + Sync>;
 
 /// One exec or attach, whatever serves it.
 pub struct Session {
     pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     pub stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    pub terminal: Option<Terminal>,
+    /// Set the terminal's size (with a tty).
+    pub resize: Option<Resize>,
     /// Resolves to the error channel's final Status when the command has ended.
     pub done: Pin<Box<dyn Future<Output = Vec<u8>> + Send>>,
 }
@@ -70,19 +74,41 @@ pub fn normal_close() -> Message {
     }))
 }
 
-/// The protocol to speak, or the answer that says why not.
+/// How a session is carried.
+enum Transport {
+    WebSocket(Protocol),
+    /// SPDY/3.1 streams with `v4.channel.k8s.io` (client-go's SPDY executor).
+    Spdy,
+}
+
+/// The transport to speak, or None once the answer that says why not has been sent.
 async fn negotiate<S: AsyncWrite + Unpin>(
     stream: &mut S,
     head: &RequestHead,
-) -> std::io::Result<Option<Protocol>> {
-    if head.upgrade().as_deref() != Some("websocket") {
-        respond(
-            stream,
-            400,
-            "this kubelet serves exec and attach over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io), not SPDY",
-        )
-        .await?;
-        return Ok(None);
+) -> std::io::Result<Option<Transport>> {
+    match head.upgrade().as_deref() {
+        Some("websocket") => {}
+        Some("spdy/3.1") => {
+            let versions = head.header("x-stream-protocol-version").unwrap_or_default();
+            if versions
+                .split(',')
+                .any(|v| v.trim() == super::stream_spdy::PROTOCOL)
+            {
+                return Ok(Some(Transport::Spdy));
+            }
+            let message = format!("unable to negotiate a protocol from [{versions}]: this kubelet speaks v4.channel.k8s.io over SPDY");
+            respond(stream, 400, &message).await?;
+            return Ok(None);
+        }
+        _ => {
+            respond(
+                stream,
+                400,
+                "exec and attach need an upgrade to WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1",
+            )
+            .await?;
+            return Ok(None);
+        }
     }
     let offered = head.header("sec-websocket-protocol").unwrap_or_default();
     let Some(protocol) = Protocol::negotiate(&offered) else {
@@ -94,7 +120,35 @@ async fn negotiate<S: AsyncWrite + Unpin>(
         .await?;
         return Ok(None);
     };
-    Ok(Some(protocol))
+    Ok(Some(Transport::WebSocket(protocol)))
+}
+
+/// Run `session` on the negotiated transport.
+async fn run<S>(
+    stream: S,
+    leftover: Vec<u8>,
+    head: &RequestHead,
+    transport: Transport,
+    session: impl FnOnce() -> Session,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match transport {
+        Transport::WebSocket(protocol) => {
+            let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
+            pump(ws, protocol, session()).await
+        }
+        Transport::Spdy => {
+            let expected = super::stream_spdy::Expected {
+                stdin: head.flag("stdin"),
+                stdout: head.flag("stdout"),
+                stderr: head.flag("stderr") && !head.flag("tty"),
+                tty: head.flag("tty"),
+            };
+            super::stream_spdy::serve(stream, leftover, expected, session).await
+        }
+    }
 }
 
 /// `GET /exec/<namespace>/<pod>/<container>?command=…&stdin=…&stdout=…&stderr=…&tty=…`
@@ -109,22 +163,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let [namespace, pod, container] = target;
-    let Some(protocol) = negotiate(&mut stream, head).await? else {
-        return Ok(());
-    };
+    // Checked first, so that whichever protocol the client tries, it learns this.
     let Some(id) = runtime.find_container(namespace, pod, container) else {
-        let message = format!("container \"{container}\" in pod \"{namespace}/{pod}\" not found");
+        let message = format!("container not found (\"{container}\" in pod \"{namespace}/{pod}\")");
         return respond(&mut stream, 404, &message).await;
     };
+    let Some(transport) = negotiate(&mut stream, head).await? else {
+        return Ok(());
+    };
+    let tty = head.flag("tty");
     let request = ExecRequest {
         argv: head.query_all("command"),
         stdin: head.flag("stdin"),
-        tty: head.flag("tty"),
+        stdout: head.flag("stdout"),
+        stderr: head.flag("stderr") && !tty,
+        tty,
     };
-    let (want_stdout, want_stderr) = (head.flag("stdout"), head.flag("stderr") && !request.tty);
-    let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
     tracing::info!(namespace, pod, container, argv = ?request.argv, tty = request.tty, "exec");
-    let session = match runtime.exec(&id, &request) {
+    let session = || match runtime.exec(&id, &request) {
         Ok(mut process) => {
             let argv = request.argv.clone();
             let done = Box::pin(async move {
@@ -147,9 +203,13 @@ where
             });
             Session {
                 stdin: process.stdin.take(),
-                stdout: process.stdout.take().filter(|_| want_stdout),
-                stderr: process.stderr.take().filter(|_| want_stderr),
-                terminal: process.terminal.take(),
+                stdout: process.stdout.take(),
+                stderr: process.stderr.take(),
+                resize: process.terminal.take().map(|terminal| {
+                    Box::new(move |columns, rows| {
+                        let _ = terminal.resize(columns, rows);
+                    }) as Resize
+                }),
                 done,
             }
         }
@@ -161,12 +221,12 @@ where
                 stdin: None,
                 stdout: None,
                 stderr: None,
-                terminal: None,
+                resize: None,
                 done: Box::pin(async move { status }),
             }
         }
     };
-    pump(ws, protocol, session).await
+    run(stream, leftover, head, transport, session).await
 }
 
 /// Negotiate, then run `session` over the WebSocket (attach builds its session elsewhere).
@@ -179,16 +239,14 @@ pub async fn serve_session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(protocol) = negotiate(&mut stream, head).await? else {
+    let session = match session() {
+        Ok(session) => session,
+        Err(message) => return respond(&mut stream, 404, &message).await,
+    };
+    let Some(transport) = negotiate(&mut stream, head).await? else {
         return Ok(());
     };
-    match session() {
-        Ok(session) => {
-            let ws = accept_websocket(stream, leftover, head, protocol.name()).await?;
-            pump(ws, protocol, session).await
-        }
-        Err(message) => respond(&mut stream, 404, &message).await,
-    }
+    run(stream, leftover, head, transport, || session).await
 }
 
 /// Copy between the WebSocket and the session until the command ends or the client leaves.
@@ -204,7 +262,7 @@ where
         stdin,
         stdout,
         stderr,
-        terminal,
+        resize,
         mut done,
     } = session;
     let (mut sink, mut incoming) = ws.split();
@@ -268,8 +326,8 @@ where
                         }
                     }
                     Incoming::Resize { width, height } => {
-                        if let Some(terminal) = &terminal {
-                            let _ = terminal.resize(width, height);
+                        if let Some(resize) = &resize {
+                            resize(width, height);
                         }
                     }
                     Incoming::Closed(channels::STDIN) => stdin_tx = None,
@@ -312,4 +370,70 @@ async fn feed_stdin(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v5 session end to end over an in-memory WebSocket: the ready message, output,
+    /// stdin up to the client's close signal, the final Status, and a normal close.
+    #[tokio::test]
+    async fn a_v5_session_carries_streams_then_status_then_close() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (stdin_ours, mut stdin_theirs) = tokio::io::duplex(1024);
+        let (stdin_done_tx, stdin_done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = stdin_theirs.read_to_end(&mut got).await;
+            let _ = stdin_done_tx.send(got);
+        });
+        let session = Session {
+            stdin: Some(Box::new(stdin_ours)),
+            stdout: Some(Box::new(&b"hello\n"[..])),
+            stderr: Some(Box::new(&b"oops\n"[..])),
+            resize: None,
+            // The "command" ends once its stdin is closed, with the input as its exit code.
+            done: Box::pin(async move {
+                let got = stdin_done_rx.await.unwrap_or_default();
+                channels::exit_code_status(&["cat".to_string()], got.len() as i32)
+            }),
+        };
+        let served = tokio::spawn(pump(server, Protocol::V5, session));
+        client
+            .send(Message::Binary(
+                channels::frame(channels::STDIN, b"abc").into(),
+            ))
+            .await
+            .unwrap();
+        client
+            .send(Message::Binary(
+                vec![channels::CLOSE, channels::STDIN].into(),
+            ))
+            .await
+            .unwrap();
+        let mut received: Vec<Vec<u8>> = Vec::new();
+        let mut closed_normally = false;
+        while let Some(Ok(message)) = client.next().await {
+            match message {
+                Message::Binary(data) => received.push(data.to_vec()),
+                Message::Close(frame) => {
+                    closed_normally = frame.is_some_and(|f| u16::from(f.code) == 1000);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        served.await.unwrap().unwrap();
+        assert_eq!(received[0], vec![channels::STDOUT], "the ready message");
+        assert!(received.contains(&channels::frame(channels::STDOUT, b"hello\n")));
+        assert!(received.contains(&channels::frame(channels::STDERR, b"oops\n")));
+        let last = received.last().unwrap();
+        assert_eq!(last[0], channels::ERROR, "the Status comes last");
+        let status: serde_json::Value = serde_json::from_slice(&last[1..]).unwrap();
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+        assert!(closed_normally);
+    }
 }

@@ -48,6 +48,9 @@ pub struct ContainerConfig {
     /// Close that stdin when the first attached client's input ends (`stdinOnce`).
     #[serde(default)]
     pub stdin_once: bool,
+    /// A pseudo-terminal as the container's stdin, stdout and stderr (`tty: true`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,9 @@ use super::{ContainerState, Runtime, RuntimeError};
 pub struct ExecRequest {
     pub argv: Vec<String>,
     pub stdin: bool,
+    /// Output the client does not want goes to /dev/null (not a closed pipe).
+    pub stdout: bool,
+    pub stderr: bool,
     pub tty: bool,
 }
 
@@ -132,8 +135,16 @@ impl Runtime {
             } else {
                 Stdio::null()
             })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(if request.stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if request.stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
         // SAFETY: `join.enter` makes only system calls.
         unsafe {
             command.pre_exec(move || join.enter());
