@@ -52,6 +52,10 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
             &dir.join(format!("{}-apiserver.key", cluster.name)),
         )?;
     }
+    // The service-account token signing key pair, as kubeadm's sa.key and sa.pub.
+    let (sa_private, sa_public) = pki::generate_signing_key()?;
+    write_private(&dir.join("sa.key"), sa_private.as_bytes())?;
+    std::fs::write(dir.join("sa.pub"), sa_public)?;
     let admin = pki::client_cert(&ca, ADMIN, &["system:masters"])?;
     admin.write(&dir.join("admin.crt"), &dir.join("admin.key"))?;
     // How API servers reach kubelets (kubectl logs), as kubeadm's apiserver-kubelet-client.

@@ -329,6 +329,9 @@ fn apiserver(lab: &str, cluster: &ClusterPlan, paths: &LabPaths) -> ProcessSpec 
                 pki("apiserver-kubelet-client.key")
             ),
             format!("--kubelet-certificate-authority={}", pki("ca.crt")),
+            format!("--service-account-key-file={}", pki("sa.pub")),
+            format!("--service-account-signing-key-file={}", pki("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         ],
         ready: Readiness::TcpConnect(API_SECURE_PORT),
         root_listener: Some(cluster.api_port),
