@@ -94,7 +94,8 @@ fn walk(field: &str, v: &Value, mut path: FieldPath, out: &mut BTreeMap<FieldPat
                 return;
             };
             for item in items {
-                let id = json!({key: item.get(key).cloned().unwrap_or(Value::Null)});
+                let id = crate::patch::item_identity(field, key, item)
+                    .unwrap_or_else(|| json!({ key: Value::Null }));
                 let mut p = path.clone();
                 p.push(format!("k:{id}"));
                 let mut dot = p.clone();
@@ -320,8 +321,14 @@ fn remove_at(obj: &mut Value, path: &[String]) {
 }
 
 fn matches_key(item: &Value, key: &Value) -> bool {
-    key.as_object()
-        .is_some_and(|k| k.iter().all(|(f, v)| item.get(f) == Some(v)))
+    // A port without a protocol is TCP, as `patch::item_identity` keys it.
+    let tcp = Value::String("TCP".into());
+    key.as_object().is_some_and(|k| {
+        k.iter().all(|(f, v)| {
+            let have = item.get(f).or((f == "protocol").then_some(&tcp));
+            have == Some(v)
+        })
+    })
 }
 
 fn at_mut<'a>(obj: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
@@ -532,5 +539,28 @@ mod tests {
             ]),
             ".spec.containers[name=\"web\"].image"
         );
+    }
+
+    #[test]
+    fn service_ports_are_keyed_by_port_and_protocol() {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"},
+            "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}});
+        let live = apply(None, &svc, "me", false, None, t()).expect("create");
+        assert_eq!(
+            live["spec"]["ports"].as_array().map(Vec::len),
+            Some(2),
+            "{live}"
+        );
+        let fields = &live["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
+        assert!(
+            fields.get("k:{\"port\":53,\"protocol\":\"UDP\"}").is_some(),
+            "{fields}"
+        );
+        // Applying again with only the TCP port removes the UDP one.
+        let mut tcp_only = svc.clone();
+        tcp_only["spec"]["ports"] = json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP"}]);
+        let out = apply(Some(&live), &tcp_only, "me", false, None, t()).expect("apply");
+        assert_eq!(out["spec"]["ports"], tcp_only["spec"]["ports"]);
     }
 }

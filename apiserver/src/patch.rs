@@ -114,6 +114,21 @@ fn cause(message: String) -> crate::error::FieldError {
     }
 }
 
+/// Which item of a keyed list `item` is: its merge key's value, and for `ports` also its
+/// protocol (TCP unless set), as the API's list-map keys say, so that `53/UDP` and `53/TCP`
+/// of one Service are two items.
+pub(crate) fn item_identity(field: &str, key: &str, item: &Value) -> Option<Value> {
+    let id = item.get(key)?.clone();
+    if field == "ports" {
+        let protocol = item
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("TCP");
+        return Some(serde_json::json!({ key: id, "protocol": protocol }));
+    }
+    Some(serde_json::json!({ key: id }))
+}
+
 /// The merge key of a list field, given the patch's elements (None: replace the list).
 pub(crate) fn merge_key(field: &str, elems: &[Value]) -> Option<&'static str> {
     match field {
@@ -225,12 +240,14 @@ fn merge_list(field: &str, current: Vec<Value>, patch: Vec<Value>) -> Result<Val
     };
     let mut out = current;
     for p in patch {
-        let Some(id) = p.get(key).cloned() else {
+        let Some(id) = item_identity(field, key, &p) else {
             return Err(AppError::BadRequest(format!(
                 "map: {p} does not contain declared merge key: {key}"
             )));
         };
-        let pos = out.iter().position(|e| e.get(key) == Some(&id));
+        let pos = out
+            .iter()
+            .position(|e| item_identity(field, key, e).as_ref() == Some(&id));
         match (pos, directive(&p)) {
             (Some(i), Some("delete")) => {
                 out.remove(i);

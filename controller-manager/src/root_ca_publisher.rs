@@ -80,7 +80,10 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
         .await
         .map_err(|e| Error::Read(name.clone(), e))?;
     match current {
-        None => match api.create(&PostParams::default(), &desired(&ctx.ca_pem)).await {
+        None => match api
+            .create(&PostParams::default(), &desired(&ctx.ca_pem))
+            .await
+        {
             Ok(_) => tracing::info!("published the root CA"),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(Error::Write(name, e)),

@@ -29,7 +29,8 @@ pub fn render(template: &str, dns_ip: Ipv4Addr) -> anyhow::Result<Vec<DynamicObj
         if value.is_null() {
             continue;
         }
-        objects.push(serde_yaml::from_value(value).context("an add-on is not a Kubernetes object")?);
+        objects
+            .push(serde_yaml::from_value(value).context("an add-on is not a Kubernetes object")?);
     }
     Ok(objects)
 }
@@ -54,9 +55,13 @@ pub async fn install(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<usize> 
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
             };
-            api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&object))
-                .await
-                .with_context(|| format!("{}: applying {} {name}", cluster.name, gvk.kind))?;
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("{}: applying {} {name}", cluster.name, gvk.kind))?;
             applied += 1;
         }
     }

@@ -47,9 +47,8 @@ pub fn bench_dns() -> anyhow::Result<DnsResult> {
         flannel_config: None,
     };
     let quiet = Progress::new(true);
-    let result = crate::up::up(&lab, &options, &quiet).and_then(|_| {
-        tokio::runtime::Runtime::new()?.block_on(measure(&lab))
-    });
+    let result = crate::up::up(&lab, &options, &quiet)
+        .and_then(|_| tokio::runtime::Runtime::new()?.block_on(measure(&lab)));
     let _ = crate::down::down(&lab, &quiet);
     let _ = std::fs::remove_file(&topology);
     result
@@ -58,11 +57,17 @@ pub fn bench_dns() -> anyhow::Result<DnsResult> {
 async fn measure(lab: &str) -> anyhow::Result<DnsResult> {
     let paths = crate::paths::LabPaths::new(lab);
     let plan = crate::read_plan(lab)?;
-    let cluster = plan.cluster("c0").context("the bench lab has no cluster c0")?;
+    let cluster = plan
+        .cluster("c0")
+        .context("the bench lab has no cluster c0")?;
     let client = crate::access::cluster_client(&paths, "c0").await?;
     let dns_ip = crate::plan::cluster_dns_ip(cluster);
     let server = SocketAddr::from((dns_ip, 53));
-    let node = plan.node("c0/w1").map_err(anyhow::Error::msg)?.netns.clone();
+    let node = plan
+        .node("c0/w1")
+        .map_err(anyhow::Error::msg)?
+        .netns
+        .clone();
 
     eprintln!("  waiting for the DNS pods to be ready …");
     wait_dns_ready(&client).await?;
@@ -76,7 +81,10 @@ async fn measure(lab: &str) -> anyhow::Result<DnsResult> {
         }
     }
 
-    eprintln!("  {CONCURRENCY} clients for {} s …", LOAD_DURATION.as_secs());
+    eprintln!(
+        "  {CONCURRENCY} clients for {} s …",
+        LOAD_DURATION.as_secs()
+    );
     let (latencies, failures) = load(sockets, LOAD_DURATION)?;
     let queries = latencies.len();
     let qps = queries as f64 / LOAD_DURATION.as_secs_f64();
@@ -158,7 +166,10 @@ fn ask(socket: &UdpSocket, query: &[u8], timeout: Duration) -> anyhow::Result<Re
 /// queries, and the count of failed ones.
 fn load(sockets: Vec<UdpSocket>, duration: Duration) -> anyhow::Result<(Vec<Duration>, usize)> {
     let deadline = Instant::now() + duration;
-    let names = Arc::new(["kubernetes.default.svc.cluster.local.", "kube-dns.kube-system.svc.cluster.local."]);
+    let names = Arc::new([
+        "kubernetes.default.svc.cluster.local.",
+        "kube-dns.kube-system.svc.cluster.local.",
+    ]);
     let workers: Vec<_> = sockets
         .into_iter()
         .enumerate()
@@ -170,7 +181,8 @@ fn load(sockets: Vec<UdpSocket>, duration: Duration) -> anyhow::Result<(Vec<Dura
                 let mut id = (i as u16) << 8;
                 while Instant::now() < deadline {
                     id = id.wrapping_add(1);
-                    let Ok(query) = query_bytes(id, names[id as usize % names.len()], RecordType::A)
+                    let Ok(query) =
+                        query_bytes(id, names[id as usize % names.len()], RecordType::A)
                     else {
                         failures += 1;
                         continue;
@@ -216,7 +228,11 @@ async fn new_name_latency(
         }))?;
         services.create(&PostParams::default(), &service).await?;
         let created = Instant::now();
-        let query = query_bytes(i as u16, &format!("{name}.default.svc.cluster.local."), RecordType::A)?;
+        let query = query_bytes(
+            i as u16,
+            &format!("{name}.default.svc.cluster.local."),
+            RecordType::A,
+        )?;
         loop {
             if let Ok(ResponseCode::NoError) = ask(&socket, &query, Duration::from_millis(100)) {
                 latencies.push(created.elapsed());
@@ -237,7 +253,8 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
         return (Duration::ZERO, Duration::ZERO);
     }
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.50), at(0.99))
 }
 
