@@ -10,6 +10,7 @@ packages=(
   containernetworking-plugins      # CNI: bridge, host-local, loopback, portmap
   nginx                            # ingress, and the nginx image
   curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)
+  bind9-dnsutils                   # dig, to ask the cluster DNS
   python3 python3-venv             # the python image, a test server, the Python client's venv
   protobuf-compiler                # build dependency of the etcd-client crate
 )

@@ -79,6 +79,8 @@ enum Command {
     Kubelet(KubeletArgs),
     /// The controllers and scheduler of one cluster (started by the supervisor).
     ControllerManager(controller_manager::Args),
+    /// The cluster DNS server: what the kube-dns pods run (CoreDNS's ports and records).
+    ClusterDns(ClusterDnsArgs),
     /// Drive a node's container runtime by hand, as crictl does on a real node.
     Crictl {
         /// The node (`c0/w1`).
@@ -202,6 +204,27 @@ struct KubeletArgs {
     /// The node's resolver configuration, for `dnsPolicy: Default`.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ClusterDnsArgs {
+    /// A kubeconfig; without one, the pod's in-cluster credentials.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    zone: String,
+    /// TTL of answers (and of cached misses), in seconds, as kubeadm's Corefile sets it.
+    #[arg(long, default_value_t = 30)]
+    ttl: u32,
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
+    /// Liveness, `:8080/health` as CoreDNS's health plugin.
+    #[arg(long, default_value_t = 8080)]
+    health_port: u16,
+    /// Readiness, `:8181/ready` as CoreDNS's ready plugin.
+    #[arg(long, default_value_t = 8181)]
+    ready_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -510,6 +533,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(apiserver::run(config, shutdown_signal()))?;
         }
+        Command::ClusterDns(args) => {
+            init_logging();
+            let any = std::net::Ipv4Addr::UNSPECIFIED;
+            let config = cluster_dns::Config {
+                kubeconfig: args.kubeconfig,
+                zone: args.zone,
+                ttl: args.ttl,
+                dns: (any, args.dns_port).into(),
+                health: (any, args.health_port).into(),
+                ready: (any, args.ready_port).into(),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(cluster_dns::run(config, shutdown_signal()))?;
+        }
         Command::Flannel(args) => {
             init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "flannel starting");
@@ -614,7 +651,8 @@ async fn shutdown_signal() {
 /// Long-running roles log with `tracing` to stderr, which the supervisor sends to their file.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KNETSIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hickory logs every DNS query at info: too much for a server under load.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
