@@ -276,6 +276,12 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "100,500")]
         counts: Vec<usize>,
     },
+    /// Controllers: a Deployment scaled from 0 to N replicas, time to bound, Running and
+    /// ready in EndpointSlices, and the controller-manager's CPU time and memory.
+    Reconcile {
+        #[arg(long, default_value_t = 200)]
+        replicas: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -363,6 +369,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let result = lab::bench::bench_up(runs.max(1), &options)?;
             print!("{}", result.report());
+        }
+        Command::Bench {
+            what: Bench::Reconcile { replicas },
+        } => {
+            let result = lab::bench_reconcile::bench_reconcile(replicas)?;
+            print!("{}", lab::bench_reconcile::report(&result));
         }
         Command::Bench {
             what: Bench::Pods { counts },

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod bench;
 pub mod bench_pods;
+pub mod bench_reconcile;
 pub mod down;
 pub mod exec;
 pub mod inspect;
