@@ -394,3 +394,110 @@ fn pods_leave_a_node_whose_kubelet_stops() {
     assert!(moved, "the pods were not re-created on c0-w2:\n{report}");
     assert_eq!(ready_slice_ips(&lab, "default", "web").len(), 3, "{report}");
 }
+
+const DAEMONSET_AND_JOBS: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "sleep 1"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "exit 3"]}
+"#;
+
+#[test]
+fn daemonsets_cover_workers_and_jobs_finish() {
+    let lab = Lab::up("ctrljob", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-ds-jobs.yaml", lab.name), DAEMONSET_AND_JOBS);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    ));
+    let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+    let mut nodes: Vec<String> = items(&pods)
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect();
+    nodes.sort();
+    // One per worker, none on the tainted control plane.
+    assert_eq!(
+        nodes,
+        ["c0-w1", "c0-w2"],
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "-o", "wide"]))
+    );
+
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/three",
+            "--timeout=60s",
+        ],
+    ));
+    let three = kubectl_json(&lab, &["get", "job", "three"]);
+    assert_eq!(three["status"]["succeeded"], 3, "{three}");
+    let succeeded = items(&kubectl_json(
+        &lab,
+        &["get", "pods", "-l", "job-name=three"],
+    ))
+    .iter()
+    .filter(|p| p["status"]["phase"] == "Succeeded")
+    .count();
+    assert_eq!(succeeded, 3);
+
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/failing",
+            "--timeout=60s",
+        ],
+    ));
+    let failing = kubectl_json(&lab, &["get", "job", "failing"]);
+    // backoffLimit 2: the first try and two retries.
+    assert_eq!(failing["status"]["failed"], 3, "{failing}");
+    let reasons = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "job",
+            "failing",
+            "-o",
+            "jsonpath={.status.conditions[*].reason}",
+        ],
+    ));
+    assert!(reasons.contains("BackoffLimitExceeded"), "{reasons}");
+}
