@@ -120,6 +120,7 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
             let now = Instant::now();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let mut seen = pod_seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.created.entry(name.clone()).or_insert(now);
             if pod
                 .spec
                 .as_ref()
