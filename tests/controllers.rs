@@ -457,6 +457,40 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         ok(lab.kubectl("c0", &["get", "pods", "-o", "wide"]))
     );
 
+    // A pod whose nodeSelector nothing matches waits, with the scheduler's reasons, until a
+    // node is labelled to match.
+    let picky = write_temp(
+        &format!("{}-picky.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: picky}\nspec:\n  nodeSelector: {disk: ssd}\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", picky.to_str().expect("utf-8 path")]));
+    let reasons = "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }.";
+    let failed = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl(
+            "c0",
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling",
+            ],
+        ))
+        .contains(reasons)
+    });
+    assert!(failed, "{}", ok(lab.kubectl("c0", &["get", "events"])));
+    ok(lab.kubectl("c0", &["label", "node", "c0-w2", "disk=ssd"]));
+    let placed = eventually(Duration::from_secs(30), || {
+        stdout(&lab.kubectl(
+            "c0",
+            &["get", "pod", "picky", "-o", "jsonpath={.spec.nodeName}"],
+        )) == "c0-w2"
+    });
+    assert!(
+        placed,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pod", "picky", "-o", "yaml"]))
+    );
+
     ok(lab.kubectl(
         "c0",
         &[
