@@ -29,6 +29,9 @@ pub struct ReconcileResult {
     pub running: Stage,
     pub in_endpoints: Stage,
     pub cpu: Duration,
+    /// The API server's and all kubelets' CPU time over the same run, for comparison.
+    pub apiserver_cpu: Duration,
+    pub kubelets_cpu: Duration,
     pub rss_kib: u64,
 }
 
@@ -158,8 +161,9 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = controller_manager_pid(&paths);
+    let pid = process_pids(&paths, "controller-manager").first().copied();
     let cpu_before = pid.and_then(cpu_time).unwrap_or_default();
+    let others_before = (cpu_of(&paths, "apiserver"), cpu_of(&paths, "kubelet"));
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
     deployments
@@ -188,6 +192,8 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         .and_then(cpu_time)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
+    let apiserver_cpu = cpu_of(&paths, "apiserver").saturating_sub(others_before.0);
+    let kubelets_cpu = cpu_of(&paths, "kubelet").saturating_sub(others_before.1);
     let rss_kib = pid.and_then(kernel::procs::rss_kib).unwrap_or(0);
     pod_watch.abort();
     slice_watch.abort();
@@ -218,18 +224,31 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         running: stage(&seen.running),
         in_endpoints: stage(&seen.in_endpoints),
         cpu,
+        apiserver_cpu,
+        kubelets_cpu,
         rss_kib,
     })
 }
 
-fn controller_manager_pid(paths: &crate::paths::LabPaths) -> Option<i32> {
-    let status = crate::status::SupervisorStatus::read(&paths.status())?;
-    status
-        .processes
-        .iter()
-        .find(|p| p.name == "controller-manager")
-        .and_then(|p| p.pid)
-        .map(|pid| pid as i32)
+fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
+    crate::status::SupervisorStatus::read(&paths.status())
+        .map(|status| {
+            status
+                .processes
+                .iter()
+                .filter(|p| p.name == name)
+                .filter_map(|p| p.pid.map(|pid| pid as i32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The summed CPU time of every process of the lab called `name`.
+fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
+    process_pids(paths, name)
+        .into_iter()
+        .filter_map(cpu_time)
+        .sum()
 }
 
 /// User plus system CPU time of a process, from `/proc/<pid>/stat`.
@@ -271,6 +290,11 @@ pub fn report(r: &ReconcileResult) -> String {
         "  controller-manager: {} CPU time, {:.1} MiB RSS\n",
         ms(r.cpu),
         r.rss_kib as f64 / 1024.0
+    );
+    out += &format!(
+        "  for comparison: apiserver {} CPU time, kubelets {} CPU time\n",
+        ms(r.apiserver_cpu),
+        ms(r.kubelets_cpu)
     );
     out
 }
