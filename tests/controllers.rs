@@ -302,6 +302,43 @@ fn deployments_scale_roll_out_and_cascade() {
     });
     assert!(gone, "{}", ok(lab.kubectl("c0", &["get", "rs,pods"])));
     assert_slices_follow_ready_pods(&lab, 0);
+    // Deleting the Service removes its EndpointSlices (owned) and its Endpoints.
+    ok(lab.kubectl("c0", &["delete", "service", "web"]));
+    let endpoints_gone = eventually(Duration::from_secs(20), || {
+        let slices = kubectl_json(
+            &lab,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+        );
+        items(&slices).is_empty()
+            && !lab
+                .kubectl("c0", &["get", "endpoints", "web"])
+                .status
+                .success()
+    });
+    assert!(
+        endpoints_gone,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "endpoints,endpointslices"]))
+    );
+    let kubernetes = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}",
+        ],
+    ));
+    assert_eq!(
+        kubernetes, "172.20.0.2",
+        "the API server's own Endpoints are left alone"
+    );
 
     // A namespace is emptied, then deleted; new namespaces get a default ServiceAccount.
     ok(lab.kubectl("c0", &["create", "namespace", "team"]));
