@@ -302,6 +302,43 @@ fn deployments_scale_roll_out_and_cascade() {
     });
     assert!(gone, "{}", ok(lab.kubectl("c0", &["get", "rs,pods"])));
     assert_slices_follow_ready_pods(&lab, 0);
+    // Deleting the Service removes its EndpointSlices (owned) and its Endpoints.
+    ok(lab.kubectl("c0", &["delete", "service", "web"]));
+    let endpoints_gone = eventually(Duration::from_secs(20), || {
+        let slices = kubectl_json(
+            &lab,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+        );
+        items(&slices).is_empty()
+            && !lab
+                .kubectl("c0", &["get", "endpoints", "web"])
+                .status
+                .success()
+    });
+    assert!(
+        endpoints_gone,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "endpoints,endpointslices"]))
+    );
+    let kubernetes = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}",
+        ],
+    ));
+    assert_eq!(
+        kubernetes, "172.20.0.2",
+        "the API server's own Endpoints are left alone"
+    );
 
     // A namespace is emptied, then deleted; new namespaces get a default ServiceAccount.
     ok(lab.kubectl("c0", &["create", "namespace", "team"]));
@@ -393,4 +430,145 @@ fn pods_leave_a_node_whose_kubelet_stops() {
     assert!(not_ready, "c0-w1 never became NotReady:\n{report}");
     assert!(moved, "the pods were not re-created on c0-w2:\n{report}");
     assert_eq!(ready_slice_ips(&lab, "default", "web").len(), 3, "{report}");
+}
+
+const DAEMONSET_AND_JOBS: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "sleep 1"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "exit 3"]}
+"#;
+
+#[test]
+fn daemonsets_cover_workers_and_jobs_finish() {
+    let lab = Lab::up("ctrljob", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-ds-jobs.yaml", lab.name), DAEMONSET_AND_JOBS);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+    ));
+    let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+    let mut nodes: Vec<String> = items(&pods)
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("").to_string())
+        .collect();
+    nodes.sort();
+    // One per worker, none on the tainted control plane.
+    assert_eq!(
+        nodes,
+        ["c0-w1", "c0-w2"],
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "-o", "wide"]))
+    );
+
+    // A pod whose nodeSelector nothing matches waits, with the scheduler's reasons, until a
+    // node is labelled to match.
+    let picky = write_temp(
+        &format!("{}-picky.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: picky}\nspec:\n  nodeSelector: {disk: ssd}\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", picky.to_str().expect("utf-8 path")]));
+    let reasons = "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }.";
+    let failed = eventually(Duration::from_secs(20), || {
+        stdout(&lab.kubectl(
+            "c0",
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling",
+            ],
+        ))
+        .contains(reasons)
+    });
+    assert!(failed, "{}", ok(lab.kubectl("c0", &["get", "events"])));
+    ok(lab.kubectl("c0", &["label", "node", "c0-w2", "disk=ssd"]));
+    let placed = eventually(Duration::from_secs(30), || {
+        stdout(&lab.kubectl(
+            "c0",
+            &["get", "pod", "picky", "-o", "jsonpath={.spec.nodeName}"],
+        )) == "c0-w2"
+    });
+    assert!(
+        placed,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pod", "picky", "-o", "yaml"]))
+    );
+
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/three",
+            "--timeout=60s",
+        ],
+    ));
+    let three = kubectl_json(&lab, &["get", "job", "three"]);
+    assert_eq!(three["status"]["succeeded"], 3, "{three}");
+    let succeeded = items(&kubectl_json(
+        &lab,
+        &["get", "pods", "-l", "job-name=three"],
+    ))
+    .iter()
+    .filter(|p| p["status"]["phase"] == "Succeeded")
+    .count();
+    assert_eq!(succeeded, 3);
+
+    ok(lab.kubectl(
+        "c0",
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/failing",
+            "--timeout=60s",
+        ],
+    ));
+    let failing = kubectl_json(&lab, &["get", "job", "failing"]);
+    // backoffLimit 2: the first try and two retries.
+    assert_eq!(failing["status"]["failed"], 3, "{failing}");
+    let reasons = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "job",
+            "failing",
+            "-o",
+            "jsonpath={.status.conditions[*].reason}",
+        ],
+    ));
+    assert!(reasons.contains("BackoffLimitExceeded"), "{reasons}");
 }

@@ -368,7 +368,9 @@ fn bad_names_and_unknown_nodes_are_clear_errors() {
     );
     let output = lab.run(&["logs", "c0/cp", "nginx"]);
     assert!(
-        stderr(&output).contains("processes with logs there: apiserver etcd flannel kubelet"),
+        stderr(&output).contains(
+            "processes with logs there: apiserver controller-manager etcd flannel kubelet"
+        ),
         "{}",
         stderr(&output)
     );

@@ -261,7 +261,17 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             default(obj, "/spec/replicas", 1.into());
             obj["status"] = json!({"replicas": 0});
         }
-        ("apps", "DaemonSet") | ("batch", _) => obj["status"] = json!({}),
+        ("apps", "DaemonSet") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/revisionHistoryLimit", 10.into());
+            default(
+                obj,
+                "/spec/updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            obj["status"] = json!({});
+        }
+        ("batch", _) => obj["status"] = json!({}),
         ("networking.k8s.io", "Ingress") => obj["status"] = json!({"loadBalancer": {}}),
         _ => {}
     }

@@ -240,11 +240,13 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
                 Err(e) => return Err(Error::ReplicaSetCreationFailed(name, e)),
             };
             tracing::info!(rs = %name, replicas = initial, "created new ReplicaSet");
-            ctx.recorder.normal(
-                d.object_ref(&()),
-                "ScalingReplicaSet",
-                format!("Scaled up replica set {name} from 0 to {initial}"),
-            );
+            if initial > 0 {
+                ctx.recorder.normal(
+                    d.object_ref(&()),
+                    "ScalingReplicaSet",
+                    format!("Scaled up replica set {name} from 0 to {initial}"),
+                );
+            }
             Arc::new(created)
         }
     };

@@ -34,6 +34,10 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+/// The label the endpoints controller puts on the Endpoints it writes (so the ones left by a
+/// deleted Service can be told from hand-written ones).
+pub const ENDPOINTS_MANAGED_BY_LABEL: &str = "endpoints.kubernetes.io/managed-by";
+pub const ENDPOINTS_MANAGED_BY: &str = "endpoint-controller";
 
 /// Pods by the ports they resolve to (keyed by those ports' JSON).
 pub type PortGroups = BTreeMap<String, PortGroup>;
@@ -396,11 +400,21 @@ pub fn desired_endpoints(
         metadata: ObjectMeta {
             name: Some(service.name_any()),
             namespace: service.namespace(),
-            labels: service.metadata.labels.clone(),
+            labels: Some(endpoints_labels(service)),
             ..Default::default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
     }
+}
+
+/// The Service's labels plus the managed-by label.
+fn endpoints_labels(service: &Service) -> BTreeMap<String, String> {
+    let mut labels = service.metadata.labels.clone().unwrap_or_default();
+    labels.insert(
+        ENDPOINTS_MANAGED_BY_LABEL.into(),
+        ENDPOINTS_MANAGED_BY.into(),
+    );
+    labels
 }
 
 async fn sync_endpoints(

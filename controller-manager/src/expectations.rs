@@ -48,6 +48,13 @@ impl Expectations {
         });
     }
 
+    /// Is a creation of `name` in flight?
+    pub fn is_creating(&self, owner: &str, name: &str) -> bool {
+        self.with(owner, |p| {
+            p.creating.get(name).is_some_and(|at| at.elapsed() < EXPIRY)
+        })
+    }
+
     /// The request failed: nothing will show up.
     pub fn forget(&self, owner: &str, pod: &str) {
         self.with(owner, |p| {

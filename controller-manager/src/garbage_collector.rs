@@ -12,12 +12,14 @@
 //!
 //! Owners and dependents are the kinds the controllers here create: Deployments own
 //! ReplicaSets; ReplicaSets, DaemonSets and Jobs own Pods; Services own EndpointSlices.
+//! Legacy Endpoints have no owner reference: those the endpoints controller wrote (its
+//! managed-by label) go when their Service is gone, as kube-controller-manager does.
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -46,6 +48,7 @@ pub struct GarbageCollector {
     jobs: Store<Job>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
+    endpoints: Store<Endpoints>,
 }
 
 pub fn run(
@@ -61,6 +64,7 @@ pub fn run(
         jobs: informers.jobs.store.clone(),
         services: informers.services.store.clone(),
         endpoint_slices: informers.endpoint_slices.store.clone(),
+        endpoints: informers.endpoints.store.clone(),
     };
     async move {
         loop {
@@ -143,7 +147,45 @@ impl GarbageCollector {
         }
     }
 
+    /// Endpoints written for a Service that no longer exists.
+    async fn collect_endpoints(&self) -> Result<(), kube::Error> {
+        use crate::endpointslice::{ENDPOINTS_MANAGED_BY, ENDPOINTS_MANAGED_BY_LABEL};
+        for endpoints in self.endpoints.state() {
+            let managed = endpoints
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ENDPOINTS_MANAGED_BY_LABEL));
+            if managed.map(String::as_str) != Some(ENDPOINTS_MANAGED_BY) {
+                continue;
+            }
+            let ns = endpoints.metadata.namespace.clone().unwrap_or_default();
+            let name = endpoints.metadata.name.clone().unwrap_or_default();
+            if self
+                .services
+                .get(&ObjectRef::new(&name).within(&ns))
+                .is_some()
+            {
+                continue;
+            }
+            let services: Api<Service> = Api::namespaced(self.client.clone(), &ns);
+            if services.get_opt(&name).await?.is_none() {
+                tracing::info!(%ns, %name, "deleting Endpoints: their Service is gone");
+                let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &ns);
+                ignore_not_found(
+                    api.delete(&name, &DeleteParams::background())
+                        .await
+                        .map(drop),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     async fn sweep(&self) {
+        if let Err(e) = self.collect_endpoints().await {
+            tracing::warn!("collecting Endpoints failed: {e}");
+        }
         for dependent in self.dependents() {
             if let Err(e) = self.collect(&dependent).await {
                 tracing::warn!(kind = %dependent.resource.kind, name = %dependent.meta.name.as_deref().unwrap_or(""), "garbage collection failed: {e}");

@@ -71,10 +71,7 @@ where
         futures_util::stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {
-                    Ok(object) => {
-                        tracing::trace!(kind = %K::kind(&()), "change delivered");
-                        return Some((Ok(K::clone(&object)), receiver));
-                    }
+                    Ok(object) => return Some((Ok(K::clone(&object)), receiver)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(kind = %K::kind(&()), missed, "a controller fell behind")
                     }

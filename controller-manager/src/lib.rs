@@ -16,14 +16,14 @@
 //! server approximates apply without field ownership, so a field a controller stops setting
 //! would never be removed.
 
-// pub mod daemonset;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informers;
-// pub mod job;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod pods;
@@ -118,6 +118,8 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         replicaset::run(client.clone(), &informers).boxed(),
         endpointslice::run(client.clone(), &informers).boxed(),
         deployment::run(client.clone(), &informers).boxed(),
+        daemonset::run(client.clone(), &informers).boxed(),
+        job::run(client.clone(), &informers).boxed(),
         serviceaccount::run(client.clone(), &informers).boxed(),
         namespace::run(client.clone(), &informers).boxed(),
         garbage_collector::run(client.clone(), &informers).boxed(),

@@ -69,7 +69,6 @@ pub fn run(
     });
     async move {
         let pods = ctx.pods.clone();
-        tracing::debug!("scheduler starting");
         Controller::for_stream(pod_changes, ctx.pods.clone())
             // A node that becomes Ready or changes its taints may fit pods that did not fit.
             .watches_stream(node_changes, move |_: Node| unscheduled(&pods))
@@ -106,7 +105,6 @@ fn needs_scheduling(pod: &Pod) -> bool {
 
 #[tracing::instrument(skip_all, fields(pod = %pod.name_any()))]
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
-    tracing::trace!("reconcile");
     if !needs_scheduling(&pod) {
         return Ok(Action::await_change());
     }

@@ -377,6 +377,12 @@ enum Bench {
         #[arg(long, default_value_t = 2000)]
         requests: usize,
     },
+    /// Controllers: a Deployment scaled from 0 to N replicas, time to bound, Running and
+    /// ready in EndpointSlices, and the controller-manager's CPU time and memory.
+    Reconcile {
+        #[arg(long, default_value_t = 200)]
+        replicas: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -468,6 +474,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { what: Bench::Api } => {
             let result = lab::bench_api::bench_api()?;
             print!("{}", result.report());
+        }
+        Command::Bench {
+            what: Bench::Reconcile { replicas },
+        } => {
+            let result = lab::bench_reconcile::bench_reconcile(replicas)?;
+            print!("{}", lab::bench_reconcile::report(&result));
         }
         Command::Bench {
             what: Bench::Pods { counts },

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_api;
 pub mod bench_dns;
 pub mod bench_pods;
+pub mod bench_reconcile;
 pub mod bench_services;
 pub mod down;
 pub mod exec;

@@ -1,0 +1,300 @@
+//! `knetsim bench reconcile`: how fast the controllers bring a Deployment from 0 to N
+//! replicas — per pod, from the scale request to bound (scheduler), Running with an IP
+//! (kubelet), and ready in the Service's EndpointSlices (EndpointSlice controller) — plus the
+//! controller-manager's CPU time and memory over the run.
+//!
+//! Runs on a lab of its own (one cluster, three workers), with agnhost `netexec` pods.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+
+use crate::progress::Progress;
+
+const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct ReconcileResult {
+    pub replicas: usize,
+    /// Pods created by the ReplicaSet (seen by a watch).
+    pub created: Stage,
+    /// p50, p99, and when the last pod got there, for each stage.
+    pub bound: Stage,
+    pub running: Stage,
+    pub in_endpoints: Stage,
+    pub cpu: Duration,
+    /// The API server's and all kubelets' CPU time over the same run, for comparison.
+    pub apiserver_cpu: Duration,
+    pub kubelets_cpu: Duration,
+    pub rss_kib: u64,
+}
+
+pub struct Stage {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub all: Duration,
+}
+
+pub fn bench_reconcile(replicas: usize) -> anyhow::Result<ReconcileResult> {
+    let lab = format!("benchrec{}", std::process::id() % 100_000);
+    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
+    std::fs::write(&topology, TOPOLOGY)?;
+    let options = crate::up::UpOptions {
+        topology: Some(topology.clone()),
+        flannel_config: None,
+    };
+    let quiet = Progress::new(true);
+    crate::up::up(&lab, &options, &quiet)?;
+    let result = tokio::runtime::Runtime::new()?.block_on(run(&lab, replicas));
+    let _ = crate::down::down(&lab, &quiet);
+    let _ = std::fs::remove_file(&topology);
+    result
+}
+
+fn manifest(replicas: usize) -> anyhow::Result<(Deployment, Service)> {
+    let deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bench"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "bench"}},
+            "template": {
+                "metadata": {"labels": {"app": "bench"}},
+                "spec": {"containers": [{
+                    "name": "netexec", "image": "registry.k8s.io/e2e-test-images/agnhost:2.53",
+                    "args": ["netexec", "--http-port=8080"],
+                }]},
+            },
+        },
+    }))?;
+    let service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "bench"},
+        "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))?;
+    Ok((deployment, service))
+}
+
+/// When each pod reached each stage, by pod name (slices name pods in `targetRef`).
+#[derive(Default)]
+struct Seen {
+    created: HashMap<String, Instant>,
+    bound: HashMap<String, Instant>,
+    running: HashMap<String, Instant>,
+    in_endpoints: HashMap<String, Instant>,
+}
+
+async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
+    let paths = crate::paths::LabPaths::new(lab);
+    let kubeconfig = kube::config::Kubeconfig::read_from(paths.kubeconfig())?;
+    let options = kube::config::KubeConfigOptions {
+        context: Some("c0".into()),
+        ..Default::default()
+    };
+    let client =
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let (deployment, service) = manifest(0)?;
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &service)
+        .await?;
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
+
+    let seen: std::sync::Arc<std::sync::Mutex<Seen>> = Default::default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let pod_seen = seen.clone();
+    let pod_watch = tokio::spawn(async move {
+        let config = watcher::Config::default().labels("app=bench");
+        let mut stream = std::pin::pin!(watcher(pods, config).default_backoff());
+        while let Some(event) = stream.next().await {
+            let (Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod))) = event
+            else {
+                continue;
+            };
+            let now = Instant::now();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let mut seen = pod_seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.created.entry(name.clone()).or_insert(now);
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some()
+            {
+                seen.bound.entry(name.clone()).or_insert(now);
+            }
+            let status = pod.status.as_ref();
+            let has_ip = status.and_then(|s| s.pod_ip.as_ref()).is_some();
+            if has_ip && status.and_then(|s| s.phase.as_deref()) == Some("Running") {
+                seen.running.entry(name).or_insert(now);
+            }
+        }
+    });
+    let slice_seen = seen.clone();
+    let slice_watch = tokio::spawn(async move {
+        let config = watcher::Config::default().labels("kubernetes.io/service-name=bench");
+        let mut stream = std::pin::pin!(watcher(slices, config).default_backoff());
+        while let Some(event) = stream.next().await {
+            let (Ok(watcher::Event::Apply(slice)) | Ok(watcher::Event::InitApply(slice))) = event
+            else {
+                continue;
+            };
+            let now = Instant::now();
+            let mut seen = slice_seen.lock().unwrap_or_else(|e| e.into_inner());
+            for endpoint in slice.endpoints {
+                let ready = endpoint.conditions.and_then(|c| c.ready) == Some(true);
+                let pod = endpoint.target_ref.and_then(|r| r.name);
+                if let (true, Some(pod)) = (ready, pod) {
+                    seen.in_endpoints.entry(pod).or_insert(now);
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let pid = process_pids(&paths, "controller-manager").first().copied();
+    let cpu_before = pid.and_then(cpu_time).unwrap_or_default();
+    let others_before = (cpu_of(&paths, "apiserver"), cpu_of(&paths, "kubelet"));
+    let started = Instant::now();
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    deployments
+        .patch("bench", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    loop {
+        let done = seen
+            .lock()
+            .map(|s| s.in_endpoints.len() >= replicas)
+            .unwrap_or(false);
+        if done {
+            break;
+        }
+        if started.elapsed() > TIMEOUT {
+            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            anyhow::bail!(
+                "after {TIMEOUT:?}: {} bound, {} running, {} in endpoints of {replicas}",
+                s.bound.len(),
+                s.running.len(),
+                s.in_endpoints.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cpu = pid
+        .and_then(cpu_time)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let apiserver_cpu = cpu_of(&paths, "apiserver").saturating_sub(others_before.0);
+    let kubelets_cpu = cpu_of(&paths, "kubelet").saturating_sub(others_before.1);
+    let rss_kib = pid.and_then(kernel::procs::rss_kib).unwrap_or(0);
+    pod_watch.abort();
+    slice_watch.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let stage = |times: &HashMap<String, Instant>| {
+        let mut latencies: Vec<Duration> = times
+            .values()
+            .map(|t| t.saturating_duration_since(started))
+            .collect();
+        latencies.sort();
+        let at = |p: f64| {
+            let n = latencies.len();
+            latencies
+                .get(((n as f64 * p).ceil() as usize).clamp(1, n.max(1)) - 1)
+                .copied()
+                .unwrap_or_default()
+        };
+        Stage {
+            p50: at(0.5),
+            p99: at(0.99),
+            all: latencies.last().copied().unwrap_or_default(),
+        }
+    };
+    Ok(ReconcileResult {
+        replicas,
+        created: stage(&seen.created),
+        bound: stage(&seen.bound),
+        running: stage(&seen.running),
+        in_endpoints: stage(&seen.in_endpoints),
+        cpu,
+        apiserver_cpu,
+        kubelets_cpu,
+        rss_kib,
+    })
+}
+
+fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
+    crate::status::SupervisorStatus::read(&paths.status())
+        .map(|status| {
+            status
+                .processes
+                .iter()
+                .filter(|p| p.name == name)
+                .filter_map(|p| p.pid.map(|pid| pid as i32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The summed CPU time of every process of the lab called `name`.
+fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
+    process_pids(paths, name)
+        .into_iter()
+        .filter_map(cpu_time)
+        .sum()
+}
+
+/// User plus system CPU time of a process, from `/proc/<pid>/stat`.
+fn cpu_time(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Some(Duration::from_millis(ticks * 1000 / per_second.max(1)))
+}
+
+pub fn report(r: &ReconcileResult) -> String {
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let mut out = format!(
+        "knetsim bench reconcile: Deployment scaled 0 → {} (3 workers, agnhost netexec), from the scale request\n",
+        r.replicas
+    );
+    out += "  STAGE               P50        P99        ALL\n";
+    for (name, s) in [
+        ("created", &r.created),
+        ("bound", &r.bound),
+        ("Running with IP", &r.running),
+        ("ready in endpoints", &r.in_endpoints),
+    ] {
+        out += &format!(
+            "  {:<19} {:<10} {:<10} {}\n",
+            name,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.all)
+        );
+    }
+    out += &format!(
+        "  controller-manager: {} CPU time, {:.1} MiB RSS\n",
+        ms(r.cpu),
+        r.rss_kib as f64 / 1024.0
+    );
+    out += &format!(
+        "  for comparison: apiserver {} CPU time, kubelets {} CPU time\n",
+        ms(r.apiserver_cpu),
+        ms(r.kubelets_cpu)
+    );
+    out
+}
