@@ -411,8 +411,21 @@ pub async fn admit_pod(state: &AppState, ns: &str, pod: &mut Value) -> Result<()
     };
     pod["spec"]["serviceAccountName"] = json!(sa_name);
     pod["spec"]["serviceAccount"] = json!(sa_name);
-    let sa = lookup(state, "serviceaccounts", Some(ns), &sa_name)
-        .await
+    // The `default` account is made by the controller-manager right after its namespace:
+    // give it a moment, as kube-apiserver's admission retries it (10 times, 100–200 ms apart).
+    let attempts = if sa_name == "default" { 10 } else { 1 };
+    let mut found = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 100;
+            tokio::time::sleep(std::time::Duration::from_millis(100 + jitter)).await;
+        }
+        found = lookup(state, "serviceaccounts", Some(ns), &sa_name).await;
+        if found.is_some() {
+            break;
+        }
+    }
+    let sa = found
         .ok_or_else(|| {
             AppError::Forbidden(
                 target("", "pods", &pod_name),
