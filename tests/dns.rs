@@ -72,18 +72,21 @@ fn jsonpath(lab: &Lab, args: &[&str]) -> String {
 }
 
 fn ready_pod_ips(lab: &Lab) -> Vec<String> {
-    let ips = jsonpath(
-        lab,
-        &[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            r#"jsonpath={range .items[?(@.status.conditions[?(@.type=="Ready")].status=="True")]}{.status.podIP}{"\n"}{end}"#,
-        ],
-    );
-    let mut ips: Vec<String> = ips.lines().map(str::to_string).collect();
+    let json = stdout(&lab.kubectl("c0", &["get", "pods", "-l", "app=web", "-o", "json"]));
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let ready = |pod: &serde_json::Value| {
+        pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    };
+    let mut ips: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| ready(pod) && pod["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|pod| pod["status"]["podIP"].as_str().map(str::to_string))
+        .collect();
     ips.sort();
     ips
 }
@@ -101,12 +104,24 @@ fn services_resolve_by_name_from_pods() {
     assert!(available.status.success(), "{available:?}");
     let dns_ready = lab.kubectl(
         "c0",
-        &["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=90s"],
+        &[
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            "--timeout=90s",
+        ],
     );
     assert!(dns_ready.status.success(), "{dns_ready:?}");
     let client_ready = lab.kubectl(
         "c0",
-        &["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/client",
+            "--timeout=60s",
+        ],
     );
     assert!(client_ready.status.success(), "{client_ready:?}");
 
@@ -119,7 +134,10 @@ fn services_resolve_by_name_from_pods() {
     );
 
     // Short, namespaced and full names all give the ClusterIP (the search path at work).
-    let cluster_ip = jsonpath(&lab, &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let cluster_ip = jsonpath(
+        &lab,
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
     for name in ["web", "web.default", "web.default.svc.cluster.local"] {
         let mut ips = Vec::new();
         let resolved = eventually(Duration::from_secs(20), || {
@@ -128,7 +146,10 @@ fn services_resolve_by_name_from_pods() {
         });
         assert!(resolved, "{name} resolved to {ips:?}, not {cluster_ip}");
     }
-    let page = in_client(&lab, &["curl", "-s", "--max-time", "5", "http://web/hostname"]);
+    let page = in_client(
+        &lab,
+        &["curl", "-s", "--max-time", "5", "http://web/hostname"],
+    );
     assert!(page.status.success(), "{page:?}");
     assert!(stdout(&page).starts_with("web-"), "{page:?}");
 
@@ -145,12 +166,20 @@ fn services_resolve_by_name_from_pods() {
         seen = resolve(&lab, "web-headless");
         seen == ready_pod_ips(&lab) && seen.len() == 3
     });
-    assert!(follows, "after scaling to 3, web-headless resolved to {seen:?}");
+    assert!(
+        follows,
+        "after scaling to 3, web-headless resolved to {seen:?}"
+    );
 
     // SRV names the port, asked with dig through the service IP.
     let srv = in_client(
         &lab,
-        &["dig", "+short", "_http._tcp.web.default.svc.cluster.local", "SRV"],
+        &[
+            "dig",
+            "+short",
+            "_http._tcp.web.default.svc.cluster.local",
+            "SRV",
+        ],
     );
     assert_eq!(
         stdout(&srv).trim(),
@@ -162,13 +191,15 @@ fn services_resolve_by_name_from_pods() {
     let started = Instant::now();
     let missing = in_client(
         &lab,
-        &["dig", "+tries=1", "+time=2", "nope.default.svc.cluster.local"],
+        &[
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "nope.default.svc.cluster.local",
+        ],
     );
     let took = started.elapsed();
-    assert!(
-        stdout(&missing).contains("status: NXDOMAIN"),
-        "{missing:?}"
-    );
+    assert!(stdout(&missing).contains("status: NXDOMAIN"), "{missing:?}");
     eprintln!("NXDOMAIN answered in {took:?} (kubectl exec included)");
     // Names outside the cluster are not forwarded anywhere.
     let outside = in_client(&lab, &["dig", "+tries=1", "+time=2", "example.org"]);
@@ -177,15 +208,35 @@ fn services_resolve_by_name_from_pods() {
     // One DNS pod gone: names still resolve (through the other, while it is replaced).
     let dns_pods = jsonpath(
         &lab,
-        &["-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[0].metadata.name}"],
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-dns",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
     );
     let deleted = lab.kubectl(
         "c0",
-        &["-n", "kube-system", "delete", "pod", &dns_pods, "--wait=false"],
+        &[
+            "-n",
+            "kube-system",
+            "delete",
+            "pod",
+            &dns_pods,
+            "--wait=false",
+        ],
     );
     assert!(deleted.status.success(), "{deleted:?}");
     for _ in 0..10 {
         let ips = resolve(&lab, "web");
-        assert_eq!(ips, [cluster_ip.clone()], "resolution failed with a DNS pod gone");
+        assert_eq!(
+            ips,
+            [cluster_ip.clone()],
+            "resolution failed with a DNS pod gone"
+        );
     }
 }

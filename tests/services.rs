@@ -4,9 +4,8 @@
 //! endpoints rejected at once; ClientIP affinity; an endpoint leaving; kubeproxy-lite killed
 //! and restarted under an open connection.
 //!
-//! There is no EndpointSlice controller yet: the test writes each Service's EndpointSlice
-//! itself from the pods' IPs (see `write_endpoint_slice`). Once the controller-manager runs,
-//! delete that function and its calls; everything else stays as it is.
+//! The Services' EndpointSlices are the controller-manager's, from their selectors; an
+//! endpoint leaves when its pod is deleted.
 
 mod common;
 
@@ -103,23 +102,6 @@ fn wait_running(lab: &Lab, pod: &str) -> String {
     get(lab, "pod", pod, "{.status.podIP}")
 }
 
-/// The EndpointSlice the EndpointSlice controller would write for `service`: the given
-/// `(pod, IP, node)`s, ready, port `http` 8080. TODO(controller-manager): delete this once
-/// the controller exists; the Services' selectors already say which pods they want.
-fn write_endpoint_slice(lab: &Lab, service: &str, endpoints: &[(&str, &str, &str)]) {
-    let mut yaml = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-hand\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n"
-    );
-    for (pod, ip, node) in endpoints {
-        yaml += &format!(
-            "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: {node}\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}\n"
-        );
-    }
-    let file = write_temp(&format!("{}-{service}-slice.yaml", lab.name), &yaml);
-    ok(lab.kubectl("c0", &["apply", "-f", file.to_str().unwrap()]));
-}
-
-/// Run `script` with `sh -c` inside a pod's network namespace.
 fn in_pod(lab: &Lab, node: &str, pod: &str, script: &str) -> std::process::Output {
     let netns = format!("{}-c0-{node}-default-{pod}", lab.name);
     Command::new("ip")
@@ -151,14 +133,6 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
         .map(|(pod, _)| wait_running(&lab, pod))
         .collect();
     wait_running(&lab, "client");
-    let endpoints: Vec<(&str, &str, &str)> = SERVERS
-        .iter()
-        .zip(&ips)
-        .map(|((pod, node), ip)| (*pod, ip.as_str(), *node))
-        .collect();
-    for service in ["web", "web-nodeport", "web-sticky"] {
-        write_endpoint_slice(&lab, service, &endpoints);
-    }
     let cluster_ip = get(&lab, "svc", "web", "{.spec.clusterIP}");
     let url = format!("http://{cluster_ip}");
 
@@ -253,10 +227,11 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
         "affinity should pin to one pod: {pinned:?}"
     );
 
-    // web-3 leaves the slice: its rules go, and no request reaches it afterwards.
-    write_endpoint_slice(&lab, "web", &endpoints[..2]);
+    // web-3 is deleted, so it leaves the slice: its rules go, and no request reaches it
+    // afterwards.
+    ok(lab.kubectl("c0", &["delete", "pod", "web-3", "--wait=false"]));
     let left = Instant::now();
-    let gone = eventually(Duration::from_secs(5), || {
+    let gone = eventually(Duration::from_secs(10), || {
         let table = stdout(&lab.exec("c0/cp", &["nft", "list", "table", "ip", "kube-proxy"]));
         !table.contains(&format!("default/web/tcp/http__{}/8080", ips[2]))
     });

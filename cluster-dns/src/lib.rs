@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct Config {
     /// Liveness (`/health`) and readiness (`/ready`) endpoints.
     pub health: SocketAddr,
     pub ready: SocketAddr,
+    /// How long to keep answering after being told to stop, while not ready, so the
+    /// endpoint leaves kube-proxy's rules before the server goes (CoreDNS's `lameduck`).
+    pub lameduck: Duration,
 }
 
 async fn client(config: &Config) -> anyhow::Result<kube::Client> {
@@ -95,8 +98,11 @@ pub async fn run(
     let index = Arc::new(RwLock::new(records::Index::default()));
     let synced: Arc<AtomicUsize> = watch::start(client, index.clone());
 
+    let stopping = Arc::new(AtomicBool::new(false));
     tokio::spawn(probe_endpoint(config.health, "/health", || true));
-    let ready = move || synced.load(Ordering::SeqCst) >= watch::WATCHES;
+    let leaving = stopping.clone();
+    let ready =
+        move || synced.load(Ordering::SeqCst) >= watch::WATCHES && !leaving.load(Ordering::SeqCst);
     tokio::spawn(probe_endpoint(config.ready, "/ready", ready));
 
     let udp = tokio::net::UdpSocket::bind(config.dns)
@@ -109,12 +115,21 @@ pub async fn run(
     dns.register_socket(udp);
     dns.register_listener(tcp, Duration::from_secs(5), 65535);
     tracing::info!(dns = %config.dns, zone = %config.zone, "serving the cluster zone");
-    tokio::select! {
-        () = shutdown => {
-            tracing::info!("shutting down");
-            dns.shutdown_gracefully().await.context("stopping the DNS server")?;
-        }
-        done = dns.block_until_done() => done.context("the DNS server stopped")?,
-    }
+    let stop = dns.shutdown_token().clone();
+    let lameduck = config.lameduck;
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.store(true, Ordering::SeqCst);
+        tracing::info!(
+            ?lameduck,
+            "stopping: not ready, still answering for the lame-duck period"
+        );
+        tokio::time::sleep(lameduck).await;
+        stop.cancel();
+    });
+    dns.block_until_done()
+        .await
+        .context("the DNS server stopped")?;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -229,6 +229,9 @@ struct ClusterDnsArgs {
     /// Readiness, `:8181/ready` as CoreDNS's ready plugin.
     #[arg(long, default_value_t = 8181)]
     ready_port: u16,
+    /// Seconds to keep answering, not ready, after SIGTERM (CoreDNS's `health { lameduck }`).
+    #[arg(long, default_value_t = 5)]
+    lameduck: u64,
 }
 
 #[derive(clap::Args)]
@@ -649,6 +652,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dns: (any, args.dns_port).into(),
                 health: (any, args.health_port).into(),
                 ready: (any, args.ready_port).into(),
+                lameduck: std::time::Duration::from_secs(args.lameduck),
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(cluster_dns::run(config, shutdown_signal()))?;
