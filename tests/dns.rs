@@ -142,7 +142,7 @@ fn services_resolve_by_name_from_pods() {
         let mut ips = Vec::new();
         let resolved = eventually(Duration::from_secs(20), || {
             ips = resolve(&lab, name);
-            ips == [cluster_ip.clone()]
+            ips == std::slice::from_ref(&cluster_ip)
         });
         assert!(resolved, "{name} resolved to {ips:?}, not {cluster_ip}");
     }
@@ -235,7 +235,7 @@ fn services_resolve_by_name_from_pods() {
         let ips = resolve(&lab, "web");
         assert_eq!(
             ips,
-            [cluster_ip.clone()],
+            std::slice::from_ref(&cluster_ip),
             "resolution failed with a DNS pod gone"
         );
     }
