@@ -46,6 +46,28 @@ pub fn bench_up(runs: usize, options: &crate::up::UpOptions) -> anyhow::Result<U
     Ok(result)
 }
 
+/// Run `measure` on a lab of its own (named `<prefix><pid>`, with `topology`), brought up
+/// quietly and taken down again whatever the outcome.
+pub fn on_own_lab<T, F, Fut>(prefix: &str, topology: &str, measure: F) -> anyhow::Result<T>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let lab = format!("{prefix}{}", std::process::id() % 100_000);
+    let topology_file = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
+    std::fs::write(&topology_file, topology)?;
+    let options = crate::up::UpOptions {
+        topology: Some(topology_file.clone()),
+        flannel_config: None,
+    };
+    let quiet = Progress::new(true);
+    let result = crate::up::up(&lab, &options, &quiet)
+        .and_then(|_| tokio::runtime::Runtime::new()?.block_on(measure(lab.clone())));
+    let _ = crate::down::down(&lab, &quiet);
+    let _ = std::fs::remove_file(&topology_file);
+    result
+}
+
 pub fn median<T: Copy + Ord>(values: &[T]) -> Option<T> {
     let mut sorted = values.to_vec();
     sorted.sort();

@@ -22,8 +22,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::WatchParams;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent};
 
-use crate::progress::Progress;
-
 const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 1\n";
 const CONCURRENCY: usize = 16;
 const PODS: usize = 1000;
@@ -58,19 +56,7 @@ pub struct ApiBench {
 }
 
 pub fn bench_api() -> anyhow::Result<ApiBench> {
-    let lab = format!("benchapi{}", std::process::id() % 100_000);
-    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
-    std::fs::write(&topology, TOPOLOGY)?;
-    let options = crate::up::UpOptions {
-        topology: Some(topology.clone()),
-        flannel_config: None,
-    };
-    let quiet = Progress::new(true);
-    crate::up::up(&lab, &options, &quiet)?;
-    let result = tokio::runtime::Runtime::new()?.block_on(run(&lab));
-    let _ = crate::down::down(&lab, &quiet);
-    let _ = std::fs::remove_file(&topology);
-    result
+    crate::bench::on_own_lab("benchapi", TOPOLOGY, |lab| async move { run(&lab).await })
 }
 
 async fn run(lab: &str) -> anyhow::Result<ApiBench> {

@@ -17,8 +17,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, PostParams};
 
-use crate::progress::Progress;
-
 const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 /// Clients with one query in flight each.
 const CONCURRENCY: usize = 32;
@@ -39,19 +37,11 @@ pub struct DnsResult {
 }
 
 pub fn bench_dns() -> anyhow::Result<DnsResult> {
-    let lab = format!("benchdns{}", std::process::id() % 100_000);
-    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
-    std::fs::write(&topology, TOPOLOGY)?;
-    let options = crate::up::UpOptions {
-        topology: Some(topology.clone()),
-        flannel_config: None,
-    };
-    let quiet = Progress::new(true);
-    let result = crate::up::up(&lab, &options, &quiet)
-        .and_then(|_| tokio::runtime::Runtime::new()?.block_on(measure(&lab)));
-    let _ = crate::down::down(&lab, &quiet);
-    let _ = std::fs::remove_file(&topology);
-    result
+    crate::bench::on_own_lab(
+        "benchdns",
+        TOPOLOGY,
+        |lab| async move { measure(&lab).await },
+    )
 }
 
 async fn measure(lab: &str) -> anyhow::Result<DnsResult> {

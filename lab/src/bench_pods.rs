@@ -15,7 +15,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 
 use crate::bench::median;
-use crate::progress::Progress;
 
 const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 /// Creations in flight at once, as a controller's client would send them.
@@ -33,19 +32,9 @@ pub struct BatchResult {
 }
 
 pub fn bench_pods(counts: &[usize]) -> anyhow::Result<Vec<BatchResult>> {
-    let lab = format!("benchpods{}", std::process::id() % 100_000);
-    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
-    std::fs::write(&topology, TOPOLOGY)?;
-    let options = crate::up::UpOptions {
-        topology: Some(topology.clone()),
-        flannel_config: None,
-    };
-    let quiet = Progress::new(true);
-    crate::up::up(&lab, &options, &quiet)?;
-    let result = tokio::runtime::Runtime::new()?.block_on(run_batches(&lab, counts));
-    let _ = crate::down::down(&lab, &quiet);
-    let _ = std::fs::remove_file(&topology);
-    result
+    crate::bench::on_own_lab("benchpods", TOPOLOGY, |lab| async move {
+        run_batches(&lab, counts).await
+    })
 }
 
 async fn run_batches(lab: &str, counts: &[usize]) -> anyhow::Result<Vec<BatchResult>> {

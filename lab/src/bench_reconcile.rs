@@ -15,8 +15,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::progress::Progress;
-
 const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -42,19 +40,9 @@ pub struct Stage {
 }
 
 pub fn bench_reconcile(replicas: usize) -> anyhow::Result<ReconcileResult> {
-    let lab = format!("benchrec{}", std::process::id() % 100_000);
-    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
-    std::fs::write(&topology, TOPOLOGY)?;
-    let options = crate::up::UpOptions {
-        topology: Some(topology.clone()),
-        flannel_config: None,
-    };
-    let quiet = Progress::new(true);
-    crate::up::up(&lab, &options, &quiet)?;
-    let result = tokio::runtime::Runtime::new()?.block_on(run(&lab, replicas));
-    let _ = crate::down::down(&lab, &quiet);
-    let _ = std::fs::remove_file(&topology);
-    result
+    crate::bench::on_own_lab("benchrec", TOPOLOGY, |lab| async move {
+        run(&lab, replicas).await
+    })
 }
 
 fn manifest(replicas: usize) -> anyhow::Result<(Deployment, Service)> {

@@ -22,8 +22,6 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::progress::Progress;
-
 const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 const CONCURRENCY: usize = 16;
 
@@ -49,19 +47,9 @@ pub struct Report {
 }
 
 pub fn bench_services(options: &Options) -> anyhow::Result<Report> {
-    let lab = format!("benchsvc{}", std::process::id() % 100_000);
-    let topology = std::env::temp_dir().join(format!("{lab}-topology.yaml"));
-    std::fs::write(&topology, TOPOLOGY)?;
-    let up_options = crate::up::UpOptions {
-        topology: Some(topology.clone()),
-        flannel_config: None,
-    };
-    let quiet = Progress::new(true);
-    let result = crate::up::up(&lab, &up_options, &quiet)
-        .and_then(|_| tokio::runtime::Runtime::new()?.block_on(run(&lab, options)));
-    let _ = crate::down::down(&lab, &quiet);
-    let _ = std::fs::remove_file(&topology);
-    result
+    crate::bench::on_own_lab("benchsvc", TOPOLOGY, |lab| async move {
+        run(&lab, options).await
+    })
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> anyhow::Result<T> {
