@@ -22,6 +22,8 @@ const TOPOLOGY: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 const CONCURRENCY: usize = 32;
 /// How long the throughput run lasts.
 const LOAD_DURATION: Duration = Duration::from_secs(5);
+/// Names that do not exist, asked one after another.
+const MISSING_NAMES: usize = 200;
 /// Services created one after another for the resolve-latency figure.
 const NEW_NAMES: usize = 20;
 
@@ -31,6 +33,8 @@ pub struct DnsResult {
     pub qps: f64,
     pub p50: Duration,
     pub p99: Duration,
+    pub nxdomain_p50: Duration,
+    pub nxdomain_p99: Duration,
     pub new_name_p50: Duration,
     pub new_name_p99: Duration,
     pub new_name_max: Duration,
@@ -80,6 +84,8 @@ async fn measure(lab: &str) -> anyhow::Result<DnsResult> {
     let qps = queries as f64 / LOAD_DURATION.as_secs_f64();
     let (p50, p99) = percentiles(latencies);
 
+    let (nxdomain_p50, nxdomain_p99) = percentiles(nxdomain_latency(&node, server)?);
+
     eprintln!("  {NEW_NAMES} new services …");
     let resolve = new_name_latency(&client, &node, server).await?;
     let new_name_max = resolve.iter().max().copied().unwrap_or_default();
@@ -90,6 +96,8 @@ async fn measure(lab: &str) -> anyhow::Result<DnsResult> {
         qps,
         p50,
         p99,
+        nxdomain_p50,
+        nxdomain_p99,
         new_name_p50,
         new_name_p99,
         new_name_max,
@@ -199,6 +207,26 @@ fn load(sockets: Vec<UdpSocket>, duration: Duration) -> anyhow::Result<(Vec<Dura
     Ok((all, failures))
 }
 
+/// Latency of answers for names that do not exist, one query at a time.
+fn nxdomain_latency(netns: &str, server: SocketAddr) -> anyhow::Result<Vec<Duration>> {
+    let socket = open_sockets(netns, server, 1)?
+        .pop()
+        .context("no client socket")?;
+    let mut latencies = Vec::new();
+    for i in 0..MISSING_NAMES {
+        let name = format!("missing-{i}.default.svc.cluster.local.");
+        let query = query_bytes(i as u16, &name, RecordType::A)?;
+        let sent = Instant::now();
+        let code = ask(&socket, &query, Duration::from_secs(1))?;
+        anyhow::ensure!(
+            code == ResponseCode::NXDomain,
+            "{name}: {code}, not NXDOMAIN"
+        );
+        latencies.push(sent.elapsed());
+    }
+    Ok(latencies)
+}
+
 /// For each new Service: from the create call's return to the first query answered with it.
 async fn new_name_latency(
     client: &kube::Client,
@@ -253,6 +281,7 @@ pub fn report(r: &DnsResult) -> String {
     format!(
         "cluster DNS through the kube-dns Service ({CONCURRENCY} clients on a worker, {} s):\n  \
          {:.0} queries/s ({} answered, {} failed), latency p50 {:.3} ms, p99 {:.3} ms (goal: > 20000 queries/s)\n\
+         missing name → NXDOMAIN ({MISSING_NAMES} queries, one at a time): p50 {:.3} ms, p99 {:.3} ms (goal: < 50 ms)\n\
          new Service → name resolves ({NEW_NAMES} services): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal: < 50 ms)\n",
         LOAD_DURATION.as_secs(),
         r.qps,
@@ -260,6 +289,8 @@ pub fn report(r: &DnsResult) -> String {
         r.failures,
         ms(r.p50),
         ms(r.p99),
+        ms(r.nxdomain_p50),
+        ms(r.nxdomain_p99),
         ms(r.new_name_p50),
         ms(r.new_name_p99),
         ms(r.new_name_max),
