@@ -33,7 +33,16 @@ pub fn prepare(
     scratch: &Path,
 ) -> std::io::Result<Vec<Layer>> {
     let mut layers: Vec<Layer> = Vec::new();
-    let mut sorted: Vec<&Mount> = mounts.iter().collect();
+    // A target inside a directory bound earlier (the nginx image's own `/run` holding
+    // `/var/run/secrets/…`) gets its mount point in that directory: an overlay under it would
+    // be hidden by the bind.
+    let mut sorted: Vec<&Mount> = Vec::new();
+    for (index, mount) in mounts.iter().enumerate() {
+        match inside_earlier_bind(mounts, index) {
+            Some(point) => create(&point, mount.host_path.is_dir())?,
+            None => sorted.push(mount),
+        }
+    }
     sorted.sort_by_key(|m| m.container_path.components().count());
     for mount in sorted {
         make(
@@ -60,6 +69,32 @@ pub fn prepare(
         )
     });
     Ok(layers)
+}
+
+/// `path` with the symlinks of its existing part resolved (`/var/run/x` → `/run/x`), as the
+/// kernel resolves a mount target.
+fn resolved(path: &Path) -> PathBuf {
+    for ancestor in path.ancestors() {
+        if let Ok(real) = ancestor.canonicalize() {
+            let rest = path.strip_prefix(ancestor).unwrap_or(Path::new(""));
+            return real.join(rest);
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Where the mount point of `mounts[index]` goes when it falls inside a directory bound
+/// before it (in bind order): that directory's source, at the same place.
+fn inside_earlier_bind(mounts: &[Mount], index: usize) -> Option<PathBuf> {
+    let target = resolved(&mounts[index].container_path);
+    mounts[..index]
+        .iter()
+        .rev()
+        .filter(|m| m.host_path.is_dir())
+        .find_map(|m| {
+            let rest = target.strip_prefix(resolved(&m.container_path)).ok()?;
+            (!rest.as_os_str().is_empty()).then(|| m.host_path.join(rest))
+        })
 }
 
 /// Make `target` exist in the container's view, in a layer (new or existing) or on the
@@ -129,6 +164,26 @@ mod tests {
             container_path: PathBuf::from(container),
             readonly: false,
         }
+    }
+
+    #[test]
+    fn a_mount_inside_an_earlier_directory_bind_gets_its_point_in_that_directory() {
+        let dir = std::env::temp_dir().join(format!("mount-points-bind-{}", std::process::id()));
+        let own_run = dir.join("run");
+        let token = dir.join("token");
+        std::fs::create_dir_all(&own_run).expect("mkdir");
+        std::fs::create_dir_all(&token).expect("mkdir");
+        let mounts = [
+            mount(&own_run, "/run"),
+            mount(&token, "/var/run/secrets/kubernetes.io/serviceaccount"),
+        ];
+        let layers = prepare(&mounts, None, &dir.join("scratch")).expect("prepare");
+        let made = own_run
+            .join("secrets/kubernetes.io/serviceaccount")
+            .is_dir();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(layers.is_empty(), "{layers:?}");
+        assert!(made, "the mount point is not in the bound directory");
     }
 
     #[test]
