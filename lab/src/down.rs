@@ -31,11 +31,21 @@ pub fn down(lab: &str, progress: &Progress) -> anyhow::Result<DownReport> {
     let started = Instant::now();
     let paths = LabPaths::new(lab);
     let mut report = DownReport::default();
-    let namespaces = lab_namespaces(lab);
+    let mut namespaces = lab_namespaces(lab);
 
     report.processes = progress.step(|| {
         let stopped = stop_supervisor(lab, &paths);
-        let stray = stop_lab_processes(lab, &namespaces);
+        let mut stray = stop_lab_processes(lab, &namespaces);
+        // A kubelet that was still running may have made a pod's namespace meanwhile (and a
+        // pause process in it): look again until no new namespace appears.
+        for _ in 0..5 {
+            let now = lab_namespaces(lab);
+            if now.iter().all(|n| namespaces.contains(n)) {
+                break;
+            }
+            namespaces = now;
+            stray += stop_lab_processes(lab, &namespaces);
+        }
         Ok::<_, anyhow::Error>((
             stopped + stray,
             format!("stopped {} processes", stopped + stray),
