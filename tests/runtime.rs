@@ -33,7 +33,7 @@ fn in_pod(lab: &Lab, node: &str, pod: &str, command: &[&str]) -> std::process::O
 
 #[test]
 fn pods_on_different_nodes_reach_each_other_over_vxlan() {
-    let lab = Lab::up("runtime", Some(TWO_WORKERS));
+    let lab = Lab::up_bare("runtime", Some(TWO_WORKERS));
     let (a_id, a_ip) = runp(&lab, "c0/w1", "a");
     let (b_id, b_ip) = runp(&lab, "c0/w2", "b");
     let subnet = |node: &str| {
@@ -127,7 +127,7 @@ fn pods_on_different_nodes_reach_each_other_over_vxlan() {
 
 #[test]
 fn containers_share_their_pod_and_their_exit_is_recorded() {
-    let lab = Lab::up("containers", Some(TWO_WORKERS));
+    let lab = Lab::up_bare("containers", Some(TWO_WORKERS));
     let (pod, ip) = runp(&lab, "c0/w1", "web");
     let server = ok(lab.run(&[
         "crictl",
@@ -230,7 +230,7 @@ fn containers_share_their_pod_and_their_exit_is_recorded() {
 
 #[test]
 fn bad_pods_get_clear_errors_and_leave_nothing() {
-    let lab = Lab::up("runtimebad", Some(TWO_WORKERS));
+    let lab = Lab::up_bare("runtimebad", Some(TWO_WORKERS));
     let output = lab.run(&["crictl", "c0/w1", "runp", "--name", "Bad_Name"]);
     assert!(
         stderr(&output).contains("is not a DNS label"),

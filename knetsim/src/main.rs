@@ -34,6 +34,10 @@ enum Command {
         /// its `Network` is replaced by each cluster's pod network.
         #[arg(long)]
         flannel_config: Option<PathBuf>,
+        /// Leave out the cluster add-ons (the cluster DNS), as kubeadm's
+        /// `--skip-phases=addon/coredns`.
+        #[arg(long)]
+        skip_addons: bool,
     },
     /// Stop and remove everything the lab made. Safe to run at any time, and twice.
     Down,
@@ -414,12 +418,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up {
             config,
             flannel_config,
+            skip_addons,
         } => {
             let progress = Progress::new(false);
             progress.say(&format!("knetsim up: lab {lab}"));
             let options = lab::up::UpOptions {
                 topology: config,
                 flannel_config,
+                skip_addons,
             };
             let report = lab::up::up(lab, &options, &progress)?;
             println!("{}", lab::up::next_steps(&report));
@@ -470,6 +476,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = lab::up::UpOptions {
                 topology: config,
                 flannel_config,
+                skip_addons: false,
             };
             let result = lab::bench::bench_up(runs.max(1), &options)?;
             print!("{}", result.report());

@@ -59,6 +59,7 @@ where
     let options = crate::up::UpOptions {
         topology: Some(topology_file.clone()),
         flannel_config: None,
+        skip_addons: false,
     };
     let quiet = Progress::new(true);
     let result = crate::up::up(&lab, &options, &quiet)

@@ -30,6 +30,9 @@ pub struct UpOptions {
     pub topology: Option<PathBuf>,
     /// flannel network config file; the built-in default when `None`.
     pub flannel_config: Option<PathBuf>,
+    /// Leave out the cluster add-ons (the cluster DNS), as kubeadm's
+    /// `--skip-phases=addon/coredns`: bare nodes, for driving the runtime by hand.
+    pub skip_addons: bool,
 }
 
 /// How long `up` waits for every process to become ready.
@@ -258,6 +261,9 @@ fn build(
             format!("wrote {}{merged}", paths.kubeconfig().display()),
         ))
     })?;
+    if options.skip_addons {
+        return Ok(pid);
+    }
     progress.step(|| {
         let runtime = tokio::runtime::Runtime::new()?;
         let applied = runtime.block_on(crate::addons::install(plan, paths))?;

@@ -86,6 +86,16 @@ pub struct Lab {
 impl Lab {
     /// `knetsim up` for a lab named after `tag`, with `topology` (YAML) or the default.
     pub fn up(tag: &str, topology: Option<&str>) -> Lab {
+        Lab::up_with(tag, topology, &[])
+    }
+
+    /// A lab without the cluster add-ons (`up --skip-addons`): nodes run only what a test
+    /// puts on them.
+    pub fn up_bare(tag: &str, topology: Option<&str>) -> Lab {
+        Lab::up_with(tag, topology, &["--skip-addons"])
+    }
+
+    fn up_with(tag: &str, topology: Option<&str>, flags: &[&str]) -> Lab {
         require_root();
         let lab = Lab {
             name: lab_name(tag),
@@ -95,6 +105,7 @@ impl Lab {
         if let Some(path) = &config {
             args.extend(["--config", path.to_str().expect("utf-8 temp path")]);
         }
+        args.extend_from_slice(flags);
         ok(knetsim(&args));
         lab
     }
