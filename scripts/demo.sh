@@ -24,5 +24,17 @@ show knetsim etcdctl c0 -- get --prefix --keys-only /coreos.com/network/subnets
 show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 get nodes -o wide
 show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 get namespaces
 show kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c1 get services -A
+
+# A Deployment behind a Service, reached by name: scheduler, kubelets, CNI, EndpointSlices,
+# kube-proxy's nftables rules and the cluster DNS, all at work.
+k() { kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 "$@"; }
+show k apply -f conf/demo/web.yaml
+show k rollout status deployment/web --timeout=120s
+show k wait --for=condition=Ready pod/client --timeout=60s
+show k get pods -o wide
+show k get endpointslices
+show k exec client -- getent hosts web
+for _ in 1 2 3; do show k exec client -- curl -s http://web/hostname; echo; done
+show knetsim exec c0/w1 -- nft list map ip kube-proxy service-ips
 echo
 echo "The lab is up. Explore it with the commands above; remove it with: knetsim down"
