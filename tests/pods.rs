@@ -34,21 +34,11 @@ spec:
 "#;
 
 fn jsonpath(lab: &Lab, pod: &str, path: &str) -> String {
-    stdout(&lab.kubectl(
-        "c0",
-        &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
-    ))
+    lab.pod_jsonpath(pod, path)
 }
 
 fn wait_running(lab: &Lab, pod: &str) {
-    let running = eventually(Duration::from_secs(20), || {
-        jsonpath(lab, pod, "{.status.phase}") == "Running"
-    });
-    assert!(
-        running,
-        "{pod} is not Running: {}",
-        stdout(&lab.kubectl("c0", &["get", "pod", pod, "-o", "yaml"]))
-    );
+    lab.wait_pod_running(pod, Duration::from_secs(20));
 }
 
 #[test]

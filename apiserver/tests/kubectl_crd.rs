@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{text, Cluster};
+use common::{lines, text, wait_for, Cluster};
 
 const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -68,35 +66,6 @@ spec:
 
 fn widget(name: &str, spec: &str) -> String {
     format!("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: default\nspec: {spec}\n")
-}
-
-fn lines(out: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 #[test]

@@ -3,42 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{text, Cluster};
-
-/// Lines of a child's stdout, read on a thread so the test can time out.
-fn lines(out: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(l) => {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
-}
+use common::{lines, text, wait_for, Cluster};
 
 #[test]
 fn get_watch_sees_changes() {

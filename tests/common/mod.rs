@@ -139,6 +139,26 @@ impl Lab {
         knetsim(&all)
     }
 
+    /// `kubectl get pod POD -o jsonpath=PATH` in cluster c0.
+    pub fn pod_jsonpath(&self, pod: &str, path: &str) -> String {
+        stdout(&self.kubectl(
+            "c0",
+            &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
+        ))
+    }
+
+    /// Wait until POD in c0 is Running; fail with its YAML otherwise.
+    pub fn wait_pod_running(&self, pod: &str, timeout: Duration) {
+        let running = eventually(timeout, || {
+            self.pod_jsonpath(pod, "{.status.phase}") == "Running"
+        });
+        assert!(
+            running,
+            "{pod} is not Running: {}",
+            stdout(&self.kubectl("c0", &["get", "pod", pod, "-o", "yaml"]))
+        );
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let path = format!("/tmp/knetsim/{}/status.json", self.name);
         serde_json::from_slice(&std::fs::read(&path).expect("status.json exists"))

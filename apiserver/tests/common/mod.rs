@@ -271,3 +271,39 @@ impl Drop for Cluster {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Lines of a child's stdout, read on a thread so the test can time out.
+pub fn lines(out: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Whether a line containing `needle` arrives within 15 s; every line read goes to `seen`.
+pub fn wait_for(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let hit = l.contains(needle);
+                seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
