@@ -46,6 +46,7 @@ pub mod patch;
 pub mod pki;
 pub mod printers;
 mod protobuf;
+mod rawlist;
 pub mod registry;
 pub mod rest;
 pub mod selector;

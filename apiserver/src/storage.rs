@@ -32,10 +32,10 @@ pub struct ListQuery {
     pub continue_token: Option<String>,
 }
 
-/// One page of a list.
+/// One page of a list: objects, or whatever `Store::list_with` made of them.
 #[derive(Debug, Clone)]
-pub struct ListPage {
-    pub items: Vec<Value>,
+pub struct ListPage<T = Value> {
+    pub items: Vec<T>,
     pub revision: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
@@ -193,6 +193,22 @@ impl Store {
         ns: Option<&str>,
         q: &ListQuery,
     ) -> Result<ListPage, AppError> {
+        self.list_with(r, ns, q, |kv| {
+            let obj = self.decode(kv)?;
+            Ok((q.labels.matches(&obj) && q.fields.matches(&obj)).then_some(obj))
+        })
+        .await
+    }
+
+    /// One page of a collection, each stored object turned into an item by `item` (None:
+    /// the selectors do not match it), so a caller can skip parsing (`rawlist.rs`).
+    pub async fn list_with<T>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        q: &ListQuery,
+        mut item: impl FnMut(&Kv) -> Result<Option<T>, AppError>,
+    ) -> Result<ListPage<T>, AppError> {
         let prefix = self.collection(r, ns);
         let (mut start, mut revision) = match &q.continue_token {
             Some(t) => {
@@ -217,9 +233,8 @@ impl Store {
             revision = Some(page.revision);
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in &page.items {
-                let obj = self.decode(kv)?;
-                if q.labels.matches(&obj) && q.fields.matches(&obj) {
-                    items.push(obj);
+                if let Some(it) = item(kv)? {
+                    items.push(it);
                 }
             }
             let full = q.limit > 0 && items.len() as i64 >= q.limit;
