@@ -161,7 +161,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
-    t.force = query.get("force").is_some_and(|f| f == "true");
+    t.force = query_bool(&query, "force");
     t.strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     t.field_manager = crate::managed::manager_of(
         query.get("fieldManager").map(String::as_str),
@@ -221,7 +221,16 @@ async fn read_body(body: Body) -> Result<Bytes, AppError> {
 }
 
 fn is_watch(q: &HashMap<String, String>) -> bool {
-    matches!(q.get("watch").map(String::as_str), Some("true" | "1"))
+    query_bool(q, "watch")
+}
+
+/// A boolean query parameter, read as Go's `strconv.ParseBool` reads it: the official
+/// Python client sends `watch=True`, client-go `watch=true`, curl users `watch=1`.
+pub fn query_bool(q: &HashMap<String, String>, key: &str) -> bool {
+    matches!(
+        q.get(key).map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 /// One object as JSON, or as a one-row Table when the client asks for one.
@@ -393,5 +402,22 @@ mod tests {
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(parse_path("/api/v1/nodes/n/exec").is_err());
         assert!(parse_path("/apis/apps/v1/namespaces/d/nope").is_err());
+    }
+
+    #[test]
+    fn booleans_as_go_parses_them() {
+        for (v, want) in [
+            ("true", true),
+            ("True", true),
+            ("1", true),
+            ("t", true),
+            ("false", false),
+            ("False", false),
+            ("yes", false),
+        ] {
+            let q = HashMap::from([("watch".to_string(), v.to_string())]);
+            assert_eq!(query_bool(&q, "watch"), want, "{v}");
+        }
+        assert!(!query_bool(&HashMap::new(), "watch"));
     }
 }
