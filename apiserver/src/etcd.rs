@@ -14,7 +14,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use crate::backend::{prefix_end, BackendError, Cas, Change, Kv, Page};
+use crate::backend::{prefix_end, BackendError, Cas, Change, Created, Kv, Page};
 
 /// The KV and watch clients only: a request clones one of them, not the whole `Client`
 /// (eight gRPC clients), which showed up in profiles of `knetsim bench api`.
@@ -115,6 +115,40 @@ impl EtcdBackend {
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<Cas, BackendError> {
         let cmp = Compare::version(key, CompareOp::Equal, 0);
         self.txn(key, cmp, TxnOp::put(key, value, None)).await
+    }
+
+    /// Put `key` if it is absent and `parent` exists; else tell which failed.
+    pub async fn create_in(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        parent: &str,
+    ) -> Result<Created, BackendError> {
+        let mut c = self.kv.clone();
+        let txn = Txn::new()
+            .when([
+                Compare::version(key, CompareOp::Equal, 0),
+                Compare::version(parent, CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
+        let resp = c.txn(txn).await.map_err(BackendError::Etcd)?;
+        if resp.succeeded() {
+            let rev = resp
+                .header()
+                .map(|h| h.revision())
+                .ok_or(BackendError::Malformed("txn response without header"))?;
+            return Ok(Created::Done(rev));
+        }
+        let exists = resp.op_responses().into_iter().any(|r| match r {
+            TxnOpResponse::Get(g) => g.count() > 0,
+            _ => false,
+        });
+        Ok(if exists {
+            Created::Exists
+        } else {
+            Created::NoParent
+        })
     }
 
     pub async fn update(

@@ -12,7 +12,7 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::backend::{Backend, BackendError, Cas, Kv};
+use crate::backend::{Backend, BackendError, Cas, Created, Kv};
 use crate::error::AppError;
 use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -117,7 +117,8 @@ impl Store {
         }
     }
 
-    /// Store a new object; AlreadyExists if the key is taken.
+    /// Store a new object; AlreadyExists if the key is taken, NotFound if its namespace
+    /// does not exist (checked in the same etcd transaction as the write).
     pub async fn create(
         &self,
         r: &ResourceInfo,
@@ -125,16 +126,29 @@ impl Store {
         mut obj: Value,
     ) -> Result<Value, AppError> {
         let name = meta_str(&obj, "name").to_string();
-        match self
-            .backend
-            .create(&self.key(r, ns, &name), Self::encode(&obj))
-            .await?
-        {
-            Cas::Done(rev) => {
+        let key = self.key(r, ns, &name);
+        let value = Self::encode(&obj);
+        let created = match ns.filter(|_| r.namespaced) {
+            Some(ns) => {
+                let parent = format!("{}/namespaces/{ns}", self.prefix);
+                match self.backend.create_in(&key, value, &parent).await? {
+                    Created::NoParent => {
+                        return Err(AppError::not_found("", "namespaces", ns));
+                    }
+                    other => other,
+                }
+            }
+            None => match self.backend.create(&key, value).await? {
+                Cas::Done(rev) => Created::Done(rev),
+                Cas::Failed(_) => Created::Exists,
+            },
+        };
+        match created {
+            Created::Done(rev) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
                 Ok(obj)
             }
-            Cas::Failed(_) => Err(AppError::AlreadyExists(crate::error::target(
+            _ => Err(AppError::AlreadyExists(crate::error::target(
                 r.group, r.plural, &name,
             ))),
         }
@@ -294,6 +308,14 @@ mod tests {
     async fn paged_list_with_selector() {
         let store = Store::new(Backend::Memory(MemoryBackend::default()), "/registry");
         let cm = find("", "v1", "configmaps").expect("cm");
+        let nsr = find("", "v1", "namespaces").expect("ns");
+        let ns = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "d"}});
+        store.create(nsr, None, ns).await.expect("namespace");
+        let orphan = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x", "namespace": "nope"}});
+        assert!(matches!(
+            store.create(cm, Some("nope"), orphan).await,
+            Err(AppError::NotFound(_))
+        ));
         for i in 0..5 {
             let obj = json!({"kind": "ConfigMap", "apiVersion": "v1",
                 "metadata": {"name": format!("c{i}"), "namespace": "d",
@@ -319,6 +341,6 @@ mod tests {
         };
         let all = store.list(cm, None, &q3).await.expect("all");
         assert_eq!(all.items.len(), 3);
-        assert_eq!(all.revision, 5);
+        assert_eq!(all.revision, 6);
     }
 }
