@@ -18,6 +18,36 @@ fn rows(table: &str) -> Vec<String> {
 fn whoami_and_can_i() {
     let c = Cluster::start();
 
+    // Discovery lists the reviews with the one verb they have.
+    let resources = c.ok(&["api-resources", "-o", "wide"]);
+    for (name, group, kind) in [
+        (
+            "selfsubjectreviews",
+            "authentication.k8s.io/v1",
+            "SelfSubjectReview",
+        ),
+        (
+            "selfsubjectaccessreviews",
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+        ),
+        (
+            "selfsubjectrulesreviews",
+            "authorization.k8s.io/v1",
+            "SelfSubjectRulesReview",
+        ),
+    ] {
+        let row = resources
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [name, group, "false", kind, "create"],
+            "{resources}"
+        );
+    }
+
     // The harness's kubeconfig holds a certificate for CN=admin, O=system:masters.
     let who = c.ok(&["auth", "whoami"]);
     assert_eq!(
