@@ -38,12 +38,20 @@ fn up_down_round_trip_leaves_nothing_behind() {
         lab.exec("c0/w1", &["sh", "-c", "exit 7"]).status.code(),
         Some(7)
     );
-    // Each cluster has its own healthy etcd.
+    // Each cluster has its own healthy etcd, its data on a tmpfs of its own.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for cluster in ["c0", "c1"] {
         let health = lab.run(&["etcdctl", cluster, "--", "endpoint", "health"]);
         assert!(
             stderr(&health).contains("is healthy") || stdout(&health).contains("is healthy"),
             "{health:?}"
+        );
+        let data = format!(" /tmp/knetsim/{}/{cluster}/etcd ", lab.name);
+        assert!(
+            mountinfo
+                .lines()
+                .any(|l| l.contains(&data) && l.contains(" - tmpfs ")),
+            "no tmpfs at{data}: {mountinfo}"
         );
     }
     // flannel: one lease per node in each cluster's etcd, a subnet.env per node, and the
@@ -238,12 +246,19 @@ fn up_refuses_a_lab_that_exists_and_down_clears_a_half_made_one() {
     ok(lab.run(&["etcdctl", "c0", "--", "endpoint", "health"]));
     drop(lab);
 
-    // A half-made lab: a namespace and nothing else (as if `up` was killed early).
+    // A half-made lab: a namespace and etcd's tmpfs, nothing else (as if `up` was killed
+    // early).
     let name = lab_name("halfmade");
     ok(std::process::Command::new("ip")
         .args(["netns", "add", &format!("{name}-c0-w1")])
         .output()
         .expect("ip runs"));
+    let etcd_data = format!("/tmp/knetsim/{name}/c0/etcd");
+    std::fs::create_dir_all(&etcd_data).expect("etcd data directory");
+    ok(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", &etcd_data])
+        .output()
+        .expect("mount runs"));
     let up = knetsim(&["up", "--lab", &name]);
     assert!(stderr(&up).contains("already exists"), "{}", stderr(&up));
     ok(knetsim(&["down", "--lab", &name]));

@@ -41,6 +41,17 @@ pub enum Cas {
     Failed(Option<Kv>),
 }
 
+/// The outcome of `Backend::create_in`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// Written; the revision of the write.
+    Done(i64),
+    /// The key is taken.
+    Exists,
+    /// The parent key does not exist.
+    NoParent,
+}
+
 /// A change seen by a watch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -115,6 +126,28 @@ impl Backend {
         match self {
             Backend::Etcd(e) => e.create(key, value).await,
             Backend::Memory(m) => Ok(m.cas(key, Some(value), 0)),
+        }
+    }
+
+    /// Create `key` only if absent and `parent` (an object's namespace) exists, in one
+    /// transaction: no separate read of the namespace, and no window between the two.
+    pub async fn create_in(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        parent: &str,
+    ) -> Result<Created, BackendError> {
+        match self {
+            Backend::Etcd(e) => e.create_in(key, value, parent).await,
+            Backend::Memory(m) => {
+                if m.get(parent).is_none() {
+                    return Ok(Created::NoParent);
+                }
+                Ok(match m.cas(key, Some(value), 0) {
+                    Cas::Done(rev) => Created::Done(rev),
+                    Cas::Failed(_) => Created::Exists,
+                })
+            }
         }
     }
 

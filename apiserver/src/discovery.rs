@@ -61,6 +61,21 @@ fn verbs_json(verbs: &[&str]) -> Value {
     json!(verbs)
 }
 
+/// What discovery lists: the served resources and the create-only reviews.
+fn discoverable(state: &AppState) -> Vec<&'static ResourceInfo> {
+    let mut all = state.resources();
+    all.extend(registry::CREATE_ONLY.iter());
+    all
+}
+
+fn verbs_of(r: &ResourceInfo) -> &'static [&'static str] {
+    if registry::CREATE_ONLY.contains(r) {
+        &["create"]
+    } else {
+        VERBS
+    }
+}
+
 /// One `APIResourceDiscovery` of the v2 aggregated document.
 fn resource_discovery(r: &ResourceInfo) -> Value {
     let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
@@ -78,7 +93,7 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
         "responseKind": kind,
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": verbs_json(VERBS),
+        "verbs": verbs_json(verbs_of(r)),
     });
     if !r.short_names.is_empty() {
         d["shortNames"] = json!(r.short_names);
@@ -94,7 +109,7 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
 
 /// The aggregated discovery list for the core group (`/api`) or the named groups (`/apis`).
 fn aggregated(state: &AppState, core: bool) -> Response {
-    let all = state.resources();
+    let all = discoverable(state);
     let groups: Vec<(&str, Vec<&str>)> = if core {
         vec![("", vec!["v1"])]
     } else {
@@ -160,7 +175,7 @@ pub async fn api_groups(State(state): State<AppState>, h: HeaderMap) -> Response
         return aggregated(&state, false);
     }
     to_json(&APIGroupList {
-        groups: registry::groups_of(&state.resources())
+        groups: registry::groups_of(&discoverable(&state))
             .iter()
             .map(|(g, vs)| group_doc(g, vs))
             .collect(),
@@ -171,7 +186,7 @@ pub async fn api_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Response, AppError> {
-    let groups = registry::groups_of(&state.resources());
+    let groups = registry::groups_of(&discoverable(&state));
     let (g, vs) = groups
         .iter()
         .find(|(g, _)| *g == group)
@@ -219,7 +234,7 @@ fn resources(r: &ResourceInfo) -> Vec<APIResource> {
         singular_name: r.singular.into(),
         namespaced: r.namespaced,
         kind: r.kind.into(),
-        verbs: strings(VERBS),
+        verbs: strings(verbs_of(r)),
         short_names: non_empty(r.short_names),
         categories: non_empty(r.categories),
         ..Default::default()
@@ -245,8 +260,7 @@ fn resources(r: &ResourceInfo) -> Vec<APIResource> {
 }
 
 fn resource_list(state: &AppState, group: &str, version: &str) -> Result<Response, AppError> {
-    let list: Vec<APIResource> = state
-        .resources()
+    let list: Vec<APIResource> = discoverable(state)
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(resources)

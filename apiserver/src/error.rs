@@ -142,21 +142,15 @@ impl AppError {
             | AppError::Conflict(t, _)
             | AppError::Forbidden(t, _) => Some(from(t)),
             AppError::NoRoute => Some(StatusDetails::default()),
-            AppError::Invalid(t, causes) | AppError::ApplyConflict(t, _, causes) => {
-                Some(StatusDetails {
-                    causes: Some(
-                        causes
-                            .iter()
-                            .map(|c| StatusCause {
-                                field: Some(c.field.clone()),
-                                message: Some(c.message.clone()),
-                                reason: Some(c.reason.to_string()),
-                            })
-                            .collect(),
-                    ),
-                    ..from(t)
-                })
-            }
+            AppError::Invalid(t, causes) => Some(StatusDetails {
+                causes: Some(status_causes(causes)),
+                ..from(t)
+            }),
+            // apimachinery's NewApplyConflict: causes only, no name or kind.
+            AppError::ApplyConflict(_, _, causes) => Some(StatusDetails {
+                causes: Some(status_causes(causes)),
+                ..Default::default()
+            }),
             AppError::Internal(m) => Some(StatusDetails {
                 causes: Some(vec![StatusCause {
                     message: Some(m.clone()),
@@ -191,6 +185,17 @@ impl AppError {
             ..Default::default()
         }
     }
+}
+
+fn status_causes(causes: &[FieldError]) -> Vec<StatusCause> {
+    causes
+        .iter()
+        .map(|c| StatusCause {
+            field: Some(c.field.clone()),
+            message: Some(c.message.clone()),
+            reason: Some(c.reason.to_string()),
+        })
+        .collect()
 }
 
 pub fn target(group: &str, kind: &str, name: &str) -> Target {

@@ -4,7 +4,8 @@
 //! `app(state)` is the axum `Router` that tests drive in-process with `oneshot`. The layers,
 //! top to bottom:
 //!
-//! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests;
+//! - `tls`: HTTPS, client-certificate users, 401 for anonymous requests; `auth`: who am I
+//!   (SelfSubjectReview) and may I (SelfSubjectAccessReview, answered as AlwaysAllow);
 //! - `discovery`, `openapi`: `/version`, `/api`, `/apis` (legacy and aggregated), resource
 //!   lists and the OpenAPI v2 and v3 documents — all from the `registry` table;
 //! - `logs`, `streaming`: `pods/log`, and `pods/exec|attach|portforward` proxied to kubelets;
@@ -29,6 +30,7 @@ use axum::routing::get;
 use axum::Router;
 use ipnet::Ipv4Net;
 
+pub mod auth;
 pub mod backend;
 mod bootstrap;
 pub mod crd;
@@ -46,6 +48,7 @@ pub mod patch;
 pub mod pki;
 pub mod printers;
 mod protobuf;
+mod rawlist;
 pub mod registry;
 pub mod rest;
 pub mod selector;
@@ -211,6 +214,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1", get(discovery::core_resources))
         .route("/apis/{group}", get(discovery::api_group))
         .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            axum::routing::post(auth::self_subject_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(auth::self_subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            axum::routing::post(auth::self_subject_rules_review),
+        )
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))
         .route("/openapi/v3/{*gv}", get(openapi::group_version))

@@ -157,6 +157,19 @@ struct Entry {
 }
 
 impl Entry {
+    /// The manager as a conflict names it (apimachinery's `printManager` of the manager
+    /// identifier, which carries no time, and no apiVersion for appliers).
+    fn describe(&self) -> String {
+        let mut who = format!("{:?}", self.manager);
+        if let Some(sub) = self.subresource.as_deref().filter(|s| !s.is_empty()) {
+            who += &format!(" with subresource {sub:?}");
+        }
+        if self.operation == "Update" {
+            who += &format!(" using {}", self.api_version);
+        }
+        who
+    }
+
     fn same_owner(&self, manager: &str, operation: &str, sub: Option<&str>) -> bool {
         self.manager == manager && self.operation == operation && self.subresource.as_deref() == sub
     }
@@ -366,14 +379,14 @@ pub fn apply(
     let mut list = live.map(entries).unwrap_or_default();
     let wanted = leaves(applied, sub);
     let current = live.map(|l| leaves(l, sub)).unwrap_or_default();
-    let mut conflicts: Vec<(String, String, FieldPath)> = Vec::new();
+    let mut conflicts: Vec<(String, FieldPath)> = Vec::new();
     for e in list.iter().filter(|e| !e.same_owner(manager, "Apply", sub)) {
         for (p, v) in &wanted {
             if p.last().map(String::as_str) == Some(".") || !e.fields.contains(p) {
                 continue;
             }
             if current.get(p) != Some(v) {
-                conflicts.push((e.manager.clone(), e.api_version.clone(), p.clone()));
+                conflicts.push((e.describe(), p.clone()));
             }
         }
     }
@@ -408,7 +421,7 @@ pub fn apply(
         remove_at(&mut merged, p);
     }
     if force {
-        let moved: BTreeSet<FieldPath> = conflicts.into_iter().map(|(_, _, p)| p).collect();
+        let moved: BTreeSet<FieldPath> = conflicts.into_iter().map(|(_, p)| p).collect();
         for e in list.iter_mut() {
             if !e.same_owner(manager, "Apply", sub) {
                 e.fields.retain(|p| !moved.contains(p));
@@ -428,13 +441,13 @@ pub fn apply(
     Ok(merged)
 }
 
-fn conflict_error(target: Target, conflicts: &[(String, String, FieldPath)]) -> AppError {
+fn conflict_error(target: Target, conflicts: &[(String, FieldPath)]) -> AppError {
     let causes: Vec<FieldError> = conflicts
         .iter()
-        .map(|(m, v, p)| FieldError {
+        .map(|(who, p)| FieldError {
             field: display(p),
             reason: "FieldManagerConflict",
-            message: format!("conflict with \"{m}\" using {v}"),
+            message: format!("conflict with {who}"),
         })
         .collect();
     let message = match causes.as_slice() {
@@ -506,6 +519,15 @@ mod tests {
                 assert_eq!(msg, "Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.replicas");
                 assert_eq!(causes[0].reason, "FieldManagerConflict");
             }
+            other => panic!("expected a conflict: {other:?}"),
+        }
+        // An applier is named without its apiVersion.
+        let mine = apply(Some(&shared), &other, "kubectl", true, None, t()).expect("forced");
+        match apply(Some(&mine), &same, "other", false, None, t()) {
+            Err(AppError::ApplyConflict(_, msg, _)) => assert_eq!(
+                msg,
+                "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"
+            ),
             other => panic!("expected a conflict: {other:?}"),
         }
         let forced = apply(Some(&shared), &other, "kubectl", true, None, t()).expect("forced");

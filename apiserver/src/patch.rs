@@ -43,9 +43,19 @@ pub fn apply(kind: PatchKind, current: &Value, body: &[u8]) -> Result<Value, App
         PatchKind::Json => {
             let p: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| AppError::BadRequest(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut doc, &p).map_err(|e| {
-                AppError::Invalid(patch_target(current), vec![cause(e.to_string())])
-            })?;
+            // One operation at a time, as evanphx/json-patch (kube-apiserver's) applies
+            // them: there a `test` for `null` passes on a path that does not exist, which
+            // kube-rs's finalizer helper relies on ("no finalizers yet").
+            for op in p.0 {
+                if let json_patch::PatchOperation::Test(t) = &op {
+                    if t.value.is_null() && doc.pointer(&t.path.to_string()).is_none() {
+                        continue;
+                    }
+                }
+                json_patch::patch(&mut doc, &[op]).map_err(|e| {
+                    AppError::Invalid(patch_target(current), vec![cause(e.to_string())])
+                })?;
+            }
         }
         PatchKind::Merge => {
             let p: Value = decode(body)?;
@@ -328,5 +338,17 @@ mod tests {
         assert_eq!(m, json!({"metadata": {"labels": {}}}));
         assert!(apply(PatchKind::Merge, &cur, b"{bad").is_err());
         assert!(PatchKind::from_content_type("application/apply-patch+cbor").is_err());
+    }
+
+    #[test]
+    fn json_patch_test_for_null_passes_on_a_missing_path() {
+        // What kube-rs's finalizer helper sends to add the first finalizer.
+        let cur = json!({"metadata": {"name": "a"}});
+        let body = br#"[{"op":"test","path":"/metadata/finalizers","value":null},
+                        {"op":"add","path":"/metadata/finalizers","value":["f"]}]"#;
+        let out = apply(PatchKind::Json, &cur, body).expect("test null on a missing path");
+        assert_eq!(out, json!({"metadata": {"name": "a", "finalizers": ["f"]}}));
+        // Present, the test compares as usual and fails.
+        assert!(apply(PatchKind::Json, &out, body).is_err());
     }
 }

@@ -96,6 +96,15 @@ macro_rules! row {
     };
 }
 
+/// Resources that are only ever created, answered at once and stored nowhere (`auth.rs`):
+/// listed in discovery with the one verb `create`, never routed to storage.
+#[rustfmt::skip]
+pub static CREATE_ONLY: &[ResourceInfo] = &[
+    row!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, NONE, NONE, NONE),
+    row!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, NONE, NONE, NONE),
+    row!("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false, NONE, NONE, NONE),
+];
+
 /// Every served resource, one row each, sorted by group then name as `kubectl
 /// api-resources` lists them.
 #[rustfmt::skip]

@@ -161,7 +161,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
-    t.force = query.get("force").is_some_and(|f| f == "true");
+    t.force = query_bool(&query, "force");
     t.strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     t.field_manager = crate::managed::manager_of(
         query.get("fieldManager").map(String::as_str),
@@ -221,7 +221,16 @@ async fn read_body(body: Body) -> Result<Bytes, AppError> {
 }
 
 fn is_watch(q: &HashMap<String, String>) -> bool {
-    matches!(q.get("watch").map(String::as_str), Some("true" | "1"))
+    query_bool(q, "watch")
+}
+
+/// A boolean query parameter, read as Go's `strconv.ParseBool` reads it: the official
+/// Python client sends `watch=True`, client-go `watch=true`, curl users `watch=1`.
+pub fn query_bool(q: &HashMap<String, String>, key: &str) -> bool {
+    matches!(
+        q.get(key).map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
 }
 
 /// One object as JSON, or as a one-row Table when the client asks for one.
@@ -273,6 +282,9 @@ async fn list(
     h: &HeaderMap,
 ) -> Result<Response, AppError> {
     let lq = list_query(q)?;
+    if !table::wants_table(h) && !table::wants_metadata(h) && lq.fields.is_empty() {
+        return list_spliced(state, t, &lq).await;
+    }
     let page = state
         .store
         .list(t.info, t.namespace.as_deref(), &lq)
@@ -288,13 +300,7 @@ async fn list(
         );
         return Ok(json_response(StatusCode::OK, tbl));
     }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = &page.continue_token {
-        meta["continue"] = json!(c);
-    }
-    if let Some(n) = page.remaining {
-        meta["remainingItemCount"] = json!(n);
-    }
+    let meta = list_meta(&page);
     if table::wants_metadata(h) {
         let items: Vec<Value> = page.items.iter().map(table::partial_metadata).collect();
         return Ok(json_response(
@@ -320,6 +326,65 @@ async fn list(
     ))
 }
 
+/// The list's `metadata`: resourceVersion, and where paging goes on.
+fn list_meta<T>(page: &crate::storage::ListPage<T>) -> Value {
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = page.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    meta
+}
+
+/// A plain JSON list, its items spliced from the stored bytes (`rawlist.rs`): the same
+/// bytes as parsing and writing each object, without the cost. An object the splicer does
+/// not understand is parsed instead.
+async fn list_spliced(state: &AppState, t: &Target, lq: &ListQuery) -> Result<Response, AppError> {
+    let store = &state.store;
+    let page = store
+        .list_with(t.info, t.namespace.as_deref(), lq, |kv| {
+            let mut item = Vec::with_capacity(kv.value.len() + 32);
+            match crate::rawlist::list_item(&kv.value, kv.mod_revision, &lq.labels, &mut item) {
+                Ok(true) => Ok(Some(item)),
+                Ok(false) => Ok(None),
+                Err(()) => {
+                    let mut obj = store.decode(kv)?;
+                    if !lq.labels.matches(&obj) {
+                        return Ok(None);
+                    }
+                    if let Value::Object(m) = &mut obj {
+                        m.remove("kind");
+                        m.remove("apiVersion");
+                    }
+                    Ok(Some(crate::json::to_vec(&obj)))
+                }
+            }
+        })
+        .await?;
+    let head = json!({"kind": t.info.list_kind(), "apiVersion": t.info.api_version(), "metadata": list_meta(&page)});
+    let mut body = crate::json::to_vec(&head);
+    // `{"kind":…,"metadata":{…}}` → `{"kind":…,"metadata":{…},"items":[…]}` + newline.
+    body.pop();
+    let size: usize = page.items.iter().map(|i| i.len() + 1).sum();
+    body.reserve(size + 16);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}\n");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +402,22 @@ mod tests {
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(parse_path("/api/v1/nodes/n/exec").is_err());
         assert!(parse_path("/apis/apps/v1/namespaces/d/nope").is_err());
+    }
+
+    #[test]
+    fn booleans_as_go_parses_them() {
+        for (v, want) in [
+            ("true", true),
+            ("True", true),
+            ("1", true),
+            ("t", true),
+            ("false", false),
+            ("False", false),
+            ("yes", false),
+        ] {
+            let q = HashMap::from([("watch".to_string(), v.to_string())]);
+            assert_eq!(query_bool(&q, "watch"), want, "{v}");
+        }
+        assert!(!query_bool(&HashMap::new(), "watch"));
     }
 }

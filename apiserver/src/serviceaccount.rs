@@ -424,6 +424,10 @@ pub async fn admit_pod(state: &AppState, ns: &str, pod: &mut Value) -> Result<()
         if found.is_some() {
             break;
         }
+        if attempt == 0 {
+            // No account, maybe no namespace: that is the error to give, and at once.
+            crate::write::ensure_namespace(state, ns).await?;
+        }
     }
     let sa = found
         .ok_or_else(|| {

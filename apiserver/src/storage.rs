@@ -12,7 +12,7 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::backend::{Backend, BackendError, Cas, Kv};
+use crate::backend::{Backend, BackendError, Cas, Created, Kv};
 use crate::error::AppError;
 use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -32,10 +32,10 @@ pub struct ListQuery {
     pub continue_token: Option<String>,
 }
 
-/// One page of a list.
+/// One page of a list: objects, or whatever `Store::list_with` made of them.
 #[derive(Debug, Clone)]
-pub struct ListPage {
-    pub items: Vec<Value>,
+pub struct ListPage<T = Value> {
+    pub items: Vec<T>,
     pub revision: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<i64>,
@@ -117,7 +117,8 @@ impl Store {
         }
     }
 
-    /// Store a new object; AlreadyExists if the key is taken.
+    /// Store a new object; AlreadyExists if the key is taken, NotFound if its namespace
+    /// does not exist (checked in the same etcd transaction as the write).
     pub async fn create(
         &self,
         r: &ResourceInfo,
@@ -125,16 +126,29 @@ impl Store {
         mut obj: Value,
     ) -> Result<Value, AppError> {
         let name = meta_str(&obj, "name").to_string();
-        match self
-            .backend
-            .create(&self.key(r, ns, &name), Self::encode(&obj))
-            .await?
-        {
-            Cas::Done(rev) => {
+        let key = self.key(r, ns, &name);
+        let value = Self::encode(&obj);
+        let created = match ns.filter(|_| r.namespaced) {
+            Some(ns) => {
+                let parent = format!("{}/namespaces/{ns}", self.prefix);
+                match self.backend.create_in(&key, value, &parent).await? {
+                    Created::NoParent => {
+                        return Err(AppError::not_found("", "namespaces", ns));
+                    }
+                    other => other,
+                }
+            }
+            None => match self.backend.create(&key, value).await? {
+                Cas::Done(rev) => Created::Done(rev),
+                Cas::Failed(_) => Created::Exists,
+            },
+        };
+        match created {
+            Created::Done(rev) => {
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
                 Ok(obj)
             }
-            Cas::Failed(_) => Err(AppError::AlreadyExists(crate::error::target(
+            _ => Err(AppError::AlreadyExists(crate::error::target(
                 r.group, r.plural, &name,
             ))),
         }
@@ -193,6 +207,22 @@ impl Store {
         ns: Option<&str>,
         q: &ListQuery,
     ) -> Result<ListPage, AppError> {
+        self.list_with(r, ns, q, |kv| {
+            let obj = self.decode(kv)?;
+            Ok((q.labels.matches(&obj) && q.fields.matches(&obj)).then_some(obj))
+        })
+        .await
+    }
+
+    /// One page of a collection, each stored object turned into an item by `item` (None:
+    /// the selectors do not match it), so a caller can skip parsing (`rawlist.rs`).
+    pub async fn list_with<T>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        q: &ListQuery,
+        mut item: impl FnMut(&Kv) -> Result<Option<T>, AppError>,
+    ) -> Result<ListPage<T>, AppError> {
         let prefix = self.collection(r, ns);
         let (mut start, mut revision) = match &q.continue_token {
             Some(t) => {
@@ -217,9 +247,8 @@ impl Store {
             revision = Some(page.revision);
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in &page.items {
-                let obj = self.decode(kv)?;
-                if q.labels.matches(&obj) && q.fields.matches(&obj) {
-                    items.push(obj);
+                if let Some(it) = item(kv)? {
+                    items.push(it);
                 }
             }
             let full = q.limit > 0 && items.len() as i64 >= q.limit;
@@ -279,6 +308,14 @@ mod tests {
     async fn paged_list_with_selector() {
         let store = Store::new(Backend::Memory(MemoryBackend::default()), "/registry");
         let cm = find("", "v1", "configmaps").expect("cm");
+        let nsr = find("", "v1", "namespaces").expect("ns");
+        let ns = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "d"}});
+        store.create(nsr, None, ns).await.expect("namespace");
+        let orphan = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x", "namespace": "nope"}});
+        assert!(matches!(
+            store.create(cm, Some("nope"), orphan).await,
+            Err(AppError::NotFound(_))
+        ));
         for i in 0..5 {
             let obj = json!({"kind": "ConfigMap", "apiVersion": "v1",
                 "metadata": {"name": format!("c{i}"), "namespace": "d",
@@ -304,6 +341,6 @@ mod tests {
         };
         let all = store.list(cm, None, &q3).await.expect("all");
         assert_eq!(all.items.len(), 3);
-        assert_eq!(all.revision, 5);
+        assert_eq!(all.revision, 6);
     }
 }

@@ -224,6 +224,16 @@ async fn finalizers_hold_deletion() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["metadata"]["deletionTimestamp"].is_string(), "{b}");
+    // Being deleted, it is still listed (kube-rs watchers relist it after a 410).
+    let (s, list) = call(
+        &app,
+        Method::GET,
+        "/api/v1/namespaces/default/configmaps?labelSelector=app%3Dweb&limit=500&resourceVersion=0",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"][0]["metadata"]["name"], "held", "{list}");
     let (s, _) = call(
         &app,
         Method::PATCH,

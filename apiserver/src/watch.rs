@@ -5,8 +5,9 @@
 //! `resourceVersion` unset or `0` (and `sendInitialEvents=true`) first replays the current
 //! objects as ADDED, as kube-apiserver does. Selectors are applied to both the new and the
 //! previous value, so an object that stops matching arrives as DELETED and one that starts
-//! matching as ADDED. A version older than etcd's compaction is a 410 `Expired`, before the
-//! stream when it can be seen then, as an `ERROR` event otherwise. Bookmarks come from
+//! matching as ADDED. A version older than etcd's compaction is a 410 `Expired`, sent as an
+//! `ERROR` event of a 200 stream (also when it is seen before the stream starts), as
+//! kube-apiserver sends it. Bookmarks come from
 //! etcd progress notifications, so a bookmark never claims an event not yet sent.
 
 use std::collections::HashMap;
@@ -125,10 +126,8 @@ pub async fn serve(
     query.limit = 0;
     query.continue_token = None;
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
-    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let bookmarks = q
-        .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true" || v == "1");
+    let send_initial = crate::rest::query_bool(&q, "sendInitialEvents");
+    let bookmarks = crate::rest::query_bool(&q, "allowWatchBookmarks");
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -160,7 +159,13 @@ pub async fn serve(
             .map_err(|_| AppError::BadRequest(format!("invalid resource version: {rv}")))?;
         // Reading at the requested revision tells a compacted one before the stream starts.
         match state.store.backend.list(&prefix, "", Some(n), 1).await {
-            Err(BackendError::Compacted { .. }) => return Err(gone(rv)),
+            // As kube-apiserver's cacher does (`newErrWatcher`): a 200 whose one event is
+            // the 410 — clients (client-go, kube-rs) relist on that event, while a kube-rs
+            // watcher that gets an HTTP 410 instead retries the same version for ever.
+            Err(BackendError::Compacted { .. }) => {
+                let status = serde_json::to_value(gone(rv).status()).unwrap_or_default();
+                return Ok(stream_response(Body::from(enc.event("ERROR", status))));
+            }
             _ => n + 1,
         }
     };
@@ -213,10 +218,14 @@ pub async fn serve(
     let body = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+    Ok(stream_response(Body::from_stream(body)))
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
 }

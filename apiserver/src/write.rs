@@ -27,7 +27,8 @@ use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
 use crate::storage::{meta_mut, meta_str};
 use crate::{crd, managed, patch, AppState};
 
-async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), AppError> {
+/// NotFound unless namespace `ns` exists.
+pub(crate) async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), AppError> {
     let nsr = registry::find("", "v1", "namespaces").ok_or(AppError::NoRoute)?;
     match state.store.get(nsr, None, ns).await? {
         Some(_) => Ok(()),
@@ -63,9 +64,6 @@ async fn create_object(
     let info = t.info;
     check_type(info, &mut obj)?;
     check_namespace(info, ns, &mut obj)?;
-    if let Some(ns) = ns.filter(|_| info.namespaced) {
-        ensure_namespace(state, ns).await?;
-    }
     prepare_create(info, &mut obj)?;
     if is_crd(info) {
         crd::prepare(&mut obj)?;
@@ -86,6 +84,10 @@ async fn create_object(
         crate::serviceaccount::admit_pod(state, ns, &mut obj).await?;
     }
     if t.dry_run {
+        // A real write checks the namespace in its own transaction (`Store::create`).
+        if let Some(ns) = ns.filter(|_| info.namespaced) {
+            ensure_namespace(state, ns).await?;
+        }
         return Ok(obj);
     }
     let allocated = if is_service(info) {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::{lines, text, wait_for, Cluster};
 

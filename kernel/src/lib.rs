@@ -11,6 +11,7 @@
 
 pub mod binaries;
 pub mod ip;
+pub mod mounts;
 pub mod netns;
 pub mod procs;
 pub mod sysctl;

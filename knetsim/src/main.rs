@@ -694,10 +694,12 @@ fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
             client_ca: args.client_ca_file,
         },
     );
-    config.listen = vec![
-        (args.bind_address, args.secure_port).into(),
-        (std::net::Ipv4Addr::LOCALHOST, args.secure_port).into(),
-    ];
+    config.listen = vec![(args.bind_address, args.secure_port).into()];
+    if args.bind_address != std::net::Ipv4Addr::LOCALHOST {
+        config
+            .listen
+            .push((std::net::Ipv4Addr::LOCALHOST, args.secure_port).into());
+    }
     for fd in args.listener_fd {
         // SAFETY: the supervisor passes a listening socket it opened for us under this number;
         // nothing else in this process owns it.

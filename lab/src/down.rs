@@ -63,6 +63,15 @@ pub fn down(lab: &str, progress: &Progress) -> anyhow::Result<DownReport> {
         Ok::<_, anyhow::Error>(((), format!("removed {unmounted} hostname (UTS) namespaces")))
     })?;
 
+    progress.step(|| {
+        // etcd's tmpfs, and anything else mounted in the tree, whether or not a plan says so.
+        let unmounted = kernel::mounts::unmount_under(&paths.root)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!("unmounted {unmounted} file systems (etcd's tmpfs)"),
+        ))
+    })?;
+
     report.namespaces = progress.step(|| {
         kernel::netns::ensure_deleted(&namespaces)?;
         Ok::<_, anyhow::Error>((

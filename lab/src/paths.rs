@@ -1,5 +1,6 @@
 //! The lab's state tree: `/tmp/knetsim/<lab>/`. Everything a lab writes on disk is under it,
-//! so `down` removes the lab by removing one directory (after unmounting the UTS files).
+//! so `down` removes the lab by removing one directory (after unmounting the UTS files and
+//! etcd's tmpfs).
 //!
 //! ```text
 //! /tmp/knetsim/<lab>/
@@ -10,7 +11,7 @@
 //!   logs/               supervisor.log and <cluster>-<node>-<process>.log
 //!   ns/<cluster>-<node>.uts   the node's UTS namespace (bind mount)
 //!   nodes/<cluster>-<node>/   the node's own /run/flannel, /etc/cni/net.d, /var/lib/cni
-//!   <cluster>/etcd/     etcd's data
+//!   <cluster>/etcd/     etcd's data, on a tmpfs of its own (unmounted by `down`)
 //!   pki/                the lab's CA, API server and client certificates
 //!   kubeconfig          one context per cluster
 //! ```

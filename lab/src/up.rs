@@ -35,6 +35,10 @@ pub struct UpOptions {
     pub skip_addons: bool,
 }
 
+/// The most memory each cluster's etcd data (a tmpfs, see `kernel::mounts`) may take.
+/// etcd's own default quota is 2 GiB; a lab stores a few MiB.
+const ETCD_TMPFS_MIB: u64 = 1024;
+
 /// How long `up` waits for every process to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -175,6 +179,20 @@ fn build(
         )?;
         std::fs::write(paths.plan(), serde_json::to_vec_pretty(plan)?)?;
         Ok::<_, anyhow::Error>(((), format!("wrote the plan to {}", paths.plan().display())))
+    })?;
+    progress.step(|| {
+        for cluster in &plan.clusters {
+            let dir = paths.etcd_data(&cluster.name);
+            kernel::mounts::ensure_tmpfs(&dir, ETCD_TMPFS_MIB)
+                .with_context(|| format!("giving {}'s etcd a tmpfs", cluster.name))?;
+        }
+        Ok::<_, anyhow::Error>((
+            (),
+            format!(
+                "mounted a tmpfs for each etcd's data ({} of at most {ETCD_TMPFS_MIB} MiB)",
+                plan.clusters.len()
+            ),
+        ))
     })?;
     progress.step(|| {
         let count = network::create_namespaces(plan)?;

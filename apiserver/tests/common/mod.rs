@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -108,14 +108,68 @@ impl Drop for Etcd {
     }
 }
 
+/// One API server on its own thread and runtime; stopped (gracefully: watches end,
+/// connections drain) on drop.
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Serve on `listener` over the etcd at `etcd`, with the certificates in `dir`.
+    pub fn spawn(dir: &Path, etcd: &str, listener: TcpListener) -> ServerThread {
+        let p = |f: &str| dir.join(f);
+        let addr = listener.local_addr().expect("addr");
+        let mut cfg = Config::new(
+            vec![etcd.to_string()],
+            TlsFiles {
+                cert: p("apiserver.crt"),
+                key: p("apiserver.key"),
+                client_ca: p("ca.crt"),
+            },
+        );
+        cfg.listeners.push(listener);
+        cfg.advertise_address = Some(addr);
+        cfg.bookmark_interval = Duration::from_millis(300);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let r = rt.block_on(apiserver::run(cfg, async move {
+                let _ = stopped.await;
+            }));
+            if let Err(e) = r {
+                eprintln!("apiserver failed: {e:#}");
+            }
+        });
+        ServerThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// etcd + API server + kubeconfig.
 pub struct Cluster {
     pub server: String,
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
     pub ca: pki::CertPair,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    api: Option<ServerThread>,
     pub etcd: Etcd,
     pub dir: tempfile::TempDir,
 }
@@ -147,43 +201,42 @@ impl Cluster {
             None,
         );
         std::fs::write(p("kubeconfig"), kc).expect("kubeconfig");
-        let mut cfg = Config::new(
-            vec![etcd.endpoint.clone()],
-            TlsFiles {
-                cert: p("apiserver.crt"),
-                key: p("apiserver.key"),
-                client_ca: p("ca.crt"),
-            },
-        );
-        cfg.listeners.push(listener);
-        cfg.advertise_address = Some(addr);
-        cfg.bookmark_interval = Duration::from_millis(300);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let r = rt.block_on(apiserver::run(cfg, async move {
-                let _ = stopped.await;
-            }));
-            if let Err(e) = r {
-                eprintln!("apiserver failed: {e:#}");
-            }
-        });
+        let api = ServerThread::spawn(dir.path(), &etcd.endpoint, listener);
         let cluster = Cluster {
             server,
             addr,
             kubeconfig: p("kubeconfig"),
             ca,
-            stop: Some(stop),
-            thread: Some(thread),
+            api: Some(api),
             etcd,
             dir,
         };
         cluster.wait_ready();
         cluster
+    }
+
+    /// Stop the API server (its watches end, its port closes); etcd keeps running.
+    pub fn stop_server(&mut self) {
+        self.api = None;
+    }
+
+    /// Start the API server again, on the same address.
+    pub fn start_server(&mut self) {
+        let listener = TcpListener::bind(self.addr).expect("binding the server's address again");
+        self.api = Some(ServerThread::spawn(
+            self.dir.path(),
+            &self.etcd.endpoint,
+            listener,
+        ));
+        self.wait_ready();
+    }
+
+    /// Another API server over the same etcd, on a port of its own: `(its URL, it)`.
+    pub fn second_server(&self) -> (String, ServerThread) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let api = ServerThread::spawn(self.dir.path(), &self.etcd.endpoint, listener);
+        (url, api)
     }
 
     fn wait_ready(&self) {
@@ -254,17 +307,6 @@ impl Cluster {
             text(&out.stdout)
         );
         text(&out.stderr)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
