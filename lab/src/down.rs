@@ -121,7 +121,9 @@ pub fn is_lab_command(argv: &[String], lab: &str) -> bool {
     let is_knetsim = argv.first().is_some_and(|program| {
         std::path::Path::new(program)
             .file_name()
-            .is_some_and(|name| name == "knetsim")
+            .and_then(|name| name.to_str())
+            // Also a renamed copy (`knetsim-baseline`) that someone benchmarks against.
+            .is_some_and(|name| name.starts_with("knetsim"))
     });
     if !is_knetsim {
         return false;
@@ -185,5 +187,7 @@ mod tests {
         assert!(!is_lab_command(&argv("knetsim supervise --lab ab"), "a"));
         assert!(!is_lab_command(&argv("vim --lab a"), "a"));
         assert!(!is_lab_command(&argv("knetsim status"), "a"));
+        assert!(is_lab_command(&argv("/tmp/knetsim-baseline kubelet --lab a"), "a"));
+        assert!(!is_lab_command(&argv("kubelet --lab a"), "a"));
     }
 }
