@@ -131,9 +131,7 @@ async fn serve(config: Config, status: Arc<Mutex<server::Status>>) -> anyhow::Re
         node_ips: config.node_ips.clone(),
     };
     let shared = Arc::new(Shared {
-        proxier: Mutex::new(
-            Proxier::new(node, Arc::new(nft::NftCommand)).with_static_mode(config.static_mode),
-        ),
+        proxier: Mutex::new(Proxier::new(node, nft::kernel()).with_static_mode(config.static_mode)),
         changed: tokio::sync::Notify::new(),
         services_synced: false.into(),
         slices_synced: false.into(),

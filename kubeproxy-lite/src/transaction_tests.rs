@@ -1,4 +1,5 @@
 use super::*;
+use crate::nft::Nft as _;
 use crate::render::render_service;
 use crate::render::tests_support::*;
 
@@ -12,7 +13,15 @@ impl ThrowawayNetns {
         ThrowawayNetns(name)
     }
 
+    /// Through the library in this process, as kubeproxy-lite runs (the context follows the
+    /// thread into the namespace).
     fn apply(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
+        let transaction = transaction.clone();
+        kernel::netns::run_in(&self.0, move || library().apply(&transaction))
+            .expect("entering the test namespace")
+    }
+
+    fn apply_with_binary(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
         let transaction = transaction.clone();
         kernel::netns::run_in(&self.0, move || {
             crate::nft::Nft::apply(&crate::nft::NftCommand, &transaction)
@@ -21,11 +30,9 @@ impl ThrowawayNetns {
     }
 
     fn existing(&self) -> Existing {
-        kernel::netns::run_in(&self.0, || {
-            crate::nft::Nft::existing(&crate::nft::NftCommand)
-        })
-        .expect("entering the test namespace")
-        .expect("listing")
+        kernel::netns::run_in(&self.0, || library().existing())
+            .expect("entering the test namespace")
+            .expect("listing")
     }
 
     fn list(&self) -> String {
@@ -37,6 +44,14 @@ impl ThrowawayNetns {
             .expect("nft runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// One library context for all the tests, as one process has.
+fn library() -> &'static crate::nft::NftLibrary {
+    static LIBRARY: std::sync::OnceLock<crate::nft::NftLibrary> = std::sync::OnceLock::new();
+    let library =
+        LIBRARY.get_or_init(|| crate::nft::NftLibrary::load().expect("libnftables.so.1 loads"));
+    library
 }
 
 impl Drop for ThrowawayNetns {
@@ -163,4 +178,36 @@ fn an_unchanged_service_makes_an_empty_transaction() {
     let s = slice("web", "http", 8080, &["10.244.1.2"]);
     let rules = render_service(&web, &[&s], &node);
     assert!(partial_sync([(&rules, &rules.clone())]).is_empty());
+}
+
+#[test]
+fn the_library_and_the_binary_write_the_same_table_and_report_nfts_error() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let slice2 = slice("web", "http", 8080, &["10.244.1.2", "10.244.2.2"]);
+    let rules = render_service(&web, &[&slice2], &node);
+    let full = full_sync(&node, [&rules], &Existing::default());
+    let (by_library, by_binary) = (ThrowawayNetns::new("lib"), ThrowawayNetns::new("bin"));
+    by_library.apply(&full).expect("the library applies it");
+    by_binary.apply_with_binary(&full).expect("nft applies it");
+    assert_eq!(by_library.list(), by_binary.list());
+    assert!(by_library.list().contains("dnat to 10.244.2.2:8080"));
+
+    // A rule in a chain that does not exist: the whole transaction is refused, nft's own
+    // message comes back, and nothing of it is left in the table.
+    let mut broken = partial_sync([(&rules, &ServiceRules::default())]);
+    broken.commands.push(rule(
+        "no-such-chain",
+        vec![nftables::stmt::Statement::Accept(None)],
+    ));
+    let error = by_library.apply(&broken).expect_err("refused");
+    assert!(
+        error.to_string().contains("No such file or directory"),
+        "{error}"
+    );
+    assert_eq!(by_library.list(), by_binary.list());
 }
