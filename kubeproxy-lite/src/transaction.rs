@@ -463,6 +463,38 @@ fn flush_map(name: &'static str) -> Command {
     ))))
 }
 
+/// The regular chains every table has.
+const FIXED_CHAINS: [&str; 6] = [
+    names::SERVICES_CHAIN,
+    names::MASQUERADING_CHAIN,
+    names::MARK_MASQ_CHAIN,
+    names::ENDPOINTS_CHECK_CHAIN,
+    names::REJECT_CHAIN,
+    names::CLUSTER_IPS_CHECK_CHAIN,
+];
+
+/// The fixed sets (name, comment).
+const FIXED_SETS: [(&str, &str); 2] = [
+    (names::NODEPORT_IPS_SET, "IPs that accept NodePort traffic"),
+    (names::CLUSTER_IPS_SET, "Active ClusterIPs"),
+];
+
+/// The names of the chains and sets every table has, whatever the Services.
+pub fn skeleton_names() -> Existing {
+    Existing {
+        chains: BASE_CHAINS
+            .iter()
+            .map(|base| base.name)
+            .chain(FIXED_CHAINS)
+            .map(String::from)
+            .collect(),
+        sets: FIXED_SETS
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect(),
+    }
+}
+
 /// The fixed part of the table: created (or emptied) by every full sync.
 pub fn skeleton(node: &NodeContext) -> Vec<Command> {
     use nftables::schema::SetType;
@@ -481,14 +513,7 @@ pub fn skeleton(node: &NodeContext) -> Vec<Command> {
         })));
         commands.push(flush_chain(base.name));
     }
-    for fixed in [
-        names::SERVICES_CHAIN,
-        names::MASQUERADING_CHAIN,
-        names::MARK_MASQ_CHAIN,
-        names::ENDPOINTS_CHECK_CHAIN,
-        names::REJECT_CHAIN,
-        names::CLUSTER_IPS_CHECK_CHAIN,
-    ] {
+    for fixed in FIXED_CHAINS {
         commands.push(add(NfListObject::Chain(chain(fixed))));
         commands.push(flush_chain(fixed));
     }
@@ -522,10 +547,7 @@ pub fn skeleton(node: &NodeContext) -> Vec<Command> {
     ] {
         commands.push(flush_map(map));
     }
-    for (name, comment) in [
-        (names::NODEPORT_IPS_SET, "IPs that accept NodePort traffic"),
-        (names::CLUSTER_IPS_SET, "Active ClusterIPs"),
-    ] {
+    for (name, comment) in FIXED_SETS {
         commands.push(add(NfListObject::Set(Box::new(Set {
             comment: Some(Cow::Borrowed(comment)),
             ..set(name, SetType::Ipv4Addr)

@@ -378,3 +378,47 @@ fn an_sctp_cluster_ip_is_dnatted_to_its_endpoint_in_a_real_kernel() {
         "{listed}"
     );
 }
+
+#[test]
+fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let netns = ThrowawayNetns::new("warm");
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let before = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
+    let after = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
+    let full = full_sync(&node, [&before], &Existing::default());
+    let list = || {
+        let output = std::process::Command::new("nft")
+            .args(["list", "table", "ip", TABLE])
+            .output()
+            .expect("nft runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (full_listed, warmed_listed, partial_listed) = kernel::netns::run_in(&netns.0, move || {
+        let library = crate::nft::NftLibrary::load()
+            .expect("libnftables.so.1 loads")
+            .with_warm_up(&node.node_ips);
+        library.apply(&full).expect("full sync");
+        let full_listed = list();
+        library.warm_cache().expect("warm-up");
+        library.warm_cache().expect("warm-up again");
+        let warmed_listed = list();
+        library
+            .apply(&partial_sync([(&before, &after)]))
+            .expect("a partial sync on the warm cache");
+        library.warm_cache().expect("warm-up after it");
+        (full_listed, warmed_listed, list())
+    })
+    .expect("entering the test namespace");
+    assert_eq!(full_listed, warmed_listed);
+    assert!(
+        partial_listed.contains("dnat to 10.244.2.2:8080"),
+        "{partial_listed}"
+    );
+    assert!(!partial_listed.contains("10.244.1.2"), "{partial_listed}");
+    assert!(partial_listed.contains("172.20.0.11"), "{partial_listed}");
+}
