@@ -113,6 +113,9 @@ pub struct NftLibrary {
     /// One context, made in the network namespace of the thread that first used it, and made
     /// again if a later caller is in another one (its netlink socket is bound to it).
     context: std::sync::Mutex<Option<ffi::Context>>,
+    /// Another for listing: a `list` leaves the cache marked for refresh, which would make
+    /// the next transaction read it again, so lists never use the warm context.
+    list_context: std::sync::Mutex<Option<ffi::Context>>,
     /// See [`NftLibrary::warm_cache`]; None: no warm-up.
     warm_up: Option<String>,
 }
@@ -122,6 +125,7 @@ impl NftLibrary {
         Ok(NftLibrary {
             library: ffi::Library::get()?,
             context: std::sync::Mutex::new(None),
+            list_context: std::sync::Mutex::new(None),
             warm_up: None,
         })
     }
@@ -141,8 +145,16 @@ impl NftLibrary {
 
     /// Run `commands` (JSON) in one transaction; what nft printed, or its error text.
     fn run(&self, commands: &str) -> Result<String, Error> {
+        self.run_in(&self.context, commands)
+    }
+
+    fn run_in(
+        &self,
+        context: &std::sync::Mutex<Option<ffi::Context>>,
+        commands: &str,
+    ) -> Result<String, Error> {
         let netns = ffi::current_netns();
-        let mut context = self.context.lock().unwrap_or_else(|p| p.into_inner());
+        let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
         if context.as_ref().is_none_or(|c| c.netns != netns) {
             *context = Some(ffi::Context::new(self.library, netns)?);
         }
@@ -185,7 +197,7 @@ impl Nft for NftLibrary {
     }
 
     fn existing(&self) -> Result<Existing, Error> {
-        existing_from(&self.run(LIST_CHAINS_AND_SETS)?)
+        existing_from(&self.run_in(&self.list_context, LIST_CHAINS_AND_SETS)?)
     }
 
     fn warm_cache(&self) -> Result<(), Error> {
