@@ -5,17 +5,18 @@
 //! Two ways to hand it over, the same JSON and the same library either way:
 //!
 //! - [`NftLibrary`], the default: Debian's `libnftables.so.1` (the library the `nft` binary is
-//!   built on, package libnftables1) loaded into this process with `dlopen`, one context kept
-//!   for the process's life. Measured on a table of 1,000 Services × 10 endpoints (11,000
-//!   chains) with nft 1.0.6: a partial sync costs ~30 ms of CPU whichever way it is sent, of
-//!   which ~20 ms is libnftables reading every chain of the namespace into its cache before it
-//!   evaluates anything (`add rule`/`add element`/`delete` need the chain cache, and 1.0.6
-//!   neither filters that dump by table nor keeps the cache across runs: our own commit bumps
-//!   the generation, so the next run fetches it again) and ~10 ms the kernel's validation of
-//!   the table's jump graph at commit. A `nft` child adds ~1.5 ms of CPU and ~5 ms of wall
-//!   time on a busy machine (fork, exec, dynamic linking, two pipes) on top; in-process there
-//!   is none of that, nft's error text comes back in the context's buffer, and a full sync's
-//!   10 MB of JSON is not copied through a pipe.
+//!   built on, package libnftables1) loaded into this process with `dlopen`, its contexts
+//!   kept for the process's life. Measured on a table of 1,000 Services × 10 endpoints
+//!   (11,000 chains) with nft 1.0.6 (`examples/nft_cost.rs`), a partial sync is ~20 ms of
+//!   libnftables reading every chain of the namespace into its cache before it evaluates
+//!   anything (`add rule`/`add element`/`delete` need the chain cache, and 1.0.6 does not
+//!   filter that dump by table), ~10 ms of the kernel validating the table's jump graph at
+//!   commit, and little else. A `nft` child adds a process (fork, exec, dynamic linking, two
+//!   pipes) and always starts with an empty cache: p50 56 ms against 21 ms in-process, in
+//!   one run on the busy 2-core machine. In-process, the cache also outlives a run, and is
+//!   reused while the ruleset's generation is unchanged: [`NftLibrary::warm_cache`] refills
+//!   it right after each sync, so the next one skips the dump. nft's error text comes back
+//!   in the context's buffer, and a full sync's 10 MB of JSON is not copied through a pipe.
 //! - [`NftCommand`]: `nft -j -f -`, used when the library cannot be loaded.
 
 use crate::names::TABLE;
