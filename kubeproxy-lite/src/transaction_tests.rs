@@ -422,3 +422,24 @@ fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
     assert!(!partial_listed.contains("10.244.1.2"), "{partial_listed}");
     assert!(partial_listed.contains("172.20.0.11"), "{partial_listed}");
 }
+
+#[test]
+fn a_listed_table_matches_the_names_a_full_sync_wrote() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let netns = ThrowawayNetns::new("names");
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let rules = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
+    netns
+        .apply(&full_sync(&node, [&rules], &Existing::default()))
+        .expect("full sync");
+    let mut expected = skeleton_names();
+    expected.chains.extend(rules.chains.keys().cloned());
+    expected.sets.extend(rules.affinity_sets.keys().cloned());
+    let listed = netns.existing();
+    assert_eq!(listed.chains, expected.chains);
+    assert_eq!(listed.sets, expected.sets);
+}
