@@ -25,6 +25,7 @@ pub mod nft;
 pub mod proxier;
 pub mod render;
 pub mod server;
+pub mod skeleton;
 pub mod transaction;
 
 use std::net::{Ipv4Addr, SocketAddr};
