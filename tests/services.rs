@@ -1,19 +1,22 @@
 //! Services through kubeproxy-lite, driven with the real kubectl: a ClusterIP Service in
 //! front of three agnhost pods on three workers, reached from a pod on another node, from
 //! nodes, through NodePorts and from one of its own pods (hairpin); a Service with no
-//! endpoints rejected at once; ClientIP affinity; an endpoint leaving; kubeproxy-lite killed
-//! and restarted under an open connection.
+//! endpoints rejected at once; ClientIP affinity; a Deployment scaled to one and back; an
+//! endpoint leaving; kubeproxy-lite killed and restarted under an open connection; a table
+//! deleted by hand and repaired. `--static` is in `services_static.rs`.
 //!
 //! The Services' EndpointSlices are the controller-manager's, from their selectors; an
 //! endpoint leaves when its pod is deleted.
 
 mod common;
+mod services_support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use services_support::*;
 
 const THREE_WORKERS: &str = "clusters:\n  - name: c0\n    workers: 3\n";
 const SERVERS: [(&str, &str); 3] = [("web-1", "c0-w1"), ("web-2", "c0-w2"), ("web-3", "c0-w3")];
@@ -35,6 +38,22 @@ spec:
 "#
         );
     }
+    // A Deployment of three, scaled to one and back by the test.
+    yaml += r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: scaled}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: scaled}}
+  template:
+    metadata: {labels: {app: scaled}}
+    spec:
+      containers:
+      - name: netexec
+        image: registry.k8s.io/e2e-test-images/agnhost:2.53
+        args: ["netexec", "--http-port=8080"]
+"#;
     // The client runs on the control-plane node: a node none of the servers is on.
     yaml += r#"---
 apiVersion: v1
@@ -76,49 +95,189 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: scaled}
+spec:
+  selector: {app: scaled}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: nothing}
 spec:
   selector: {app: nothing}
   ports: [{name: http, port: 80, targetPort: 8080}]
 "#;
 
-fn get(lab: &Lab, kind: &str, name: &str, path: &str) -> String {
-    stdout(&lab.kubectl(
+/// The ready addresses in `service`'s EndpointSlices.
+fn ready_endpoints(lab: &Lab, service: &str) -> Vec<String> {
+    let out = stdout(&lab.kubectl(
         "c0",
-        &["get", kind, name, "-o", &format!("jsonpath={path}")],
-    ))
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+            "-o",
+            "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}",
+        ],
+    ));
+    let mut addresses: Vec<String> = out.split_whitespace().map(String::from).collect();
+    addresses.sort();
+    addresses
 }
 
-fn wait_running(lab: &Lab, pod: &str) -> String {
-    let running = eventually(Duration::from_secs(30), || {
-        get(lab, "pod", pod, "{.status.phase}") == "Running"
-            && !get(lab, "pod", pod, "{.status.podIP}").is_empty()
-    });
+/// The endpoint addresses `service`'s chains DNAT to in the control-plane node's table.
+fn programmed_endpoints(lab: &Lab, service: &str) -> Vec<String> {
+    let table = stdout(&lab.exec("c0/cp", &["nft", "list", "table", "ip", "kube-proxy"]));
+    let marker = format!("default/{service}/tcp/http__");
+    let mut addresses: Vec<String> = table
+        .lines()
+        .filter_map(|line| line.split(&marker).nth(1))
+        .filter(|rest| rest.trim_end().ends_with('{'))
+        .filter_map(|rest| rest.split('/').next().map(String::from))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The Deployment `scaled` (3 replicas) goes to 1 and back to 3 while a client in a pod sends
+/// a request on a new connection every 10 ms. Once the node's rules have dropped a pod, no
+/// request started after that reaches it; back at 3, all three share the load again.
+fn scale_to_one_and_back(lab: &Lab) {
+    let service_ip = get(lab, "svc", "scaled", "{.spec.clusterIP}");
+    let url = format!("http://{service_ip}");
+    let settled = |count: usize| {
+        eventually(Duration::from_secs(60), || {
+            let ready = ready_endpoints(lab, "scaled");
+            ready.len() == count && programmed_endpoints(lab, "scaled") == ready
+        })
+    };
     assert!(
-        running,
-        "{pod} is not Running: {}",
-        stdout(&lab.kubectl("c0", &["get", "pod", pod, "-o", "yaml"]))
+        settled(3),
+        "slice {:?}, rules {:?}",
+        ready_endpoints(lab, "scaled"),
+        programmed_endpoints(lab, "scaled")
     );
-    get(lab, "pod", pod, "{.status.podIP}")
-}
+    let shares = |when: &str| {
+        let seen = hostnames(lab, "cp", "client", &url, 150);
+        assert_eq!(seen.len(), 3, "{when}: {seen:?}");
+        for (pod, n) in &seen {
+            assert!(*n >= 30, "{when}: {pod} got {n} of 150: {seen:?}");
+        }
+    };
+    shares("3 replicas");
 
-fn in_pod(lab: &Lab, node: &str, pod: &str, script: &str) -> std::process::Output {
-    let netns = format!("{}-c0-{node}-default-{pod}", lab.name);
-    Command::new("ip")
-        .args(["netns", "exec", &netns, "sh", "-c", script])
-        .output()
-        .expect("ip netns exec runs")
-}
-
-/// `count` requests for `/hostname` to `url`, each on a new connection: answer → how often.
-fn hostnames(lab: &Lab, node: &str, pod: &str, url: &str, count: usize) -> BTreeMap<String, usize> {
-    let script = format!("for i in $(seq {count}); do curl -s -m 2 {url}/hostname; echo; done");
-    let out = stdout(&in_pod(lab, node, pod, &script));
-    let mut seen = BTreeMap::new();
-    for line in out.lines() {
-        *seen.entry(line.to_string()).or_insert(0) += 1;
+    let stop = format!("/tmp/{}-scaled-stop", lab.name);
+    let script = format!(
+        "python3 -c '
+import http.client, os, time
+while not os.path.exists(\"{stop}\"):
+    t = time.time()
+    try:
+        c = http.client.HTTPConnection(\"{service_ip}\", 80, timeout=1)
+        c.request(\"GET\", \"/hostname\"); r = c.getresponse().read().decode(); c.close()
+    except Exception as e:
+        r = \"error:\" + type(e).__name__
+    print(\"%.6f %s\" % (t, r), flush=True)
+    time.sleep(0.01)
+'"
+    );
+    let netns = format!("{}-c0-cp-default-client", lab.name);
+    let requests = Command::new("ip")
+        .args(["netns", "exec", &netns, "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let before: BTreeMap<String, String> = pod_addresses(lab);
+    let scaled_at = now();
+    ok(lab.kubectl("c0", &["scale", "deployment/scaled", "--replicas=1"]));
+    let (mut slice_at, mut rules_at) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && (slice_at.is_none() || rules_at.is_none()) {
+        if slice_at.is_none() && ready_endpoints(lab, "scaled").len() == 1 {
+            slice_at = Some(now());
+        }
+        if rules_at.is_none() && programmed_endpoints(lab, "scaled").len() == 1 {
+            rules_at = Some(now());
+        }
     }
-    seen
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, "").expect("the stop file");
+    let output = requests.wait_with_output().expect("the request loop ends");
+    let _ = std::fs::remove_file(&stop);
+    let (Some(slice_at), Some(rules_at)) = (slice_at, rules_at) else {
+        panic!("the slice or the rules never got down to one endpoint");
+    };
+    let kept = programmed_endpoints(lab, "scaled");
+    let kept_pod = before
+        .iter()
+        .find(|(_, ip)| kept.contains(ip))
+        .map(|(pod, _)| pod.clone())
+        .expect("the pod left is one of the three");
+    let lines = String::from_utf8_lossy(&output.stdout).into_owned();
+    let parsed: Vec<(f64, &str)> = lines
+        .lines()
+        .filter_map(|line| {
+            let (t, answer) = line.split_once(' ')?;
+            Some((t.parse().ok()?, answer))
+        })
+        .collect();
+    let late: Vec<&(f64, &str)> = parsed
+        .iter()
+        .filter(|(t, answer)| *t > rules_at && *answer != kept_pod)
+        .collect();
+    let errors = parsed
+        .iter()
+        .filter(|(_, a)| a.starts_with("error"))
+        .count();
+    eprintln!(
+        "scaled 3 → 1: slice seen at +{:.0} ms, rules at +{:.0} ms (polled with kubectl and nft); {} requests, {errors} failed, {} after the rules changed",
+        (slice_at - scaled_at) * 1e3,
+        (rules_at - scaled_at) * 1e3,
+        parsed.len(),
+        parsed.iter().filter(|(t, _)| *t > rules_at).count(),
+    );
+    assert!(parsed.len() > 20, "{lines}");
+    assert!(
+        late.is_empty(),
+        "requests after the rules changed went elsewhere than {kept_pod}: {late:?}"
+    );
+
+    ok(lab.kubectl("c0", &["scale", "deployment/scaled", "--replicas=3"]));
+    assert!(
+        settled(3),
+        "slice {:?}, rules {:?}",
+        ready_endpoints(lab, "scaled"),
+        programmed_endpoints(lab, "scaled")
+    );
+    shares("back to 3 replicas");
+}
+
+/// Pod name → address for the Deployment `scaled`.
+fn pod_addresses(lab: &Lab) -> BTreeMap<String, String> {
+    let out = stdout(&lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=scaled",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.podIP} {end}",
+        ],
+    ));
+    out.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(pod, ip)| (pod.to_string(), ip.to_string()))
+        .collect()
 }
 
 #[test]
@@ -216,6 +375,10 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
         .unwrap_or(f64::MAX);
     let code = parts.next().unwrap_or("");
     assert_eq!(code, "7", "curl should be refused (exit 7): {text}");
+    eprintln!(
+        "no endpoints: connection refused (TCP reset) after {:.1} ms",
+        seconds * 1e3
+    );
     assert!(seconds < 0.1, "rejected in {seconds} s, want < 0.1 s");
 
     // ClientIP affinity: one client, one pod.
@@ -226,6 +389,8 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
         1,
         "affinity should pin to one pod: {pinned:?}"
     );
+
+    scale_to_one_and_back(&lab);
 
     // web-3 is deleted, so it leaves the slice: its rules go, and no request reaches it
     // afterwards.
@@ -301,6 +466,25 @@ print(\"second\", second, c.sock.getsockname()[1], flush=True)
         "{after_restart:?}"
     );
     assert!(!after_restart.contains_key("web-3"), "{after_restart:?}");
+
+    // Someone deletes c0-w2's table by hand: kubeproxy-lite's periodic check (every 10 s)
+    // notices and a full sync puts it back.
+    ok(lab.exec("c0/w2", &["nft", "delete", "table", "ip", "kube-proxy"]));
+    let deleted_at = Instant::now();
+    let repaired = eventually(Duration::from_secs(30), || {
+        let table = stdout(&lab.exec("c0/w2", &["nft", "list", "table", "ip", "kube-proxy"]));
+        table.contains(&format!("dnat to {}:8080", ips[0]))
+    });
+    assert!(repaired, "c0-w2's table was not put back");
+    eprintln!(
+        "table deleted by hand: back after {:?}",
+        deleted_at.elapsed()
+    );
+    let from_w2 = stdout(&lab.exec(
+        "c0/w2",
+        &["curl", "-s", "-m", "2", &format!("{url}/hostname")],
+    ));
+    assert!(from_w2.starts_with("web-"), "from node c0-w2: {from_w2:?}");
 
     let name = lab.name.clone();
     drop(lab);

@@ -25,6 +25,7 @@ pub mod nft;
 pub mod proxier;
 pub mod render;
 pub mod server;
+pub mod skeleton;
 pub mod transaction;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -55,6 +56,11 @@ pub struct Config {
     pub min_sync_period: Duration,
     /// Retry a failed sync after this long (it will be a full one).
     pub retry_period: Duration,
+    /// How often the table's chain and set names are compared with what was written, to
+    /// repair a table changed by hand (see `Proxier::check_table`).
+    pub table_check_period: Duration,
+    /// A full sync at least this often (kube-proxy's hourly full resync in nftables mode).
+    pub full_sync_period: Duration,
     /// Render once at start-up and never update.
     pub static_mode: bool,
     pub healthz_address: SocketAddr,
@@ -75,6 +81,8 @@ impl Config {
             cluster_cidr,
             min_sync_period: Duration::from_millis(1),
             retry_period: Duration::from_secs(1),
+            table_check_period: Duration::from_secs(10),
+            full_sync_period: Duration::from_secs(3600),
             static_mode: false,
             healthz_address: (Ipv4Addr::LOCALHOST, server::HEALTHZ_PORT).into(),
             metrics_address: (Ipv4Addr::LOCALHOST, server::METRICS_PORT).into(),
@@ -84,6 +92,8 @@ impl Config {
 
 /// Shared between the watch tasks and the sync loop.
 struct Shared {
+    /// The kernel, also here for the cache warm-up after a sync (outside the proxier's lock).
+    nft: Arc<dyn nft::Nft>,
     proxier: Mutex<Proxier>,
     changed: tokio::sync::Notify,
     services_synced: std::sync::atomic::AtomicBool,
@@ -130,10 +140,10 @@ async fn serve(config: Config, status: Arc<Mutex<server::Status>>) -> anyhow::Re
         cluster_cidr: config.cluster_cidr,
         node_ips: config.node_ips.clone(),
     };
+    let nft = nft::kernel(&config.node_ips);
     let shared = Arc::new(Shared {
-        proxier: Mutex::new(
-            Proxier::new(node, Arc::new(nft::NftCommand)).with_static_mode(config.static_mode),
-        ),
+        nft: nft.clone(),
+        proxier: Mutex::new(Proxier::new(node, nft).with_static_mode(config.static_mode)),
         changed: tokio::sync::Notify::new(),
         services_synced: false.into(),
         slices_synced: false.into(),
@@ -207,6 +217,7 @@ async fn watch_slices(api: kube::Api<EndpointSlice>, shared: Arc<Shared>) {
 }
 
 /// Waits for changes and syncs, no more often than `min_sync_period`; retries failures.
+/// Every `table_check_period` the table is checked for changes made by hand.
 async fn sync_loop(
     config: &Config,
     shared: &Arc<Shared>,
@@ -214,8 +225,25 @@ async fn sync_loop(
 ) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
     let mut logged_waiting = false;
+    let mut checks = tokio::time::interval(config.table_check_period);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checks.tick().await; // the first tick is immediate
     loop {
-        shared.changed.notified().await;
+        tokio::select! {
+            _ = shared.changed.notified() => {}
+            _ = checks.tick() => {
+                let worker = shared.clone();
+                let period = config.full_sync_period;
+                let checked = tokio::task::spawn_blocking(move || lock(&worker).check_table(period))
+                    .await
+                    .context("the table check panicked")?;
+                match checked {
+                    Ok(None) => continue,
+                    Ok(Some(why)) => tracing::info!("full sync: {why}"),
+                    Err(e) => tracing::warn!("checking the table: {:#}", anyhow::Error::new(e)),
+                }
+            }
+        }
         if !(shared.services_synced.load(Ordering::SeqCst)
             && shared.slices_synced.load(Ordering::SeqCst))
         {
@@ -264,6 +292,20 @@ async fn sync_loop(
                     .record(&report, chains, rules);
                 if frozen {
                     tracing::info!("--static: rules rendered once; no longer following the API");
+                } else if report.commands > 0 {
+                    let nft = shared.nft.clone();
+                    let warmed = tokio::task::spawn_blocking(move || {
+                        let started = std::time::Instant::now();
+                        nft.warm_cache().map(|()| started.elapsed())
+                    })
+                    .await
+                    .context("the cache warm-up panicked")?;
+                    match warmed {
+                        Ok(elapsed) => tracing::debug!(?elapsed, "nft cache warmed"),
+                        Err(e) => {
+                            tracing::warn!("warming nft's cache: {:#}", anyhow::Error::new(e))
+                        }
+                    }
                 }
             }
             Some((Err(e), ..)) => {

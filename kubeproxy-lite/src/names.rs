@@ -145,6 +145,11 @@ pub fn is_service_chain(name: &str) -> bool {
     name.contains('/')
 }
 
+/// Per-endpoint chains: they hold no anonymous sets (see `transaction::full_sync`).
+pub fn is_endpoint_chain(name: &str) -> bool {
+    name.starts_with("endpoint-")
+}
+
 pub fn is_affinity_set(name: &str) -> bool {
     name.starts_with("affinity-")
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::names;
 use crate::nft::Nft;
 use crate::render::{render_service, NodeContext, ServiceRules};
-use crate::transaction::{self, Transaction};
+use crate::transaction::{self, Existing, Transaction};
 
 /// `(namespace, name)` of a Service.
 pub type ServiceKey = (String, String);
@@ -25,7 +26,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("listing the table before a full sync")]
+    #[error("listing the chains and sets of the table")]
     ListTable(#[source] crate::nft::Error),
     #[error("applying a {kind} sync of {services} services")]
     Apply {
@@ -76,6 +77,7 @@ pub struct Proxier {
     /// `--static`: after the first successful sync, nothing is ever written again.
     static_mode: bool,
     frozen: bool,
+    last_full_sync: Option<Instant>,
 }
 
 fn service_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
@@ -98,6 +100,7 @@ impl Proxier {
             need_full_sync: true,
             static_mode: false,
             frozen: false,
+            last_full_sync: None,
         }
     }
 
@@ -261,7 +264,9 @@ impl Proxier {
     }
 
     fn full_sync(&mut self) -> Result<(SyncKind, usize, usize), Error> {
+        let started = Instant::now();
         let existing = self.nft.existing().map_err(Error::ListTable)?;
+        let listed = started.elapsed();
         let rendered: BTreeMap<ServiceKey, ServiceRules> = self
             .services
             .keys()
@@ -269,11 +274,21 @@ impl Proxier {
             .filter(|(_, rules)| *rules != ServiceRules::default())
             .collect();
         let transaction = transaction::full_sync(&self.node, rendered.values(), &existing);
+        let built = started.elapsed();
         self.apply(&transaction, SyncKind::Full, rendered.len())?;
+        // Where a full sync's time goes, for large tables: listing the table, rendering the
+        // Services and building the commands, then the JSON and nft (parse, cache, commit).
+        tracing::info!(
+            listing = ?listed,
+            rendering = ?built - listed,
+            json_and_nft = ?started.elapsed() - built,
+            "full sync phases"
+        );
         let count = rendered.len();
         self.applied = rendered;
         self.dirty.clear();
         self.need_full_sync = false;
+        self.last_full_sync = Some(Instant::now());
         Ok((SyncKind::Full, count, transaction.commands.len()))
     }
 
@@ -315,6 +330,54 @@ impl Proxier {
             services,
             source,
         })
+    }
+
+    /// The chain and set names the table should hold after the last sync.
+    pub(crate) fn expected(&self) -> Existing {
+        let mut expected = transaction::skeleton_names();
+        for rules in self.applied.values() {
+            expected.chains.extend(rules.chains.keys().cloned());
+            expected.sets.extend(rules.affinity_sets.keys().cloned());
+        }
+        expected
+    }
+
+    /// kube-proxy's periodic resync, made cheap: the table's chain and set names are listed
+    /// (~1 ms on a small table, ~25 ms with 11,000 chains) and compared with what the last
+    /// syncs wrote. If someone deleted the table or a chain by hand, or added a chain that
+    /// looks like ours, the next sync is a full one, which repairs it. A full sync is also
+    /// forced once `full_sync_period` has passed since the last one (kube-proxy's hourly
+    /// full sync), which also repairs rules deleted inside a chain. Returns why a full sync
+    /// is needed, if it is. A `--static` proxy never repairs anything.
+    pub fn check_table(&mut self, full_sync_period: Duration) -> Result<Option<String>, Error> {
+        if self.frozen || self.need_full_sync || self.last_full_sync.is_none() {
+            return Ok(None);
+        }
+        if self
+            .last_full_sync
+            .is_some_and(|at| at.elapsed() >= full_sync_period)
+        {
+            self.need_full_sync = true;
+            return Ok(Some(format!(
+                "{full_sync_period:?} since the last full sync"
+            )));
+        }
+        let existing = self.nft.existing().map_err(Error::ListTable)?;
+        let expected = self.expected();
+        let missing_chains = expected.chains.difference(&existing.chains).count();
+        let missing_sets = expected.sets.difference(&existing.sets).count();
+        let stray_chains = existing
+            .chains
+            .iter()
+            .filter(|name| names::is_service_chain(name) && !expected.chains.contains(*name))
+            .count();
+        if missing_chains + missing_sets + stray_chains == 0 {
+            return Ok(None);
+        }
+        self.need_full_sync = true;
+        Ok(Some(format!(
+            "the table was changed by someone else: {missing_chains} chains and {missing_sets} sets missing, {stray_chains} unknown service chains"
+        )))
     }
 
     /// Rules in the table for Services (not counting the fixed skeleton).

@@ -9,6 +9,8 @@ use crate::transaction::Existing;
 struct FakeNft {
     applied: Mutex<Vec<String>>,
     fail: Mutex<bool>,
+    /// What `existing` reports: the table as the test says it is now.
+    table: Mutex<Existing>,
 }
 
 impl Nft for FakeNft {
@@ -23,7 +25,7 @@ impl Nft for FakeNft {
     }
 
     fn existing(&self) -> Result<Existing, crate::nft::Error> {
-        Ok(Existing::default())
+        Ok(self.table.lock().unwrap().clone())
     }
 }
 
@@ -123,4 +125,63 @@ fn static_mode_renders_once_and_never_updates() {
     assert!(!proxier.has_pending_changes());
     proxier.sync_proxy_rules().unwrap();
     assert_eq!(nft.applied.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_table_changed_by_hand_is_found_and_repaired_by_a_full_sync() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    let hour = Duration::from_secs(3600);
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.1.2"])]);
+    assert_eq!(
+        proxier.check_table(hour).unwrap(),
+        None,
+        "nothing synced yet"
+    );
+    proxier.sync_proxy_rules().unwrap();
+    *nft.table.lock().unwrap() = proxier.expected();
+    assert!(nft.table.lock().unwrap().chains.contains("services"));
+    assert_eq!(
+        proxier.check_table(hour).unwrap(),
+        None,
+        "the table is as written"
+    );
+    assert!(!proxier.has_pending_changes());
+
+    // Someone deletes an endpoint chain by hand.
+    let endpoint = proxier
+        .expected()
+        .chains
+        .into_iter()
+        .find(|c| c.starts_with("endpoint-"))
+        .unwrap();
+    nft.table.lock().unwrap().chains.remove(&endpoint);
+    let why = proxier.check_table(hour).unwrap().expect("noticed");
+    assert!(why.contains("1 chains"), "{why}");
+    assert!(proxier.has_pending_changes());
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!(report.kind, SyncKind::Full);
+    assert!(nft.applied.lock().unwrap()[1].contains(&endpoint));
+
+    // Or deletes the whole table.
+    *nft.table.lock().unwrap() = Existing::default();
+    assert!(proxier.check_table(hour).unwrap().is_some());
+    assert_eq!(proxier.sync_proxy_rules().unwrap().kind, SyncKind::Full);
+
+    // And however the table looks, a full sync comes once the period has passed.
+    *nft.table.lock().unwrap() = proxier.expected();
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert!(proxier.check_table(Duration::ZERO).unwrap().is_some());
+}
+
+#[test]
+fn a_static_proxy_repairs_nothing() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone()).with_static_mode(true);
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.replace_slices(vec![]);
+    proxier.sync_proxy_rules().unwrap();
+    assert_eq!(proxier.check_table(Duration::ZERO).unwrap(), None);
+    assert!(!proxier.has_pending_changes());
 }

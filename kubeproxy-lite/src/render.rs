@@ -455,4 +455,24 @@ pub(crate) mod tests_support {
         }))
         .unwrap()
     }
+
+    /// A Service and slice whose one port is SCTP (`sctp` in the maps' keys and the DNAT match).
+    pub fn sctp_service_and_slice() -> (Service, EndpointSlice) {
+        let service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "assoc", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.30", "ports": [
+                {"name": "s", "port": 80, "protocol": "SCTP", "nodePort": 30132}]},
+        }))
+        .unwrap();
+        let slice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "assoc-x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "assoc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "s", "port": 8080, "protocol": "SCTP"},
+                      {"name": "s", "port": 9090, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.244.1.2"], "conditions": {"ready": true}}],
+        }))
+        .unwrap();
+        (service, slice)
+    }
 }

@@ -188,3 +188,34 @@ fn external_ips_go_through_the_external_chain() {
         )))
     );
 }
+
+#[test]
+fn sctp_ports_render_like_tcp_and_udp_ones() {
+    let (service, slice) = sctp_service_and_slice();
+    let rules = render_service(&service, &[&slice], &node());
+    let ip: Ipv4Addr = "10.96.0.30".parse().unwrap();
+    let service_chain = "service-MMHYLAHI-default/assoc/sctp/s";
+    assert_eq!(
+        rules.elements.get(&(
+            names::SERVICE_IPS_MAP,
+            Key::AddrProtoPort(ip, Protocol::Sctp, 80)
+        )),
+        Some(&Some(Verdict::Goto(service_chain.into()))),
+        "{:?}",
+        rules.elements
+    );
+    assert!(rules.elements.contains_key(&(
+        names::SERVICE_NODEPORTS_MAP,
+        Key::ProtoPort(Protocol::Sctp, 30132)
+    )));
+    // No TCP key: the slice's TCP port of the same name is not this Service's port.
+    assert!(!rules
+        .elements
+        .keys()
+        .any(|(_, key)| matches!(key, Key::AddrProtoPort(_, Protocol::Tcp, _))));
+    let json = chains_json(&rules);
+    assert!(
+        json.contains(r#"{"match":{"left":{"meta":{"key":"l4proto"}},"right":"sctp","op":"=="}},{"counter":{"packets":0,"bytes":0}},{"dnat":{"addr":"10.244.1.2","port":8080}}"#),
+        "{json}"
+    );
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::nft::Nft as _;
 use crate::render::render_service;
 use crate::render::tests_support::*;
 
@@ -12,7 +13,15 @@ impl ThrowawayNetns {
         ThrowawayNetns(name)
     }
 
+    /// Through the library in this process, as kubeproxy-lite runs (the context follows the
+    /// thread into the namespace).
     fn apply(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
+        let transaction = transaction.clone();
+        kernel::netns::run_in(&self.0, move || library().apply(&transaction))
+            .expect("entering the test namespace")
+    }
+
+    fn apply_with_binary(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
         let transaction = transaction.clone();
         kernel::netns::run_in(&self.0, move || {
             crate::nft::Nft::apply(&crate::nft::NftCommand, &transaction)
@@ -21,11 +30,9 @@ impl ThrowawayNetns {
     }
 
     fn existing(&self) -> Existing {
-        kernel::netns::run_in(&self.0, || {
-            crate::nft::Nft::existing(&crate::nft::NftCommand)
-        })
-        .expect("entering the test namespace")
-        .expect("listing")
+        kernel::netns::run_in(&self.0, || library().existing())
+            .expect("entering the test namespace")
+            .expect("listing")
     }
 
     fn list(&self) -> String {
@@ -37,6 +44,14 @@ impl ThrowawayNetns {
             .expect("nft runs");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// One library context for all the tests, as one process has.
+fn library() -> &'static crate::nft::NftLibrary {
+    static LIBRARY: std::sync::OnceLock<crate::nft::NftLibrary> = std::sync::OnceLock::new();
+    let library =
+        LIBRARY.get_or_init(|| crate::nft::NftLibrary::load().expect("libnftables.so.1 loads"));
+    library
 }
 
 impl Drop for ThrowawayNetns {
@@ -163,4 +178,268 @@ fn an_unchanged_service_makes_an_empty_transaction() {
     let s = slice("web", "http", 8080, &["10.244.1.2"]);
     let rules = render_service(&web, &[&s], &node);
     assert!(partial_sync([(&rules, &rules.clone())]).is_empty());
+}
+
+#[test]
+fn the_library_and_the_binary_write_the_same_table_and_report_nfts_error() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let slice2 = slice("web", "http", 8080, &["10.244.1.2", "10.244.2.2"]);
+    let rules = render_service(&web, &[&slice2], &node);
+    let full = full_sync(&node, [&rules], &Existing::default());
+    let (by_library, by_binary) = (ThrowawayNetns::new("lib"), ThrowawayNetns::new("bin"));
+    by_library.apply(&full).expect("the library applies it");
+    by_binary.apply_with_binary(&full).expect("nft applies it");
+    assert_eq!(by_library.list(), by_binary.list());
+    assert!(by_library.list().contains("dnat to 10.244.2.2:8080"));
+
+    // A rule in a chain that does not exist: the whole transaction is refused, nft's own
+    // message comes back, and nothing of it is left in the table.
+    let mut broken = partial_sync([(&rules, &ServiceRules::default())]);
+    broken.commands.push(rule(
+        "no-such-chain",
+        vec![nftables::stmt::Statement::Accept(None)],
+    ));
+    let error = by_library.apply(&broken).expect_err("refused");
+    assert!(
+        error.to_string().contains("No such file or directory"),
+        "{error}"
+    );
+    assert_eq!(by_library.list(), by_binary.list());
+}
+
+/// CRC32c (Castagnoli), SCTP's checksum (RFC 4960 appendix B), bit by bit.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// An SCTP INIT from `source_port` to `port`, checksummed (common header + one chunk).
+fn sctp_init(source_port: u16, port: u16) -> Vec<u8> {
+    let mut packet = Vec::new();
+    packet.extend(source_port.to_be_bytes());
+    packet.extend(port.to_be_bytes());
+    packet.extend(0u32.to_be_bytes()); // verification tag: 0 in an INIT
+    packet.extend(0u32.to_be_bytes()); // checksum, filled in below
+    packet.extend([1u8, 0]); // chunk type INIT, flags
+    packet.extend(20u16.to_be_bytes()); // chunk length
+    packet.extend(0x1234_5678u32.to_be_bytes()); // initiate tag
+    packet.extend(65_535u32.to_be_bytes()); // a_rwnd
+    packet.extend(1u16.to_be_bytes()); // outbound streams
+    packet.extend(1u16.to_be_bytes()); // inbound streams
+    packet.extend(1u32.to_be_bytes()); // initial TSN
+    let checksum = crc32c(&packet);
+    packet[8..12].copy_from_slice(&checksum.to_le_bytes());
+    packet
+}
+
+/// A raw IPPROTO_SCTP socket: this kernel may have no SCTP stack, raw sockets still work.
+fn raw_sctp_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_SCTP) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor socket(2) just returned.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// SCTP needs no SCTP stack to be proxied: conntrack and NAT know the protocol. A packet sent
+/// to an SCTP ClusterIP from one namespace arrives in the endpoint's namespace with the
+/// endpoint's address and port, and a checksum NAT recomputed. Raw sockets on both sides, as
+/// no pod can serve SCTP on a kernel without `CONFIG_IP_SCTP` (this project's machine).
+#[test]
+fn an_sctp_cluster_ip_is_dnatted_to_its_endpoint_in_a_real_kernel() {
+    use std::os::fd::AsRawFd;
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let client = ThrowawayNetns::new("sctpc");
+    let server = ThrowawayNetns::new("sctps");
+    let ip = |netns: &str, args: &str| {
+        let status = std::process::Command::new("ip")
+            .args(["-n", netns])
+            .args(args.split_whitespace())
+            .status()
+            .expect("ip runs");
+        assert!(status.success(), "ip -n {netns} {args}");
+    };
+    ip(
+        &client.0,
+        &format!("link add c type veth peer name s netns {}", server.0),
+    );
+    ip(&client.0, "addr add 10.244.1.1/24 dev c");
+    ip(&client.0, "link set c up");
+    ip(&client.0, "route add 10.96.0.0/16 dev c");
+    ip(&server.0, "addr add 10.244.1.2/24 dev s");
+    ip(&server.0, "link set s up");
+
+    let node = node();
+    let (service, slice) = sctp_service_and_slice();
+    let rules = render_service(&service, &[&slice], &node);
+    client
+        .apply(&full_sync(&node, [&rules], &Existing::default()))
+        .expect("SCTP rules are accepted");
+
+    let receiver = {
+        let server = server.0.clone();
+        std::thread::spawn(move || {
+            kernel::netns::run_in(&server, || -> std::io::Result<Vec<u8>> {
+                let socket = std::net::UdpSocket::from(raw_sctp_socket()?);
+                socket.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+                let mut packet = vec![0u8; 1500];
+                // Only our INIT: the kernel answers nothing else here.
+                let n = socket.recv(&mut packet)?;
+                packet.truncate(n);
+                Ok(packet)
+            })
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    kernel::netns::run_in(&client.0, || -> std::io::Result<()> {
+        let socket = raw_sctp_socket()?;
+        let packet = sctp_init(40_000, 80);
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([10, 96, 0, 30]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sendto(2) with a buffer and an address that live across the call.
+        let sent = unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                std::ptr::from_ref(&address).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
+    .expect("entering the client namespace")
+    .expect("sending the INIT");
+    let packet = receiver
+        .join()
+        .expect("the receiver thread")
+        .expect("entering the server namespace")
+        .expect("an SCTP packet arrives at the endpoint");
+    // An IPv4 header (its length in the first byte), then the SCTP common header.
+    let header = usize::from(packet[0] & 0x0f) * 4;
+    assert_eq!(
+        &packet[16..20],
+        &[10, 244, 1, 2],
+        "destination: the endpoint"
+    );
+    assert_eq!(
+        &packet[12..16],
+        &[10, 244, 1, 1],
+        "source: the client (not masqueraded)"
+    );
+    let sctp = &packet[header..];
+    assert_eq!(
+        u16::from_be_bytes([sctp[2], sctp[3]]),
+        8080,
+        "the target port"
+    );
+    assert_eq!(u16::from_be_bytes([sctp[0], sctp[1]]), 40_000);
+    let mut zeroed = sctp.to_vec();
+    zeroed[8..12].fill(0);
+    assert_eq!(
+        u32::from_le_bytes([sctp[8], sctp[9], sctp[10], sctp[11]]),
+        crc32c(&zeroed),
+        "NAT recomputed the checksum"
+    );
+    let listed = client.list();
+    assert!(
+        listed.contains("10.96.0.30 . sctp . 80 : goto service-"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let netns = ThrowawayNetns::new("warm");
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let before = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
+    let after = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
+    let full = full_sync(&node, [&before], &Existing::default());
+    let list = || {
+        let output = std::process::Command::new("nft")
+            .args(["list", "table", "ip", TABLE])
+            .output()
+            .expect("nft runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (full_listed, warmed_listed, partial_listed) = kernel::netns::run_in(&netns.0, move || {
+        let library = crate::nft::NftLibrary::load()
+            .expect("libnftables.so.1 loads")
+            .with_warm_up(&node.node_ips);
+        library.apply(&full).expect("full sync");
+        let full_listed = list();
+        library.warm_cache().expect("warm-up");
+        library.warm_cache().expect("warm-up again");
+        let warmed_listed = list();
+        library
+            .apply(&partial_sync([(&before, &after)]))
+            .expect("a partial sync on the warm cache");
+        library.warm_cache().expect("warm-up after it");
+        (full_listed, warmed_listed, list())
+    })
+    .expect("entering the test namespace");
+    assert_eq!(full_listed, warmed_listed);
+    assert!(
+        partial_listed.contains("dnat to 10.244.2.2:8080"),
+        "{partial_listed}"
+    );
+    assert!(!partial_listed.contains("10.244.1.2"), "{partial_listed}");
+    assert!(partial_listed.contains("172.20.0.11"), "{partial_listed}");
+}
+
+#[test]
+fn a_listed_table_matches_the_names_a_full_sync_wrote() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+        return;
+    }
+    let netns = ThrowawayNetns::new("names");
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let rules = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
+    netns
+        .apply(&full_sync(&node, [&rules], &Existing::default()))
+        .expect("full sync");
+    let mut expected = skeleton_names();
+    expected.chains.extend(rules.chains.keys().cloned());
+    expected.sets.extend(rules.affinity_sets.keys().cloned());
+    let listed = netns.existing();
+    assert_eq!(listed.chains, expected.chains);
+    assert_eq!(listed.sets, expected.sets);
 }

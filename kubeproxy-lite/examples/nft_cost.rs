@@ -1,0 +1,165 @@
+//! What nft costs on a large table, without a lab: renders `services` × `endpoints`, writes
+//! the JSON of a full sync and of one partial sync (one endpoint of one Service replaced) to
+//! `dir`, and with `--apply` (as root, inside a throwaway namespace) times them through
+//! libnftables in this process and through the `nft` binary:
+//!
+//! ```text
+//! ip netns add cost && ip netns exec cost \
+//!   cargo run --release -p kubeproxy-lite --example nft_cost -- 1000 10 /tmp/cost --apply
+//! ip netns del cost
+//! ```
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::time::{Duration, Instant};
+
+use kubeproxy_lite::nft::{Nft, NftCommand, NftLibrary};
+use kubeproxy_lite::render::{render_service, NodeContext};
+use kubeproxy_lite::transaction::{full_sync, partial_sync, Existing};
+
+fn service(i: usize) -> anyhow::Result<Service> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("bulk-{i}"), "namespace": "default"},
+        "spec": {"clusterIP": format!("10.96.{}.{}", 10 + i / 250, i % 250 + 1),
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+    }))?)
+}
+
+fn slice(i: usize, endpoints: usize, shift: usize) -> anyhow::Result<EndpointSlice> {
+    let ips: Vec<String> = (0..endpoints)
+        .map(|e| {
+            let n = i * endpoints + e + shift;
+            format!("10.{}.{}.{}", 245 + n / 62_500, n / 250 % 250, n % 250 + 1)
+        })
+        .collect();
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("bulk-{i}-x"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": format!("bulk-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ips.iter().map(|ip| serde_json::json!({
+            "addresses": [ip], "conditions": {"ready": true}, "nodeName": "c0-w1"})).collect::<Vec<_>>(),
+    }))?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let services: usize = args.get(1).map_or(Ok(1000), |a| a.parse())?;
+    let endpoints: usize = args.get(2).map_or(Ok(10), |a| a.parse())?;
+    let out = std::path::PathBuf::from(args.get(3).map_or("/tmp/nft_cost", String::as_str));
+    std::fs::create_dir_all(&out)?;
+    let node = NodeContext {
+        hostname: "c0-w3".into(),
+        cluster_cidr: "10.244.0.0/16".parse()?,
+        node_ips: vec!["172.20.0.13".parse()?],
+    };
+    let mut all = Vec::new();
+    for i in 0..services {
+        let (svc, sl) = (service(i)?, slice(i, endpoints, 0)?);
+        all.push(render_service(&svc, &[&sl], &node));
+    }
+    let started = std::time::Instant::now();
+    let full = full_sync(&node, all.iter(), &Existing::default()).to_json();
+    eprintln!(
+        "full: {} bytes, rendered in {:?}",
+        full.len(),
+        started.elapsed()
+    );
+    std::fs::write(out.join("full.json"), full)?;
+    let (svc, changed) = (service(0)?, slice(0, endpoints, 1_000_000)?);
+    let after = render_service(&svc, &[&changed], &node);
+    let partial = partial_sync([(&all[0], &after)]).to_json();
+    let back = partial_sync([(&after, &all[0])]).to_json();
+    eprintln!("partial: {} bytes", partial.len());
+    std::fs::write(out.join("partial.json"), partial)?;
+    std::fs::write(out.join("partial-back.json"), back)?;
+    if args.iter().any(|a| a == "--apply") {
+        apply(&node, &all, &after)?;
+    }
+    Ok(())
+}
+
+fn cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn timed(what: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let (started, cpu_before) = (Instant::now(), cpu());
+    f()?;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{what}: {:.1} ms wall, {:.1} ms CPU in this process",
+        elapsed.as_secs_f64() * 1e3,
+        (cpu() - cpu_before).as_secs_f64() * 1e3
+    );
+    Ok(elapsed)
+}
+
+fn apply(
+    node: &NodeContext,
+    all: &[kubeproxy_lite::render::ServiceRules],
+    after: &kubeproxy_lite::render::ServiceRules,
+) -> anyhow::Result<()> {
+    let library = NftLibrary::load()?;
+    let _ = NftCommand.apply(&kubeproxy_lite::transaction::Transaction {
+        commands: Vec::new(),
+    });
+    timed("full sync, new table, library", || {
+        let existing = library.existing()?;
+        Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
+    })?;
+    timed("full sync, restart, library", || {
+        let existing = library.existing()?;
+        Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
+    })?;
+    timed("full sync, restart, nft binary", || {
+        let existing = NftCommand.existing()?;
+        Ok(NftCommand.apply(&full_sync(node, all.iter(), &existing))?)
+    })?;
+    let there = partial_sync([(&all[0], after)]);
+    let back = partial_sync([(after, &all[0])]);
+    let warmed = NftLibrary::load()?.with_warm_up(&node.node_ips);
+    for (name, backend, warm) in [
+        ("library", &library as &dyn Nft, false),
+        (
+            "library, cache warmed after each",
+            &warmed as &dyn Nft,
+            true,
+        ),
+        ("nft binary", &NftCommand as &dyn Nft, false),
+    ] {
+        let mut times = Vec::new();
+        let mut warm_ups = Vec::new();
+        for round in 0..20 {
+            let transaction = if round % 2 == 0 { &there } else { &back };
+            let started = Instant::now();
+            backend.apply(transaction)?;
+            times.push(started.elapsed());
+            if warm {
+                let started = Instant::now();
+                backend.warm_cache()?;
+                warm_ups.push(started.elapsed());
+            }
+        }
+        times.sort();
+        warm_ups.sort();
+        eprintln!(
+            "partial sync ({} commands), {name}: p50 {:.1} ms, max {:.1} ms (20 runs){}",
+            there.commands.len(),
+            times[10].as_secs_f64() * 1e3,
+            times[19].as_secs_f64() * 1e3,
+            warm_ups
+                .get(10)
+                .map(|w| format!("; the warm-up itself p50 {:.1} ms", w.as_secs_f64() * 1e3))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
