@@ -26,6 +26,7 @@ pub mod informers;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod root_ca_publisher;
@@ -123,6 +124,7 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
         serviceaccount::run(client.clone(), &informers).boxed(),
         namespace::run(client.clone(), &informers).boxed(),
         garbage_collector::run(client.clone(), &informers).boxed(),
+        pod_gc::run(client.clone(), &informers).boxed(),
         node_lifecycle::run(
             client.clone(),
             &informers,
