@@ -528,6 +528,88 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         ok(lab.kubectl("c0", &["get", "pod", "picky", "-o", "yaml"]))
     );
 
+    // A worker joins the running lab: the DaemonSet follows it, and it leaves again.
+    let added = ok(lab.run(&["node", "add", "c0", "w3"]));
+    assert!(added.contains("joined"), "{added}");
+    let status = ok(lab.run(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("c0/w3 ") && l.contains("172.20.0.13")),
+        "{status}"
+    );
+    let agents_on = |lab: &Lab| -> Vec<(String, String)> {
+        let pods = kubectl_json(lab, &["get", "pods", "-l", "app=agent"]);
+        let mut on: Vec<(String, String)> = items(&pods)
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                    p["status"]["phase"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        on.sort();
+        on
+    };
+    let running = |nodes: &[&str]| -> Vec<(String, String)> {
+        nodes
+            .iter()
+            .map(|n| (n.to_string(), "Running".to_string()))
+            .collect()
+    };
+    let covered = eventually(Duration::from_secs(60), || {
+        agents_on(&lab) == running(&["c0-w1", "c0-w2", "c0-w3"])
+    });
+    assert!(
+        covered,
+        "no agent Running on the added worker: {:?}\n{}",
+        agents_on(&lab),
+        ok(lab.kubectl("c0", &["get", "nodes,pods", "-o", "wide"]))
+    );
+    // The pod on the new node is reachable from a pod on an old one (flannel picked up the
+    // new node's lease).
+    let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+    let ip_on = |node: &str| {
+        items(&pods)
+            .iter()
+            .find(|p| p["spec"]["nodeName"] == node)
+            .and_then(|p| p["status"]["podIP"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let from = items(&pods)
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "c0-w1")
+        .and_then(|p| p["metadata"]["name"].as_str().map(String::from))
+        .expect("an agent on c0-w1");
+    ok(lab.kubectl(
+        "c0",
+        &["exec", &from, "--", "ping", "-c1", "-W2", &ip_on("c0-w3")],
+    ));
+    let removed = ok(lab.run(&["node", "remove", "c0", "w3"]));
+    assert!(removed.contains("left"), "{removed}");
+    let gone = eventually(Duration::from_secs(30), || {
+        agents_on(&lab) == running(&["c0-w1", "c0-w2"])
+            && !stdout(&lab.kubectl("c0", &["get", "nodes", "--no-headers"])).contains("c0-w3")
+    });
+    assert!(
+        gone,
+        "the removed worker's pod stayed: {:?}",
+        agents_on(&lab)
+    );
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{}-c0-w3", lab.name)))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "namespaces of the removed worker: {left:?}"
+    );
+
     ok(lab.kubectl(
         "c0",
         &[
@@ -539,14 +621,39 @@ fn daemonsets_cover_workers_and_jobs_finish() {
     ));
     let three = kubectl_json(&lab, &["get", "job", "three"]);
     assert_eq!(three["status"]["succeeded"], 3, "{three}");
-    let succeeded = items(&kubectl_json(
+    let pods = items(&kubectl_json(
         &lab,
         &["get", "pods", "-l", "job-name=three"],
-    ))
-    .iter()
-    .filter(|p| p["status"]["phase"] == "Succeeded")
-    .count();
+    ));
+    let succeeded = pods
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Succeeded")
+        .count();
     assert_eq!(succeeded, 3);
+    // parallelism 2: the third pod was created only once one of the first two had finished
+    // (each runs `sleep 1`, so all three at once would each be created before any finished).
+    let mut created: Vec<String> = pods
+        .iter()
+        .filter_map(|p| {
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    created.sort();
+    let mut finished: Vec<String> = pods
+        .iter()
+        .filter_map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    finished.sort();
+    assert!(
+        created.len() == 3 && finished.len() == 3 && created[2] >= finished[0],
+        "more than 2 pods of job three ran at once: created {created:?}, finished {finished:?}"
+    );
 
     ok(lab.kubectl(
         "c0",
@@ -571,4 +678,17 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         ],
     ));
     assert!(reasons.contains("BackoffLimitExceeded"), "{reasons}");
+    // Each try is a pod of its own that failed with the command's exit code; no fourth.
+    let tries = items(&kubectl_json(
+        &lab,
+        &["get", "pods", "-l", "job-name=failing"],
+    ));
+    let exit_codes: Vec<i64> = tries
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Failed")
+        .filter_map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].as_i64()
+        })
+        .collect();
+    assert_eq!(exit_codes, [3, 3, 3], "{tries:?}");
 }
