@@ -1,9 +1,9 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods running for every ReplicaSet, and
 //! reports how many there are, are ready and available.
 //!
-//! Pods belong to a ReplicaSet by their controller owner reference. Creation goes in
-//! slow-start batches (1, 2, 4, …) so a template the API server rejects costs one request, not
-//! hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
+//! Pods belong to a ReplicaSet by their controller owner reference. Creation starts slow
+//! (one request, then a window that doubles with each round of successes) so a template the
+//! API server rejects costs one request, not hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
 //! youngest). [`Expectations`] remember what is in flight until the cache shows it.
 
 use std::collections::HashMap;
@@ -115,7 +115,19 @@ fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, _ctx: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Create `count` pods in slow-start batches; stop at the first failure.
+/// Most creations one sync sends (kube-controller-manager's `burstReplicas`); the rest
+/// wait for the next sync.
+pub const BURST_REPLICAS: usize = 500;
+/// Most creation requests in flight at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Create `count` pods; stop sending at the first failure.
+///
+/// Slow start, so a template the API server rejects costs one request, not hundreds. Where
+/// Kubernetes sends batches of 1, 2, 4, … each after the whole previous batch has returned,
+/// this works as TCP's slow start: one request in flight at first and one more allowed for
+/// each success, so the window still doubles every round trip (up to [`MAX_IN_FLIGHT`]) but
+/// never waits for a batch's slowest request.
 async fn create_pods(
     rs: &ReplicaSet,
     namespace: &str,
@@ -130,44 +142,60 @@ async fn create_pods(
         .unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let owner = owner_reference(rs);
-    let mut remaining = count;
-    let mut batch = 1;
+    let count = count.min(BURST_REPLICAS);
     tracing::info!(count, "creating pods");
-    while remaining > 0 {
-        let size = batch.min(remaining);
-        let creations = (0..size).map(|_| {
-            let name = format!("{}-{}", rs.name_any(), random_suffix());
-            let pod = pod_from_template(&template, name.clone(), namespace, owner.clone(), &[]);
-            ctx.expectations.creating(key, &name);
-            let pods = pods.clone();
-            async move {
-                match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(name),
-                    Err(e) => {
-                        ctx.expectations.forget(key, &name);
-                        Err(Error::PodCreationFailed(name, e))
-                    }
+    let create = |name: String| {
+        let pod = pod_from_template(&template, name.clone(), namespace, owner.clone(), &[]);
+        ctx.expectations.creating(key, &name);
+        let pods = pods.clone();
+        async move {
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => Ok(name),
+                Err(e) => {
+                    ctx.expectations.forget(key, &name);
+                    Err(Error::PodCreationFailed(name, e))
                 }
             }
-        });
-        for result in futures_util::future::join_all(creations).await {
-            let name = result.inspect_err(|e| {
+        }
+    };
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    // How many may be in flight: 1 at first, one more for every success (1, 2, 4, … as the
+    // successes of each window come back), up to MAX_IN_FLIGHT.
+    let mut window = 1;
+    let mut failure = None;
+    while sent < count || !in_flight.is_empty() {
+        while failure.is_none() && sent < count && in_flight.len() < window {
+            in_flight.push(create(format!("{}-{}", rs.name_any(), random_suffix())));
+            sent += 1;
+        }
+        let Some(result) = in_flight.next().await else {
+            break;
+        };
+        match result {
+            Ok(name) => {
+                window = (window + 1).min(MAX_IN_FLIGHT);
+                ctx.recorder.normal(
+                    rs.object_ref(&()),
+                    "SuccessfulCreate",
+                    format!("Created pod: {name}"),
+                );
+            }
+            Err(e) => {
                 ctx.recorder.warning(
                     rs.object_ref(&()),
                     "FailedCreate",
                     format!("Error creating: {e}"),
                 );
-            })?;
-            ctx.recorder.normal(
-                rs.object_ref(&()),
-                "SuccessfulCreate",
-                format!("Created pod: {name}"),
-            );
+                // Stop sending; let those in flight finish (their expectations settle).
+                failure.get_or_insert(e);
+            }
         }
-        remaining -= size;
-        batch *= 2;
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Delete the `count` least useful of `active`.
