@@ -692,3 +692,135 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         .collect();
     assert_eq!(exit_codes, [3, 3, 3], "{tries:?}");
 }
+
+const STUCK_AND_PAUSED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 4
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        command: ["sleep", "3600"]
+        readinessProbe:
+          exec: {command: ["false"]}
+          periodSeconds: 1
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: held}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata: {labels: {app: held}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn progress_deadlines_and_paused_rollouts() {
+    let lab = Lab::up_bare("ctrlprog", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-stuck.yaml", lab.name), STUCK_AND_PAUSED);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/held", "--timeout=60s"],
+    ));
+
+    // A pod that never becomes ready: after progressDeadlineSeconds without a step the
+    // Deployment says so, and `kubectl rollout status` gives up with kubectl's own message.
+    let status = lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/stuck", "--timeout=60s"],
+    );
+    assert!(
+        !status.status.success() && stderr(&status).contains("exceeded its progress deadline"),
+        "stdout: {}\nstderr: {}",
+        stdout(&status),
+        stderr(&status)
+    );
+    let reason = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "deployment",
+            "stuck",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+    ));
+    assert_eq!(reason, "False/ProgressDeadlineExceeded");
+
+    // Paused: a template change makes no new ReplicaSet, scaling still works; resumed, the
+    // rollout happens.
+    ok(lab.kubectl("c0", &["rollout", "pause", "deployment/held"]));
+    ok(lab.kubectl("c0", &["set", "env", "deployment/held", "COLOUR=blue"]));
+    ok(lab.kubectl("c0", &["scale", "deployment/held", "--replicas=3"]));
+    let scaled = eventually(Duration::from_secs(30), || {
+        let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=held"]);
+        items(&pods)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count()
+            == 3
+    });
+    let sets = || {
+        items(&kubectl_json(&lab, &["get", "rs", "-l", "app=held"]))
+            .iter()
+            .filter_map(|rs| rs["metadata"]["name"].as_str().map(String::from))
+            .collect::<BTreeSet<String>>()
+    };
+    assert!(
+        scaled,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs,pods", "-o", "wide"]))
+    );
+    assert_eq!(
+        sets().len(),
+        1,
+        "a paused Deployment rolled out: {:?}",
+        sets()
+    );
+    let paused = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "deployment",
+            "held",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+    ));
+    assert_eq!(paused, "DeploymentPaused");
+    let env = || {
+        items(&kubectl_json(&lab, &["get", "pods", "-l", "app=held"]))
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["spec"]["containers"][0]["env"][0]["value"] == "blue")
+            .count()
+    };
+    assert_eq!(env(), 0);
+    ok(lab.kubectl("c0", &["rollout", "resume", "deployment/held"]));
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/held", "--timeout=90s"],
+    ));
+    assert_eq!(sets().len(), 2, "{:?}", sets());
+    let rolled = eventually(Duration::from_secs(30), || env() == 3);
+    assert!(
+        rolled,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "-o", "yaml"]))
+    );
+}
