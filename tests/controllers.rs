@@ -723,6 +723,19 @@ spec:
     spec:
       containers:
       - {name: c, image: busybox, command: ["sleep", "3600"]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: patient}
+spec:
+  replicas: 1
+  minReadySeconds: 8
+  selector: {matchLabels: {app: patient}}
+  template:
+    metadata: {labels: {app: patient}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
 "#;
 
 #[test]
@@ -733,6 +746,35 @@ fn progress_deadlines_and_paused_rollouts() {
         "c0",
         &["apply", "-f", manifest.to_str().expect("utf-8 path")],
     ));
+    // minReadySeconds: a Ready pod counts as available only once it has been Ready that long.
+    // The moment the ReplicaSet first counts the pod ready (well within the 8 s), it must not
+    // count it available yet.
+    let mut early = Value::Null;
+    let counted_ready = eventually(Duration::from_secs(60), || {
+        early = items(&kubectl_json(&lab, &["get", "rs", "-l", "app=patient"]))
+            .first()
+            .map(|rs| rs["status"].clone())
+            .unwrap_or_default();
+        early["readyReplicas"] == 1
+    });
+    assert!(
+        counted_ready,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs,pods", "-o", "wide"]))
+    );
+    assert_ne!(
+        early["availableReplicas"], 1,
+        "available as soon as ready despite minReadySeconds 8: {early}"
+    );
+    let available = eventually(Duration::from_secs(30), || {
+        let rs = items(&kubectl_json(&lab, &["get", "rs", "-l", "app=patient"]));
+        rs[0]["status"]["availableReplicas"] == 1
+    });
+    assert!(
+        available,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs", "-o", "yaml"]))
+    );
     ok(lab.kubectl(
         "c0",
         &["rollout", "status", "deployment/held", "--timeout=60s"],
