@@ -866,3 +866,65 @@ fn progress_deadlines_and_paused_rollouts() {
         ok(lab.kubectl("c0", &["get", "pods", "-o", "yaml"]))
     );
 }
+
+const AGENT: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn daemonset_history_and_undo() {
+    let lab = Lab::up_bare("ctrlhist", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-agent.yaml", lab.name), AGENT);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    let rollout = || {
+        ok(lab.kubectl(
+            "c0",
+            &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+        ))
+    };
+    let revisions = || {
+        let history = ok(lab.kubectl("c0", &["rollout", "history", "daemonset/agent"]));
+        history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<i64>().ok())
+            .collect::<Vec<i64>>()
+    };
+    rollout();
+    ok(lab.kubectl("c0", &["set", "env", "daemonset/agent", "COLOUR=blue"]));
+    rollout();
+    assert_eq!(revisions(), [1, 2]);
+    let colours = || {
+        let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+        let mut colours: Vec<String> = items(&pods)
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                p["spec"]["containers"][0]["env"][0]["value"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_string()
+            })
+            .collect();
+        colours.sort();
+        colours
+    };
+    assert_eq!(colours(), ["blue", "blue"]);
+    // Undo applies revision 1's template again, which becomes revision 3.
+    ok(lab.kubectl("c0", &["rollout", "undo", "daemonset/agent"]));
+    rollout();
+    let back = eventually(Duration::from_secs(30), || colours() == ["none", "none"]);
+    assert!(back, "{:?}", colours());
+    assert_eq!(revisions(), [2, 3]);
+}
