@@ -609,6 +609,8 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         left.is_empty(),
         "namespaces of the removed worker: {left:?}"
     );
+    // Another worker joins and stays: `down` at the end must leave nothing of it either.
+    ok(lab.run(&["node", "add", "c0", "w4"]));
 
     ok(lab.kubectl(
         "c0",
@@ -691,6 +693,16 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         })
         .collect();
     assert_eq!(exit_codes, [3, 3, 3], "{tries:?}");
+
+    let agents = eventually(Duration::from_secs(60), || agents_on(&lab).len() == 3);
+    assert!(
+        agents,
+        "no agent on the second added worker: {:?}",
+        agents_on(&lab)
+    );
+    ok(lab.run(&["down"]));
+    let left = residue(&lab.name);
+    assert!(left.is_empty(), "down left parts of the lab: {left:?}");
 }
 
 const STUCK_AND_PAUSED: &str = r#"
