@@ -528,6 +528,90 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         ok(lab.kubectl("c0", &["get", "pod", "picky", "-o", "yaml"]))
     );
 
+    // A worker joins the running lab: the DaemonSet follows it, and it leaves again.
+    let added = ok(lab.run(&["node", "add", "c0", "w3"]));
+    assert!(added.contains("joined"), "{added}");
+    let status = ok(lab.run(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("c0/w3 ") && l.contains("172.20.0.13")),
+        "{status}"
+    );
+    let agents_on = |lab: &Lab| -> Vec<(String, String)> {
+        let pods = kubectl_json(lab, &["get", "pods", "-l", "app=agent"]);
+        let mut on: Vec<(String, String)> = items(&pods)
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                    p["status"]["phase"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        on.sort();
+        on
+    };
+    let running = |nodes: &[&str]| -> Vec<(String, String)> {
+        nodes
+            .iter()
+            .map(|n| (n.to_string(), "Running".to_string()))
+            .collect()
+    };
+    let covered = eventually(Duration::from_secs(60), || {
+        agents_on(&lab) == running(&["c0-w1", "c0-w2", "c0-w3"])
+    });
+    assert!(
+        covered,
+        "no agent Running on the added worker: {:?}\n{}",
+        agents_on(&lab),
+        ok(lab.kubectl("c0", &["get", "nodes,pods", "-o", "wide"]))
+    );
+    // The pod on the new node is reachable from a pod on an old one (flannel picked up the
+    // new node's lease).
+    let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+    let ip_on = |node: &str| {
+        items(&pods)
+            .iter()
+            .find(|p| p["spec"]["nodeName"] == node)
+            .and_then(|p| p["status"]["podIP"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let from = items(&pods)
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "c0-w1")
+        .and_then(|p| p["metadata"]["name"].as_str().map(String::from))
+        .expect("an agent on c0-w1");
+    ok(lab.kubectl(
+        "c0",
+        &["exec", &from, "--", "ping", "-c1", "-W2", &ip_on("c0-w3")],
+    ));
+    let removed = ok(lab.run(&["node", "remove", "c0", "w3"]));
+    assert!(removed.contains("left"), "{removed}");
+    let gone = eventually(Duration::from_secs(30), || {
+        agents_on(&lab) == running(&["c0-w1", "c0-w2"])
+            && !stdout(&lab.kubectl("c0", &["get", "nodes", "--no-headers"])).contains("c0-w3")
+    });
+    assert!(
+        gone,
+        "the removed worker's pod stayed: {:?}",
+        agents_on(&lab)
+    );
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("{}-c0-w3", lab.name)))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "namespaces of the removed worker: {left:?}"
+    );
+    // Another worker joins and stays: `down` at the end must leave nothing of it either.
+    ok(lab.run(&["node", "add", "c0", "w4"]));
+
     ok(lab.kubectl(
         "c0",
         &[
@@ -539,14 +623,39 @@ fn daemonsets_cover_workers_and_jobs_finish() {
     ));
     let three = kubectl_json(&lab, &["get", "job", "three"]);
     assert_eq!(three["status"]["succeeded"], 3, "{three}");
-    let succeeded = items(&kubectl_json(
+    let pods = items(&kubectl_json(
         &lab,
         &["get", "pods", "-l", "job-name=three"],
-    ))
-    .iter()
-    .filter(|p| p["status"]["phase"] == "Succeeded")
-    .count();
+    ));
+    let succeeded = pods
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Succeeded")
+        .count();
     assert_eq!(succeeded, 3);
+    // parallelism 2: the third pod was created only once one of the first two had finished
+    // (each runs `sleep 1`, so all three at once would each be created before any finished).
+    let mut created: Vec<String> = pods
+        .iter()
+        .filter_map(|p| {
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    created.sort();
+    let mut finished: Vec<String> = pods
+        .iter()
+        .filter_map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    finished.sort();
+    assert!(
+        created.len() == 3 && finished.len() == 3 && created[2] >= finished[0],
+        "more than 2 pods of job three ran at once: created {created:?}, finished {finished:?}"
+    );
 
     ok(lab.kubectl(
         "c0",
@@ -571,4 +680,263 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         ],
     ));
     assert!(reasons.contains("BackoffLimitExceeded"), "{reasons}");
+    // Each try is a pod of its own that failed with the command's exit code; no fourth.
+    let tries = items(&kubectl_json(
+        &lab,
+        &["get", "pods", "-l", "job-name=failing"],
+    ));
+    let exit_codes: Vec<i64> = tries
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Failed")
+        .filter_map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"].as_i64()
+        })
+        .collect();
+    assert_eq!(exit_codes, [3, 3, 3], "{tries:?}");
+
+    let agents = eventually(Duration::from_secs(60), || agents_on(&lab).len() == 3);
+    assert!(
+        agents,
+        "no agent on the second added worker: {:?}",
+        agents_on(&lab)
+    );
+    ok(lab.run(&["down"]));
+    let left = residue(&lab.name);
+    assert!(left.is_empty(), "down left parts of the lab: {left:?}");
+}
+
+const STUCK_AND_PAUSED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 4
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        command: ["sleep", "3600"]
+        readinessProbe:
+          exec: {command: ["false"]}
+          periodSeconds: 1
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: held}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata: {labels: {app: held}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: patient}
+spec:
+  replicas: 1
+  minReadySeconds: 8
+  selector: {matchLabels: {app: patient}}
+  template:
+    metadata: {labels: {app: patient}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn progress_deadlines_and_paused_rollouts() {
+    let lab = Lab::up_bare("ctrlprog", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-stuck.yaml", lab.name), STUCK_AND_PAUSED);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    // minReadySeconds: a Ready pod counts as available only once it has been Ready that long.
+    // The moment the ReplicaSet first counts the pod ready (well within the 8 s), it must not
+    // count it available yet.
+    let mut early = Value::Null;
+    let counted_ready = eventually(Duration::from_secs(60), || {
+        early = items(&kubectl_json(&lab, &["get", "rs", "-l", "app=patient"]))
+            .first()
+            .map(|rs| rs["status"].clone())
+            .unwrap_or_default();
+        early["readyReplicas"] == 1
+    });
+    assert!(
+        counted_ready,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs,pods", "-o", "wide"]))
+    );
+    assert_ne!(
+        early["availableReplicas"], 1,
+        "available as soon as ready despite minReadySeconds 8: {early}"
+    );
+    let available = eventually(Duration::from_secs(30), || {
+        let rs = items(&kubectl_json(&lab, &["get", "rs", "-l", "app=patient"]));
+        rs[0]["status"]["availableReplicas"] == 1
+    });
+    assert!(
+        available,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs", "-o", "yaml"]))
+    );
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/held", "--timeout=60s"],
+    ));
+
+    // A pod that never becomes ready: after progressDeadlineSeconds without a step the
+    // Deployment says so, and `kubectl rollout status` gives up with kubectl's own message.
+    let status = lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/stuck", "--timeout=60s"],
+    );
+    assert!(
+        !status.status.success() && stderr(&status).contains("exceeded its progress deadline"),
+        "stdout: {}\nstderr: {}",
+        stdout(&status),
+        stderr(&status)
+    );
+    let reason = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "deployment",
+            "stuck",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+    ));
+    assert_eq!(reason, "False/ProgressDeadlineExceeded");
+
+    // Paused: a template change makes no new ReplicaSet, scaling still works; resumed, the
+    // rollout happens.
+    ok(lab.kubectl("c0", &["rollout", "pause", "deployment/held"]));
+    ok(lab.kubectl("c0", &["set", "env", "deployment/held", "COLOUR=blue"]));
+    ok(lab.kubectl("c0", &["scale", "deployment/held", "--replicas=3"]));
+    let scaled = eventually(Duration::from_secs(30), || {
+        let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=held"]);
+        items(&pods)
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count()
+            == 3
+    });
+    let sets = || {
+        items(&kubectl_json(&lab, &["get", "rs", "-l", "app=held"]))
+            .iter()
+            .filter_map(|rs| rs["metadata"]["name"].as_str().map(String::from))
+            .collect::<BTreeSet<String>>()
+    };
+    assert!(
+        scaled,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs,pods", "-o", "wide"]))
+    );
+    assert_eq!(
+        sets().len(),
+        1,
+        "a paused Deployment rolled out: {:?}",
+        sets()
+    );
+    let paused = ok(lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "deployment",
+            "held",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ],
+    ));
+    assert_eq!(paused, "DeploymentPaused");
+    let env = || {
+        items(&kubectl_json(&lab, &["get", "pods", "-l", "app=held"]))
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["spec"]["containers"][0]["env"][0]["value"] == "blue")
+            .count()
+    };
+    assert_eq!(env(), 0);
+    ok(lab.kubectl("c0", &["rollout", "resume", "deployment/held"]));
+    ok(lab.kubectl(
+        "c0",
+        &["rollout", "status", "deployment/held", "--timeout=90s"],
+    ));
+    assert_eq!(sets().len(), 2, "{:?}", sets());
+    let rolled = eventually(Duration::from_secs(30), || env() == 3);
+    assert!(
+        rolled,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "-o", "yaml"]))
+    );
+}
+
+const AGENT: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn daemonset_history_and_undo() {
+    let lab = Lab::up_bare("ctrlhist", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-agent.yaml", lab.name), AGENT);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    let rollout = || {
+        ok(lab.kubectl(
+            "c0",
+            &["rollout", "status", "daemonset/agent", "--timeout=60s"],
+        ))
+    };
+    let revisions = || {
+        let history = ok(lab.kubectl("c0", &["rollout", "history", "daemonset/agent"]));
+        history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<i64>().ok())
+            .collect::<Vec<i64>>()
+    };
+    rollout();
+    ok(lab.kubectl("c0", &["set", "env", "daemonset/agent", "COLOUR=blue"]));
+    rollout();
+    assert_eq!(revisions(), [1, 2]);
+    let colours = || {
+        let pods = kubectl_json(&lab, &["get", "pods", "-l", "app=agent"]);
+        let mut colours: Vec<String> = items(&pods)
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                p["spec"]["containers"][0]["env"][0]["value"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_string()
+            })
+            .collect();
+        colours.sort();
+        colours
+    };
+    assert_eq!(colours(), ["blue", "blue"]);
+    // Undo applies revision 1's template again, which becomes revision 3.
+    ok(lab.kubectl("c0", &["rollout", "undo", "daemonset/agent"]));
+    rollout();
+    let back = eventually(Duration::from_secs(30), || colours() == ["none", "none"]);
+    assert!(back, "{:?}", colours());
+    assert_eq!(revisions(), [2, 3]);
 }

@@ -5,15 +5,18 @@
 //! As in Kubernetes since 1.12, pods are not placed by this controller: each is created with
 //! a required node affinity to its node (`metadata.name`), and the scheduler binds it. They
 //! tolerate the `not-ready`/`unreachable` taints, so a failing node keeps its daemons. The
-//! template's revision is the `controller-revision-hash` label on each pod (no
-//! ControllerRevision objects are kept, so `kubectl rollout history ds` has nothing to show).
+//! template's revision is the `controller-revision-hash` label on each pod, and each template
+//! is kept as a ControllerRevision (`<daemonset>-<hash>`, its `data` the patch that restores
+//! it), numbered 1, 2, … as Kubernetes does: `kubectl rollout history ds` lists them and
+//! `kubectl rollout undo ds` applies one. Going back to an old template renumbers its
+//! revision as the newest; more than `revisionHistoryLimit` (10) old ones are deleted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, PodTemplateSpec, Toleration,
@@ -44,6 +47,8 @@ pub enum Error {
     PodDeletionFailed(String, #[source] kube::Error),
     #[error("updating the status of {0} failed: {1}")]
     StatusUpdateFailed(String, #[source] kube::Error),
+    #[error("keeping the ControllerRevisions of {0} failed: {1}")]
+    HistoryFailed(String, #[source] kube::Error),
 }
 
 pub struct Context {
@@ -170,6 +175,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let deleting_key = format!("{key}/deleting");
     let template = daemon_template(&ds);
     let hash = template_hash(&template, 0);
+    if ds.metadata.deletion_timestamp.is_none() {
+        sync_history(&ds, &namespace, &uid, &hash, &ctx).await?;
+    }
     let template_spec = template.spec.clone().unwrap_or_default();
     let eligible: Vec<String> = ctx
         .nodes
@@ -305,6 +313,123 @@ async fn update_status(
     )
     .await
     .map_err(|e| Error::StatusUpdateFailed(ds.name_any(), e))?;
+    Ok(())
+}
+
+/// The patch that puts `ds`'s template back, as kubectl's `getDaemonSetPatch` makes it.
+pub fn revision_data(ds: &DaemonSet) -> serde_json::Value {
+    let mut template = ds
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(&s.template).ok())
+        .unwrap_or_else(|| json!({}));
+    if let Some(map) = template.as_object_mut() {
+        map.insert("$patch".into(), json!("replace"));
+    }
+    json!({"spec": {"template": template}})
+}
+
+/// Keep a ControllerRevision for the current template, numbered after the others (an old
+/// one that is current again is renumbered), and at most `revisionHistoryLimit` old ones.
+async fn sync_history(
+    ds: &DaemonSet,
+    namespace: &str,
+    uid: &str,
+    hash: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let fail = |e| Error::HistoryFailed(ds.name_any(), e);
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let mut revisions: Vec<ControllerRevision> = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(fail)?
+        .items
+        .into_iter()
+        .filter(|r| controlled_by(&r.metadata, uid))
+        .collect();
+    revisions.sort_by_key(|r| r.revision);
+    let name = format!("{}-{hash}", ds.name_any());
+    let newest = revisions.last().map_or(0, |r| r.revision);
+    match revisions.iter().find(|r| r.name_any() == name) {
+        Some(current) if current.revision == newest => {}
+        Some(_) => {
+            let patch = json!({"revision": newest + 1});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(fail)?;
+        }
+        None => {
+            let mut labels = ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.clone())
+                .unwrap_or_default();
+            labels.insert(REVISION_LABEL.into(), hash.to_string());
+            let revision = ControllerRevision {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(labels),
+                    owner_references: Some(vec![owner_reference(ds)]),
+                    ..Default::default()
+                },
+                data: Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+                    revision_data(ds),
+                )),
+                revision: newest + 1,
+            };
+            match api.create(&PostParams::default(), &revision).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+    let limit = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(0) as usize;
+    let old: Vec<&ControllerRevision> = revisions.iter().filter(|r| r.name_any() != name).collect();
+    let used: Vec<String> = ctx
+        .pods
+        .state()
+        .iter()
+        .filter(|p| controlled_by(&p.metadata, uid))
+        .filter_map(|p| p.labels().get(REVISION_LABEL).cloned())
+        .collect();
+    for stale in old.iter().take(old.len().saturating_sub(limit)) {
+        let stale_hash = stale
+            .labels()
+            .get(REVISION_LABEL)
+            .cloned()
+            .unwrap_or_default();
+        if used.contains(&stale_hash) {
+            continue;
+        }
+        match api
+            .delete(&stale.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
     Ok(())
 }
 

@@ -191,6 +191,12 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
         unavailable = 1;
     }
 
+    // Paused (`kubectl rollout pause`): no new ReplicaSet and no rollout step, only scaling
+    // of the ReplicaSet that has the pods, as Kubernetes' `sync` of a paused Deployment.
+    if spec.paused == Some(true) {
+        return reconcile_paused(&d, &namespace, &all, new_rs, desired, unavailable, &ctx).await;
+    }
+
     // The new ReplicaSet: reuse (bumping its revision if it was an old one), or create.
     let new_rs: Arc<ReplicaSet> = match new_rs {
         Some(rs) => {
@@ -292,7 +298,58 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
         }
     }
     cleanup_history(&old, spec.revision_history_limit.unwrap_or(10), &rs_api).await?;
-    sync_status(&d, &namespace, &new_rs, &all, desired, unavailable, &ctx).await?;
+    let next = sync_status(&d, &namespace, &new_rs, &all, desired, unavailable, &ctx).await?;
+    Ok(Action::requeue(next))
+}
+
+/// A paused Deployment: the ReplicaSet holding its pods (the new one if the template is
+/// unchanged, else the newest that has replicas) follows `replicas`; nothing else moves.
+async fn reconcile_paused(
+    d: &Deployment,
+    namespace: &str,
+    all: &[Arc<ReplicaSet>],
+    new_rs: Option<&Arc<ReplicaSet>>,
+    desired: i32,
+    unavailable: i32,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let active: Vec<&Arc<ReplicaSet>> = all.iter().filter(|rs| replicas(rs) > 0).collect();
+    let current = match (new_rs, active.as_slice()) {
+        (Some(rs), _) => Some(rs.clone()),
+        (None, [only]) => Some((*only).clone()),
+        (None, []) => all.iter().max_by_key(|rs| revision(rs)).cloned(),
+        // Paused mid-rollout: several ReplicaSets have pods; they stay as they are.
+        (None, _) => None,
+    };
+    let Some(current) = current else {
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+    let only_active = active.iter().all(|rs| rs.name_any() == current.name_any());
+    if only_active && replicas(&current) != desired {
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = json!({
+            "metadata": {"annotations": {DESIRED_REPLICAS: desired.to_string()}},
+            "spec": {"replicas": desired},
+        });
+        rs_api
+            .patch(
+                &current.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| Error::ReplicaSetScaleFailed(current.name_any(), e))?;
+        ctx.recorder.normal(
+            d.object_ref(&()),
+            "ScalingReplicaSet",
+            format!(
+                "Scaled replica set {} from {} to {desired}",
+                current.name_any(),
+                replicas(&current)
+            ),
+        );
+    }
+    sync_status(d, namespace, &current, all, desired, unavailable, ctx).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -481,6 +538,8 @@ fn condition(
     }
 }
 
+/// Write the Deployment's status; returns when it should be looked at again (the progress
+/// deadline, if one is running).
 async fn sync_status(
     d: &Deployment,
     namespace: &str,
@@ -489,7 +548,7 @@ async fn sync_status(
     desired: i32,
     max_unavailable: i32,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Duration, Error> {
     let others = all.iter().filter(|rs| rs.name_any() != new_rs.name_any());
     let sets: Vec<&ReplicaSet> = std::iter::once(new_rs)
         .chain(others.map(|rs| rs.as_ref()))
@@ -513,6 +572,32 @@ async fn sync_status(
         && new_available == desired
         && replicas(new_rs) == desired;
     let name = new_rs.name_any();
+    let spec = d.spec.clone().unwrap_or_default();
+    let progressing = progressing_condition(
+        &ProgressFacts {
+            complete,
+            paused: spec.paused == Some(true),
+            progressed: made_progress(&previous, updated, ready, available, total),
+            deadline: spec
+                .progress_deadline_seconds
+                .map(|s| Duration::from_secs(s.max(0) as u64)),
+            rs_name: &name,
+        },
+        find("Progressing").as_ref(),
+        jiff::Timestamp::now(),
+    );
+    // Look again when the deadline would pass without progress.
+    let next = match (
+        &progressing.last_update_time,
+        spec.progress_deadline_seconds,
+    ) {
+        (Some(at), Some(deadline)) if !complete && progressing.status == "True" => {
+            let due = at.0.as_millisecond() + i64::from(deadline) * 1000;
+            let left = due - jiff::Timestamp::now().as_millisecond();
+            Duration::from_millis(left.clamp(100, 300_000) as u64)
+        }
+        _ => Duration::from_secs(300),
+    };
     let conditions = vec![
         condition(
             "Available",
@@ -529,21 +614,7 @@ async fn sync_status(
             },
             find("Available").as_ref(),
         ),
-        condition(
-            "Progressing",
-            true,
-            if complete {
-                "NewReplicaSetAvailable"
-            } else {
-                "ReplicaSetUpdated"
-            },
-            if complete {
-                format!("ReplicaSet \"{name}\" has successfully progressed.")
-            } else {
-                format!("ReplicaSet \"{name}\" is progressing.")
-            },
-            find("Progressing").as_ref(),
-        ),
+        progressing,
     ];
     let status = DeploymentStatus {
         observed_generation: d.metadata.generation,
@@ -568,7 +639,7 @@ async fn sync_status(
         .map_err(|e| Error::DeploymentUpdateFailed(d.name_any(), e))?;
     }
     if d.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(next);
     }
     api.patch_status(
         &d.name_any(),
@@ -577,7 +648,104 @@ async fn sync_status(
     )
     .await
     .map_err(|e| Error::DeploymentUpdateFailed(d.name_any(), e))?;
-    Ok(())
+    Ok(next)
+}
+
+/// Did the rollout move since the last status: more pods updated, ready or available, or
+/// fewer old ones (Kubernetes' `DeploymentProgressing`)?
+fn made_progress(
+    previous: &DeploymentStatus,
+    updated: i32,
+    ready: i32,
+    available: i32,
+    total: i32,
+) -> bool {
+    let old_before = previous.replicas.unwrap_or(0) - previous.updated_replicas.unwrap_or(0);
+    updated > previous.updated_replicas.unwrap_or(0)
+        || ready > previous.ready_replicas.unwrap_or(0)
+        || available > previous.available_replicas.unwrap_or(0)
+        || total - updated < old_before
+}
+
+/// What the `Progressing` condition is made from.
+pub struct ProgressFacts<'a> {
+    pub complete: bool,
+    pub paused: bool,
+    pub progressed: bool,
+    /// `progressDeadlineSeconds`.
+    pub deadline: Option<Duration>,
+    pub rs_name: &'a str,
+}
+
+/// The `Progressing` condition, as Kubernetes keeps it: `Unknown` while paused (before
+/// anything else), `True` while the rollout moves (`lastUpdateTime` is each step's time), and `False` with
+/// `ProgressDeadlineExceeded` once `progressDeadlineSeconds` pass without a step; it stays
+/// so until the rollout moves again.
+pub fn progressing_condition(
+    facts: &ProgressFacts,
+    previous: Option<&DeploymentCondition>,
+    now: jiff::Timestamp,
+) -> DeploymentCondition {
+    let name = facts.rs_name;
+    let make = |status: &str, reason: &str, message: String, updated: bool| {
+        let same_status = previous.is_some_and(|p| p.status == status);
+        let same_reason = previous.is_some_and(|p| p.reason.as_deref() == Some(reason));
+        let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+        DeploymentCondition {
+            type_: "Progressing".into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_transition_time: match previous {
+                Some(p) if same_status => p.last_transition_time.clone(),
+                _ => Some(time.clone()),
+            },
+            last_update_time: match previous {
+                Some(p) if same_reason && !updated => p.last_update_time.clone(),
+                _ => Some(time),
+            },
+        }
+    };
+    if facts.paused {
+        return make(
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            false,
+        );
+    }
+    if facts.complete {
+        return make(
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{name}\" has successfully progressed."),
+            false,
+        );
+    }
+    let timed_out = previous.is_some_and(|p| {
+        p.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            || (p.reason.as_deref() == Some("ReplicaSetUpdated")
+                && facts.deadline.is_some_and(|deadline| {
+                    p.last_update_time.as_ref().is_some_and(|at| {
+                        now.as_millisecond() - at.0.as_millisecond() > deadline.as_millis() as i64
+                    })
+                }))
+    });
+    if timed_out && !facts.progressed {
+        return make(
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{name}\" has timed out progressing."),
+            false,
+        );
+    }
+    let fresh = previous.is_none_or(|p| p.reason.as_deref() != Some("ReplicaSetUpdated"));
+    make(
+        "True",
+        "ReplicaSetUpdated",
+        format!("ReplicaSet \"{name}\" is progressing."),
+        facts.progressed || fresh,
+    )
 }
 
 #[cfg(test)]
@@ -653,5 +821,45 @@ mod tests {
         let mut with_empty = plain.clone();
         with_empty.spec = Some(Default::default());
         assert_eq!(comparable(&with_empty), comparable(&plain));
+    }
+
+    #[test]
+    fn progress_deadline_passes_without_steps_and_clears_on_one() {
+        let facts = |progressed| ProgressFacts {
+            complete: false,
+            paused: false,
+            progressed,
+            deadline: Some(Duration::from_secs(10)),
+            rs_name: "web-abc",
+        };
+        let t0 = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let later = |s: i64| jiff::Timestamp::from_second(1_000_000 + s).unwrap();
+        let started = progressing_condition(&facts(false), None, t0);
+        assert_eq!(started.reason.as_deref(), Some("ReplicaSetUpdated"));
+        // No step for 5 s: still within the deadline, the update time stays.
+        let waiting = progressing_condition(&facts(false), Some(&started), later(5));
+        assert_eq!(waiting.last_update_time, started.last_update_time);
+        assert_eq!(waiting.status, "True");
+        let late = progressing_condition(&facts(false), Some(&waiting), later(11));
+        assert_eq!(
+            (late.status.as_str(), late.reason.as_deref()),
+            ("False", Some("ProgressDeadlineExceeded"))
+        );
+        let still = progressing_condition(&facts(false), Some(&late), later(20));
+        assert_eq!(still.reason.as_deref(), Some("ProgressDeadlineExceeded"));
+        let moved = progressing_condition(&facts(true), Some(&still), later(21));
+        assert_eq!(
+            (moved.status.as_str(), moved.reason.as_deref()),
+            ("True", Some("ReplicaSetUpdated"))
+        );
+        let paused = ProgressFacts {
+            paused: true,
+            ..facts(false)
+        };
+        let condition = progressing_condition(&paused, Some(&moved), later(22));
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_deref()),
+            ("Unknown", Some("DeploymentPaused"))
+        );
     }
 }

@@ -10,9 +10,9 @@
 //! left alone: their endpoints are someone else's (the `kubernetes` Service's are the API
 //! server's).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{
@@ -58,12 +58,35 @@ pub struct Context {
     pods: Store<Pod>,
     slices: Store<EndpointSlice>,
     endpoints: Store<Endpoints>,
+    /// `--endpointslice-updates-batch-period`: at most one sync per Service this often.
+    batch_period: Duration,
+    /// When each Service (`ns/name`) was last synced.
+    last_sync: Mutex<HashMap<String, Instant>>,
+}
+
+/// How long until `key` may be synced again, if it must wait: the first change after a quiet
+/// spell is written at once, later ones in the same period together at its end.
+fn batch_wait(ctx: &Context, key: &str, now: Instant) -> Option<Duration> {
+    if ctx.batch_period.is_zero() {
+        return None;
+    }
+    let mut last = ctx.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+    match last.get(key) {
+        Some(at) if now.duration_since(*at) < ctx.batch_period => {
+            Some(ctx.batch_period - now.duration_since(*at))
+        }
+        _ => {
+            last.insert(key.to_string(), now);
+            None
+        }
+    }
 }
 
 /// Subscribe now; the returned future runs the controller once the caches have synced.
 pub fn run(
     client: kube::Client,
     informers: &Informers,
+    batch_period: Duration,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.services.subscribe();
     let pod_changes = informers.pods.subscribe();
@@ -74,6 +97,8 @@ pub fn run(
         pods: informers.pods.store.clone(),
         slices: informers.endpoint_slices.store.clone(),
         endpoints: informers.endpoints.store.clone(),
+        batch_period,
+        last_sync: Mutex::default(),
     });
     async move {
         let selecting = services.clone();
@@ -120,6 +145,10 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     let namespace = service
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let key = format!("{namespace}/{}", service.name_any());
+    if let Some(wait) = batch_wait(&ctx, &key, Instant::now()) {
+        return Ok(Action::requeue(wait));
+    }
     let mut pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()
@@ -231,51 +260,98 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
     }
 }
 
-/// What the slices of `service` should be, by name.
+/// The slice name of chunk `index` of the port group `key`.
+fn slice_name(service: &str, key: &str, index: usize) -> String {
+    let hash = crate::pods::safe_encode(crate::pods::fnv32a(format!("{key}/{index}").as_bytes()));
+    format!("{service}-{hash}")
+}
+
+/// What the slices of `service` should be, by name, given the slices it has (`existing`).
+///
+/// As Kubernetes' reconciler does, an endpoint stays in the slice it is in while that slice
+/// exists and has room; new endpoints fill the existing slices of their port group first,
+/// then new ones. So a pod that appears or changes rewrites one slice, not every slice
+/// after it, and kube-proxy on every node has less to read.
 pub fn desired_slices(
     service: &Service,
     groups: &PortGroups,
     publish_not_ready: bool,
+    existing: &[Arc<EndpointSlice>],
 ) -> BTreeMap<String, EndpointSlice> {
     let name = service.name_any();
     let labels = BTreeMap::from([
         (SERVICE_NAME_LABEL.to_string(), name.clone()),
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
     ]);
-    let mut slices = BTreeMap::new();
-    let empty = (Vec::new(), Vec::new());
-    // A Service with no pods still has one (empty) slice, as in Kubernetes.
-    let groups: Vec<(&String, &PortGroup)> = if groups.is_empty() {
-        vec![(&name, &empty)]
-    } else {
-        groups.iter().collect()
+    let slice = |slice_name: String, ports: &[EndpointPort], pods: &[&Arc<Pod>]| EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(slice_name),
+            namespace: service.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner_reference(service)]),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: pods
+            .iter()
+            .map(|p| endpoint(p, publish_not_ready))
+            .collect(),
+        ports: Some(ports.to_vec()),
     };
+    let mut slices = BTreeMap::new();
+    // A Service with no pods still has one (empty) slice, as in Kubernetes.
+    if groups.is_empty() {
+        let slice_name = slice_name(&name, &name, 0);
+        slices.insert(slice_name.clone(), slice(slice_name, &[], &[]));
+        return slices;
+    }
     for (key, (ports, pods)) in groups {
-        let chunks: Vec<&[Arc<Pod>]> = if pods.is_empty() {
-            vec![&[]]
-        } else {
-            pods.chunks(MAX_ENDPOINTS_PER_SLICE).collect()
-        };
-        for (index, chunk) in chunks.into_iter().enumerate() {
-            let hash =
-                crate::pods::safe_encode(crate::pods::fnv32a(format!("{key}/{index}").as_bytes()));
-            let slice_name = format!("{name}-{hash}");
-            let slice = EndpointSlice {
-                metadata: ObjectMeta {
-                    name: Some(slice_name.clone()),
-                    namespace: service.namespace(),
-                    labels: Some(labels.clone()),
-                    owner_references: Some(vec![owner_reference(service)]),
-                    ..Default::default()
-                },
-                address_type: "IPv4".into(),
-                endpoints: chunk
-                    .iter()
-                    .map(|p| endpoint(p, publish_not_ready))
-                    .collect(),
-                ports: Some(ports.clone()),
-            };
-            slices.insert(slice_name, slice);
+        // Where each pod is now, among this group's slices.
+        let mut placed: BTreeMap<String, Vec<&Arc<Pod>>> = BTreeMap::new();
+        let mut slice_of: BTreeMap<&str, String> = BTreeMap::new();
+        for current in existing
+            .iter()
+            .filter(|s| s.ports.as_deref().unwrap_or_default() == ports.as_slice())
+        {
+            let current_name = current.name_any();
+            for endpoint in &current.endpoints {
+                if let Some(pod) = endpoint.target_ref.as_ref().and_then(|r| r.name.as_deref()) {
+                    slice_of.insert(pod, current_name.clone());
+                }
+            }
+            placed.insert(current_name, Vec::new());
+        }
+        let mut unplaced = Vec::new();
+        for pod in pods {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            match slice_of.get(pod_name).and_then(|n| placed.get_mut(n)) {
+                Some(members) if members.len() < MAX_ENDPOINTS_PER_SLICE => members.push(pod),
+                _ => unplaced.push(pod),
+            }
+        }
+        let mut unplaced = unplaced.into_iter().peekable();
+        for members in placed.values_mut() {
+            while members.len() < MAX_ENDPOINTS_PER_SLICE {
+                let Some(pod) = unplaced.next() else { break };
+                members.push(pod);
+            }
+        }
+        let mut index = 0;
+        while unplaced.peek().is_some() {
+            let new_name = slice_name(&name, key, index);
+            index += 1;
+            if placed.contains_key(&new_name) {
+                continue;
+            }
+            let members: Vec<&Arc<Pod>> = unplaced.by_ref().take(MAX_ENDPOINTS_PER_SLICE).collect();
+            placed.insert(new_name, members);
+        }
+        for (slice_name, mut members) in placed {
+            if members.is_empty() {
+                continue;
+            }
+            members.sort_by_key(|p| p.metadata.name.clone());
+            slices.insert(slice_name.clone(), slice(slice_name, ports, &members));
         }
     }
     slices
@@ -288,7 +364,6 @@ async fn sync_slices(
     publish_not_ready: bool,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let desired = desired_slices(service, groups, publish_not_ready);
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
     let name = service.name_any();
     let existing: Vec<Arc<EndpointSlice>> = ctx
@@ -299,6 +374,7 @@ async fn sync_slices(
         .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&name))
         .filter(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
         .collect();
+    let desired = desired_slices(service, groups, publish_not_ready, &existing);
     let fail = |slice: &str, e| Error::SliceWriteFailed(format!("{namespace}/{slice}"), e);
     for (slice_name, slice) in &desired {
         match existing.iter().find(|s| &s.name_any() == slice_name) {
@@ -546,7 +622,7 @@ mod tests {
         let pods = vec![pod("a", "10.244.1.2", true), pod("b", "10.244.2.2", false)];
         let mut groups = BTreeMap::new();
         groups.insert("k".to_string(), (resolve_ports(&ports, &pods[0]), pods));
-        let slices = desired_slices(&svc, &groups, false);
+        let slices = desired_slices(&svc, &groups, false, &[]);
         assert_eq!(slices.len(), 1);
         let slice = slices.values().next().expect("one slice");
         let ready: Vec<Option<bool>> = slice
@@ -563,11 +639,52 @@ mod tests {
         let subset = &endpoints.subsets.expect("a subset")[0];
         assert_eq!(subset.addresses.as_ref().map(Vec::len), Some(1));
         assert_eq!(subset.not_ready_addresses.as_ref().map(Vec::len), Some(1));
-        let published = desired_slices(&svc, &groups, true);
+        let published = desired_slices(&svc, &groups, true, &[]);
         let all_ready = published
             .values()
             .flat_map(|s| &s.endpoints)
             .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
         assert!(all_ready);
+    }
+
+    #[test]
+    fn endpoints_stay_in_their_slice_as_pods_come() {
+        let svc = service(IntOrString::Int(8080));
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default();
+        let group = |names: &[String]| {
+            let pods: Vec<Arc<Pod>> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| pod(n, &format!("10.244.{}.{}", i / 200, i % 200 + 2), true))
+                .collect();
+            let mut groups = BTreeMap::new();
+            groups.insert("k".to_string(), (resolve_ports(&ports, &pods[0]), pods));
+            groups
+        };
+        let names: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
+        let first: Vec<Arc<EndpointSlice>> = desired_slices(&svc, &group(&names), false, &[])
+            .into_values()
+            .map(Arc::new)
+            .collect();
+        let sizes: Vec<usize> = first.iter().map(|s| s.endpoints.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 150);
+        assert!(sizes.iter().all(|n| *n <= MAX_ENDPOINTS_PER_SLICE));
+        // A pod whose name sorts first appears: only the slice with room changes.
+        let mut more = names.clone();
+        more.push("a-new-one".into());
+        let second = desired_slices(&svc, &group(&more), false, &first);
+        let changed = first
+            .iter()
+            .filter(|s| !same_slice(s, &second[&s.name_any()]))
+            .count();
+        assert_eq!((second.len(), changed), (2, 1));
+        assert_eq!(
+            second.values().map(|s| s.endpoints.len()).sum::<usize>(),
+            151
+        );
     }
 }

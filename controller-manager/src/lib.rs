@@ -26,6 +26,7 @@ pub mod informers;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod root_ca_publisher;
@@ -59,6 +60,11 @@ pub struct Args {
     /// controllers re-create them elsewhere (real clusters wait 300 s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub pod_eviction_timeout: Duration,
+    /// How long EndpointSlice updates of one Service are gathered before they are written,
+    /// as kube-controller-manager's flag (whose default, 0, writes every change at once).
+    /// The first change after a quiet spell is written at once; `0s` turns batching off.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
     #[arg(long, default_value_t = HEALTHZ_PORT)]
     pub healthz_port: u16,
     /// The cluster's CA (PEM), published to every namespace as `kube-root-ca.crt`; without
@@ -116,13 +122,19 @@ async fn serve(args: Args, synced: Arc<AtomicBool>) -> anyhow::Result<()> {
     let controllers = vec![
         scheduler::run(client.clone(), &informers).boxed(),
         replicaset::run(client.clone(), &informers).boxed(),
-        endpointslice::run(client.clone(), &informers).boxed(),
+        endpointslice::run(
+            client.clone(),
+            &informers,
+            args.endpointslice_updates_batch_period,
+        )
+        .boxed(),
         deployment::run(client.clone(), &informers).boxed(),
         daemonset::run(client.clone(), &informers).boxed(),
         job::run(client.clone(), &informers).boxed(),
         serviceaccount::run(client.clone(), &informers).boxed(),
         namespace::run(client.clone(), &informers).boxed(),
         garbage_collector::run(client.clone(), &informers).boxed(),
+        pod_gc::run(client.clone(), &informers).boxed(),
         node_lifecycle::run(
             client.clone(),
             &informers,

@@ -34,6 +34,34 @@ pub fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Has `pod` been Ready for `min_ready` (a ReplicaSet's `minReadySeconds`) at `now`? `Ok`
+/// if so; `Err(Some(left))` if it is Ready but not for long enough yet; `Err(None)` if it is
+/// not Ready. Ready since the condition's `lastTransitionTime`, or `seen` (when the caller
+/// first saw it Ready) where the kubelet does not stamp one.
+pub fn available_at(
+    pod: &Pod,
+    min_ready: std::time::Duration,
+    seen: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Result<(), Option<std::time::Duration>> {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "True"))
+        .ok_or(None)?;
+    let since = ready.last_transition_time.as_ref().map_or(seen, |t| t.0);
+    let ready_for = now.as_millisecond() - since.as_millisecond();
+    let needed = min_ready.as_millis() as i64;
+    if ready_for >= needed {
+        Ok(())
+    } else {
+        Err(Some(std::time::Duration::from_millis(
+            (needed - ready_for) as u64,
+        )))
+    }
+}
+
 /// The owner reference marked `controller: true`.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
@@ -198,6 +226,35 @@ pub fn scaled_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn available_after_min_ready_seconds() {
+        use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+        let ready = Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let seen = jiff::Timestamp::from_second(1_000).unwrap();
+        let at = |s: i64| jiff::Timestamp::from_second(1_000 + s).unwrap();
+        let min = std::time::Duration::from_secs(8);
+        assert_eq!(
+            available_at(&ready, min, seen, at(3)),
+            Err(Some(std::time::Duration::from_secs(5)))
+        );
+        assert_eq!(available_at(&ready, min, seen, at(8)), Ok(()));
+        assert_eq!(
+            available_at(&ready, std::time::Duration::ZERO, seen, seen),
+            Ok(())
+        );
+        assert_eq!(available_at(&Pod::default(), min, seen, at(9)), Err(None));
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 

@@ -1,9 +1,9 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods running for every ReplicaSet, and
-//! reports how many there are, are ready and available.
+//! reports how many there are, are ready and available (ready for `minReadySeconds`).
 //!
-//! Pods belong to a ReplicaSet by their controller owner reference. Creation goes in
-//! slow-start batches (1, 2, 4, …) so a template the API server rejects costs one request, not
-//! hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
+//! Pods belong to a ReplicaSet by their controller owner reference. Creation starts slow
+//! (one request, then a window that doubles with each round of successes) so a template the
+//! API server rejects costs one request, not hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
 //! youngest). [`Expectations`] remember what is in flight until the cache shows it.
 
 use std::collections::HashMap;
@@ -43,6 +43,9 @@ pub struct Context {
     pub pods: Store<Pod>,
     pub expectations: Expectations,
     pub recorder: Recorder,
+    /// Per ReplicaSet, when each of its Ready pods (by uid) was first seen Ready: for
+    /// `minReadySeconds` where the kubelet gives no `lastTransitionTime`.
+    pub ready_seen: std::sync::Mutex<HashMap<String, HashMap<String, jiff::Timestamp>>>,
 }
 
 /// Subscribe now; the returned future runs the controller once the caches have synced.
@@ -58,6 +61,7 @@ pub fn run(
         client,
         pods: informers.pods.store.clone(),
         expectations: Expectations::default(),
+        ready_seen: Default::default(),
     });
     async move {
         Controller::for_stream(changes, store)
@@ -106,8 +110,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
             delete_pods(&rs, &namespace, &key, active.clone(), have - want, &ctx).await?;
         }
     }
-    update_status(&rs, &namespace, &owned, &ctx).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    let next = update_status(&rs, &namespace, &owned, &ctx).await?;
+    Ok(Action::requeue(next))
 }
 
 fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -115,7 +119,19 @@ fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, _ctx: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Create `count` pods in slow-start batches; stop at the first failure.
+/// Most creations one sync sends (kube-controller-manager's `burstReplicas`); the rest
+/// wait for the next sync.
+pub const BURST_REPLICAS: usize = 500;
+/// Most creation requests in flight at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Create `count` pods; stop sending at the first failure.
+///
+/// Slow start, so a template the API server rejects costs one request, not hundreds. Where
+/// Kubernetes sends batches of 1, 2, 4, … each after the whole previous batch has returned,
+/// this works as TCP's slow start: one request in flight at first and one more allowed for
+/// each success, so the window still doubles every round trip (up to [`MAX_IN_FLIGHT`]) but
+/// never waits for a batch's slowest request.
 async fn create_pods(
     rs: &ReplicaSet,
     namespace: &str,
@@ -130,44 +146,60 @@ async fn create_pods(
         .unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let owner = owner_reference(rs);
-    let mut remaining = count;
-    let mut batch = 1;
+    let count = count.min(BURST_REPLICAS);
     tracing::info!(count, "creating pods");
-    while remaining > 0 {
-        let size = batch.min(remaining);
-        let creations = (0..size).map(|_| {
-            let name = format!("{}-{}", rs.name_any(), random_suffix());
-            let pod = pod_from_template(&template, name.clone(), namespace, owner.clone(), &[]);
-            ctx.expectations.creating(key, &name);
-            let pods = pods.clone();
-            async move {
-                match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => Ok(name),
-                    Err(e) => {
-                        ctx.expectations.forget(key, &name);
-                        Err(Error::PodCreationFailed(name, e))
-                    }
+    let create = |name: String| {
+        let pod = pod_from_template(&template, name.clone(), namespace, owner.clone(), &[]);
+        ctx.expectations.creating(key, &name);
+        let pods = pods.clone();
+        async move {
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => Ok(name),
+                Err(e) => {
+                    ctx.expectations.forget(key, &name);
+                    Err(Error::PodCreationFailed(name, e))
                 }
             }
-        });
-        for result in futures_util::future::join_all(creations).await {
-            let name = result.inspect_err(|e| {
+        }
+    };
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut sent = 0;
+    // How many may be in flight: 1 at first, one more for every success (1, 2, 4, … as the
+    // successes of each window come back), up to MAX_IN_FLIGHT.
+    let mut window = 1;
+    let mut failure = None;
+    while sent < count || !in_flight.is_empty() {
+        while failure.is_none() && sent < count && in_flight.len() < window {
+            in_flight.push(create(format!("{}-{}", rs.name_any(), random_suffix())));
+            sent += 1;
+        }
+        let Some(result) = in_flight.next().await else {
+            break;
+        };
+        match result {
+            Ok(name) => {
+                window = (window + 1).min(MAX_IN_FLIGHT);
+                ctx.recorder.normal(
+                    rs.object_ref(&()),
+                    "SuccessfulCreate",
+                    format!("Created pod: {name}"),
+                );
+            }
+            Err(e) => {
                 ctx.recorder.warning(
                     rs.object_ref(&()),
                     "FailedCreate",
                     format!("Error creating: {e}"),
                 );
-            })?;
-            ctx.recorder.normal(
-                rs.object_ref(&()),
-                "SuccessfulCreate",
-                format!("Created pod: {name}"),
-            );
+                // Stop sending; let those in flight finish (their expectations settle).
+                failure.get_or_insert(e);
+            }
         }
-        remaining -= size;
-        batch *= 2;
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Delete the `count` least useful of `active`.
@@ -230,12 +262,13 @@ pub fn deletion_rank(pod: &Pod) -> (bool, bool, bool, std::cmp::Reverse<i64>) {
     )
 }
 
+/// Write the status; returns when to look again (a pod becoming available).
 async fn update_status(
     rs: &ReplicaSet,
     namespace: &str,
     owned: &[Arc<Pod>],
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Duration, Error> {
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let template_labels = rs
         .spec
@@ -249,16 +282,53 @@ async fn update_status(
         .filter(|p| crate::pods::map_selects(&template_labels, p.labels()))
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
+    // Available: Ready for `minReadySeconds`; look again when the next one will be.
+    let min_ready = Duration::from_secs(
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            .max(0) as u64,
+    );
+    let now = jiff::Timestamp::now();
+    let mut next = Duration::from_secs(300);
+    let mut available = 0;
+    let seen: HashMap<String, jiff::Timestamp> = {
+        let mut all = ctx.ready_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let key = format!("{namespace}/{}", rs.name_any());
+        let before = all.remove(&key).unwrap_or_default();
+        let now_ready: HashMap<String, jiff::Timestamp> = active
+            .iter()
+            .filter(|p| is_ready(p))
+            .filter_map(|p| p.uid())
+            .map(|uid| {
+                let at = before.get(&uid).copied().unwrap_or(now);
+                (uid, at)
+            })
+            .collect();
+        if !now_ready.is_empty() {
+            all.insert(key, now_ready.clone());
+        }
+        now_ready
+    };
+    for pod in &active {
+        let first_seen = pod.uid().and_then(|u| seen.get(&u).copied()).unwrap_or(now);
+        match crate::pods::available_at(pod, min_ready, first_seen, now) {
+            Ok(()) => available += 1,
+            Err(Some(left)) => next = next.min(left + Duration::from_millis(50)),
+            Err(None) => {}
+        }
+    }
     let status = ReplicaSetStatus {
         replicas: active.len() as i32,
         fully_labeled_replicas: Some(fully_labeled as i32),
         ready_replicas: Some(ready),
-        available_replicas: Some(ready),
+        available_replicas: Some(available),
         observed_generation: rs.metadata.generation,
         conditions: None,
     };
     if rs.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(next);
     }
     let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch_status(
@@ -268,7 +338,7 @@ async fn update_status(
     )
     .await
     .map_err(|e| Error::StatusUpdateFailed(rs.name_any(), e))?;
-    Ok(())
+    Ok(next)
 }
 
 #[cfg(test)]

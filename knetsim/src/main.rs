@@ -43,6 +43,11 @@ enum Command {
     Down,
     /// Clusters, nodes, addresses and processes of the lab.
     Status,
+    /// Add a worker to a running lab, or remove one (`knetsim node add c0 w4`).
+    Node {
+        #[command(subcommand)]
+        verb: NodeVerb,
+    },
     /// Run a command on a node (`c0/w1`) and return its exit code.
     Exec {
         node: String,
@@ -122,6 +127,21 @@ enum Command {
         #[arg(long)]
         sandbox: String,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeVerb {
+    /// A new worker joins: its namespace, links and certificates, then its flannel,
+    /// kubelet-lite and kubeproxy-lite under the supervisor; waits until they are ready.
+    Add {
+        /// The cluster to join (`c0`).
+        cluster: String,
+        /// The new node's name in that cluster (`w4`); its Node object is `<cluster>-<name>`.
+        node: String,
+    },
+    /// A worker leaves: its processes stop, its Node object and flannel lease are deleted
+    /// (its pods are garbage-collected and re-created elsewhere), its namespaces go.
+    Remove { cluster: String, node: String },
 }
 
 #[derive(Subcommand)]
@@ -441,6 +461,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status => print!("{}", lab::inspect::status_report(lab)?),
+        Command::Node {
+            verb: NodeVerb::Add { cluster, node },
+        } => {
+            let progress = Progress::new(false);
+            progress.say(&format!(
+                "knetsim node add: {cluster}/{node} joins lab {lab}"
+            ));
+            let report = lab::node::add(lab, &cluster, &node, &progress)?;
+            println!(
+                "node {} ({}) joined in {:.2} s: kubectl get node {}",
+                report.node.id(),
+                report.node.address,
+                report.elapsed.as_secs_f64(),
+                report.node.hostname
+            );
+        }
+        Command::Node {
+            verb: NodeVerb::Remove { cluster, node },
+        } => {
+            let progress = Progress::new(false);
+            progress.say(&format!(
+                "knetsim node remove: {cluster}/{node} leaves lab {lab}"
+            ));
+            let report = lab::node::remove(lab, &cluster, &node, &progress)?;
+            println!(
+                "node {} left in {:.2} s ({} pod sandboxes stopped)",
+                report.node.id(),
+                report.elapsed.as_secs_f64(),
+                report.pods
+            );
+        }
         Command::Exec { node, command } => {
             return Err(lab::exec::exec_on_node(lab, &node, &command))
         }

@@ -75,32 +75,7 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
             crate::plan::API_SECURE_PORT
         );
         for node in &cluster.nodes {
-            let cert = pki::client_cert(
-                &ca,
-                &format!("system:node:{}", node.hostname),
-                &["system:nodes"],
-            )?;
-            let kubelet_config =
-                paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_KUBECONFIG);
-            write_component_kubeconfig(&kubelet_config, &cluster.name, &server, &ca_pem, cert)?;
-            // kube-proxy's identity, as kubeadm's `system:kube-proxy`, on every node.
-            let proxy = pki::client_cert(&ca, "system:kube-proxy", &["system:node-proxier"])?;
-            let proxy_config = paths.node_path(
-                &node.cluster,
-                &node.name,
-                crate::plan::KUBE_PROXY_KUBECONFIG,
-            );
-            write_component_kubeconfig(&proxy_config, &cluster.name, &server, &ca_pem, proxy)?;
-            // The kubelet's serving certificate, for its address, and the CA it trusts.
-            let pki_dir = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_PKI);
-            write_private(&pki_dir.join("ca.crt"), ca_pem.as_bytes())?;
-            let address = node.address.to_string();
-            let serving = pki::server_cert(
-                &ca,
-                &format!("system:node:{}", node.hostname),
-                &[address.as_str(), node.hostname.as_str()],
-            )?;
-            serving.write(&pki_dir.join("kubelet.crt"), &pki_dir.join("kubelet.key"))?;
+            issue_node_certificates(&ca, &ca_pem, paths, &server, node)?;
         }
         // The controller-manager's identity (`system:kube-controller-manager`), in the
         // control-plane node's /etc/kubernetes as kubeadm writes it.
@@ -113,6 +88,66 @@ pub fn issue_certificates(plan: &LabPlan, paths: &LabPaths) -> anyhow::Result<()
         );
         write_component_kubeconfig(&path, &cluster.name, &server, &ca_pem, cert)?;
     }
+    Ok(())
+}
+
+/// A node's kubelet and kube-proxy identities and kubeconfigs and the kubelet's serving
+/// certificate, for a node added to a running lab, from the lab's CA on disk.
+pub fn issue_added_node_certificates(
+    plan: &LabPlan,
+    paths: &LabPaths,
+    node: &crate::plan::NodePlan,
+) -> anyhow::Result<()> {
+    let dir = paths.pki();
+    let ca =
+        CertPair::read(&dir.join("ca.crt"), &dir.join("ca.key")).context("reading the lab's CA")?;
+    let cluster = plan
+        .cluster(&node.cluster)
+        .with_context(|| format!("lab {} has no cluster {}", plan.lab, node.cluster))?;
+    let server = format!(
+        "https://{}:{}",
+        cluster.control_plane().address,
+        crate::plan::API_SECURE_PORT
+    );
+    let ca_pem = ca.cert_pem.clone();
+    issue_node_certificates(&ca, &ca_pem, paths, &server, node)
+}
+
+/// Each kubelet is `system:node:<name>` in `system:nodes`, as with kubeadm, and reaches its
+/// cluster's API server (`server`) on the control-plane node, inside the lab.
+fn issue_node_certificates(
+    ca: &CertPair,
+    ca_pem: &str,
+    paths: &LabPaths,
+    server: &str,
+    node: &crate::plan::NodePlan,
+) -> anyhow::Result<()> {
+    let cert = pki::client_cert(
+        ca,
+        &format!("system:node:{}", node.hostname),
+        &["system:nodes"],
+    )?;
+    let kubelet_config =
+        paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_KUBECONFIG);
+    write_component_kubeconfig(&kubelet_config, &node.cluster, server, ca_pem, cert)?;
+    // kube-proxy's identity, as kubeadm's `system:kube-proxy`, on every node.
+    let proxy = pki::client_cert(ca, "system:kube-proxy", &["system:node-proxier"])?;
+    let proxy_config = paths.node_path(
+        &node.cluster,
+        &node.name,
+        crate::plan::KUBE_PROXY_KUBECONFIG,
+    );
+    write_component_kubeconfig(&proxy_config, &node.cluster, server, ca_pem, proxy)?;
+    // The kubelet's serving certificate, for its address, and the CA it trusts.
+    let pki_dir = paths.node_path(&node.cluster, &node.name, crate::plan::KUBELET_PKI);
+    write_private(&pki_dir.join("ca.crt"), ca_pem.as_bytes())?;
+    let address = node.address.to_string();
+    let serving = pki::server_cert(
+        ca,
+        &format!("system:node:{}", node.hostname),
+        &[address.as_str(), node.hostname.as_str()],
+    )?;
+    serving.write(&pki_dir.join("kubelet.crt"), &pki_dir.join("kubelet.key"))?;
     Ok(())
 }
 

@@ -31,6 +31,9 @@ pub struct ReconcileResult {
     pub apiserver_cpu: Duration,
     pub kubelets_cpu: Duration,
     pub rss_kib: u64,
+    /// The machine's 1-minute load average when the scale request was sent: the figures
+    /// above depend on it (other work on the machine shares its cores).
+    pub load_average: Option<f64>,
 }
 
 pub struct Stage {
@@ -152,6 +155,7 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
     let pid = process_pids(&paths, "controller-manager").first().copied();
     let cpu_before = pid.and_then(cpu_time).unwrap_or_default();
     let others_before = (cpu_of(&paths, "apiserver"), cpu_of(&paths, "kubelet"));
+    let load_average = load_average();
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
     deployments
@@ -215,7 +219,18 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         apiserver_cpu,
         kubelets_cpu,
         rss_kib,
+        load_average,
     })
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
@@ -284,5 +299,11 @@ pub fn report(r: &ReconcileResult) -> String {
         ms(r.apiserver_cpu),
         ms(r.kubelets_cpu)
     );
+    if let Some(load) = r.load_average {
+        out += &format!(
+            "  machine load average at the start: {load:.2} on {} CPUs\n",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     out
 }

@@ -17,6 +17,7 @@ pub mod down;
 pub mod exec;
 pub mod inspect;
 pub mod network;
+pub mod node;
 pub mod paths;
 pub mod plan;
 pub mod progress;

@@ -78,21 +78,27 @@ pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths, knetsim: &Path) -> st
         std::fs::create_dir_all(dir)?;
     }
     for node in plan.nodes() {
-        for (source, _) in node_binds(paths, node) {
-            std::fs::create_dir_all(source)?;
-        }
-        let bin = paths.node_path(&node.cluster, &node.name, "/opt/cni/bin");
-        for plugin in CNI_PLUGINS {
-            std::os::unix::fs::symlink(Path::new(DEBIAN_CNI_DIR).join(plugin), bin.join(plugin))?;
-        }
-        std::os::unix::fs::symlink(knetsim, bin.join("flannel"))?;
-        let conf = paths.node_path(
-            &node.cluster,
-            &node.name,
-            "/etc/cni/net.d/10-flannel.conflist",
-        );
-        std::fs::write(conf, FLANNEL_CONFLIST)?;
+        prepare_node_dir(paths, node, knetsim)?;
     }
+    Ok(())
+}
+
+/// One node's private directories, CNI network and plugins.
+pub fn prepare_node_dir(paths: &LabPaths, node: &NodePlan, knetsim: &Path) -> std::io::Result<()> {
+    for (source, _) in node_binds(paths, node) {
+        std::fs::create_dir_all(source)?;
+    }
+    let bin = paths.node_path(&node.cluster, &node.name, "/opt/cni/bin");
+    for plugin in CNI_PLUGINS {
+        std::os::unix::fs::symlink(Path::new(DEBIAN_CNI_DIR).join(plugin), bin.join(plugin))?;
+    }
+    std::os::unix::fs::symlink(knetsim, bin.join("flannel"))?;
+    let conf = paths.node_path(
+        &node.cluster,
+        &node.name,
+        "/etc/cni/net.d/10-flannel.conflist",
+    );
+    std::fs::write(conf, FLANNEL_CONFLIST)?;
     Ok(())
 }
 
@@ -148,8 +154,7 @@ pub fn configure_nodes(plan: &LabPlan) -> kernel::Result<Vec<&'static str>> {
     let mut absent = Vec::new();
     for cluster in &plan.clusters {
         for node in &cluster.nodes {
-            kernel::ip::batch(Some(&node.netns), &node_commands(plan, cluster, node))?;
-            for key in kernel::sysctl::set_in(&node.netns, NODE_SYSCTLS)? {
+            for key in configure_node(plan, cluster, node)? {
                 if !absent.contains(&key) {
                     absent.push(key);
                 }
@@ -157,6 +162,25 @@ pub fn configure_nodes(plan: &LabPlan) -> kernel::Result<Vec<&'static str>> {
         }
     }
     Ok(absent)
+}
+
+/// Address, routes and sysctls on one node. Returns the optional sysctls the kernel lacks.
+pub fn configure_node(
+    plan: &LabPlan,
+    cluster: &ClusterPlan,
+    node: &NodePlan,
+) -> kernel::Result<Vec<&'static str>> {
+    kernel::ip::batch(Some(&node.netns), &node_commands(plan, cluster, node))?;
+    kernel::sysctl::set_in(&node.netns, NODE_SYSCTLS)
+}
+
+/// Plug one more node into its cluster's bridge in the fabric (the node's namespace must
+/// exist): a veth whose `eth0` end is created inside the node.
+pub fn wire_node(plan: &LabPlan, cluster: &ClusterPlan, node: &NodePlan) -> kernel::Result<()> {
+    kernel::ip::batch(
+        Some(&plan.fabric_netns),
+        &fabric_port_commands(cluster, node),
+    )
 }
 
 fn fabric_commands(plan: &LabPlan) -> Vec<String> {
@@ -171,14 +195,23 @@ fn fabric_commands(plan: &LabPlan) -> Vec<String> {
         ));
         lines.push(format!("link set {bridge} up"));
         for node in &cluster.nodes {
-            lines.push(format!(
-                "link add {} type veth peer name eth0 netns {}",
-                node.fabric_port, node.netns
-            ));
-            lines.push(format!("link set {} master {bridge} up", node.fabric_port));
+            lines.extend(fabric_port_commands(cluster, node));
         }
     }
     lines
+}
+
+fn fabric_port_commands(cluster: &ClusterPlan, node: &NodePlan) -> Vec<String> {
+    vec![
+        format!(
+            "link add {} type veth peer name eth0 netns {}",
+            node.fabric_port, node.netns
+        ),
+        format!(
+            "link set {} master {} up",
+            node.fabric_port, cluster.fabric_bridge
+        ),
+    ]
 }
 
 fn node_commands(plan: &LabPlan, cluster: &ClusterPlan, node: &NodePlan) -> Vec<String> {

@@ -99,6 +99,19 @@ pub struct NodePlan {
 }
 
 impl NodePlan {
+    /// Node `name` of `cluster` in `lab`: every name derives from these, in one place.
+    pub fn new(lab: &str, cluster: &str, name: &str, role: Role, address: Ipv4Addr) -> NodePlan {
+        NodePlan {
+            hostname: format!("{cluster}-{name}"),
+            netns: format!("{lab}-{cluster}-{name}"),
+            fabric_port: format!("{cluster}-{name}"),
+            cluster: cluster.to_string(),
+            name: name.to_string(),
+            role,
+            address,
+        }
+    }
+
     /// `c0/w1`: how the CLI names a node.
     pub fn id(&self) -> String {
         format!("{}/{}", self.cluster, self.name)
@@ -164,14 +177,8 @@ impl LabPlan {
                     .node_network(index)
                     .expect("checked by Topology::parse");
                 let host = |n: u32| Ipv4Addr::from(u32::from(node_network.network()) + n);
-                let node = |name: String, role: Role, address: Ipv4Addr| NodePlan {
-                    hostname: format!("{}-{name}", cluster.name),
-                    netns: format!("{lab}-{}-{name}", cluster.name),
-                    fabric_port: format!("{}-{name}", cluster.name),
-                    cluster: cluster.name.clone(),
-                    name,
-                    role,
-                    address,
+                let node = |name: String, role: Role, address: Ipv4Addr| {
+                    NodePlan::new(lab, &cluster.name, &name, role, address)
                 };
                 let mut nodes = vec![node("cp".into(), Role::ControlPlane, host(2))];
                 nodes.extend(

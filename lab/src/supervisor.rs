@@ -7,10 +7,15 @@
 //! does for a crashing container. Each process is its own session and process group, and
 //! writes stdout and stderr to its own log file.
 //!
+//! On SIGHUP it reads the plan again (as nginx or sshd re-read their config): processes of
+//! nodes added since are started, those of nodes removed are stopped; the others are left
+//! alone. This is how `knetsim node add` and `node remove` change a running lab.
+//!
 //! On SIGTERM or SIGINT every process gets SIGTERM, then SIGKILL after a grace period, and the
 //! supervisor exits. If the supervisor itself is killed, its processes keep running until
 //! `down` finds them by namespace.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -42,45 +47,132 @@ struct Context {
 }
 
 impl Context {
-    fn update(&self, index: usize, change: impl FnOnce(&mut ProcessStatus)) {
+    /// Change the status of the process `id` (`c0/w1/kubelet`) and write `status.json`.
+    fn update(&self, id: &str, change: impl FnOnce(&mut ProcessStatus)) {
         let Ok(mut status) = self.status.lock() else {
             return;
         };
-        change(&mut status.processes[index]);
-        status.processes[index].since_ms = now_ms();
+        let Some(process) = status.processes.iter_mut().find(|p| p.id() == id) else {
+            return;
+        };
+        change(process);
+        process.since_ms = now_ms();
+        self.write(&status);
+    }
+
+    fn write(&self, status: &SupervisorStatus) {
         if let Err(e) = status.write(&self.paths.status()) {
             tracing::warn!(error = %e, "could not write {}", self.paths.status().display());
         }
     }
 }
 
-/// Run the supervisor of `lab` until SIGTERM or SIGINT.
+/// A process's entry in `status.json` before its first start.
+fn initial_status(paths: &LabPaths, spec: &ProcessSpec) -> ProcessStatus {
+    ProcessStatus {
+        name: spec.name.clone(),
+        cluster: spec.cluster.clone(),
+        node: spec.node.clone(),
+        pid: None,
+        state: ProcessState::Stopped,
+        restarts: 0,
+        last_exit: None,
+        since_ms: now_ms(),
+        log: paths.process_log(&spec.cluster, &spec.node, &spec.name),
+    }
+}
+
+/// The task keeping one process running, and how to tell it to stop.
+struct Supervised {
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// The processes being kept running, by id, in the plan's order.
+#[derive(Default)]
+struct Processes {
+    running: HashMap<String, Supervised>,
+    order: Vec<String>,
+}
+
+impl Processes {
+    /// Start a task for every process of `plan` that has none yet; stop the tasks of
+    /// processes `plan` no longer has. Returns how many were started and stopped.
+    async fn follow(
+        &mut self,
+        plan: &crate::plan::LabPlan,
+        context: &Arc<Context>,
+    ) -> anyhow::Result<(usize, usize)> {
+        let specs = plan.processes(&context.paths);
+        let wanted: Vec<String> = specs.iter().map(ProcessSpec::id).collect();
+        let gone: Vec<String> = self
+            .order
+            .iter()
+            .filter(|id| !wanted.contains(id))
+            .cloned()
+            .collect();
+        // Stop all of them at once, then wait: a node's processes go down together.
+        for id in &gone {
+            if let Some(process) = self.running.get(id) {
+                let _ = process.stop.send(true);
+            }
+        }
+        for id in &gone {
+            if let Some(process) = self.running.remove(id) {
+                let _ = process.task.await;
+            }
+        }
+        if let Ok(mut status) = context.status.lock() {
+            status.processes.retain(|p| !gone.contains(&p.id()));
+            context.write(&status);
+        }
+        self.order.retain(|id| !gone.contains(id));
+        let new: Vec<ProcessSpec> = specs
+            .into_iter()
+            .filter(|spec| !self.running.contains_key(&spec.id()))
+            .collect();
+        // Every new process is in `status.json` before any starts, so a reader waiting for
+        // "all ready" never sees half the list.
+        if let Ok(mut status) = context.status.lock() {
+            let paths = &context.paths;
+            status
+                .processes
+                .extend(new.iter().map(|spec| initial_status(paths, spec)));
+            context.write(&status);
+        }
+        let started = new.len();
+        for spec in new {
+            let id = spec.id();
+            let node = plan
+                .node(&format!("{}/{}", spec.cluster, spec.node))
+                .cloned()
+                .map_err(anyhow::Error::msg)?;
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(keep_running(spec, node, context.clone(), stopped));
+            self.running.insert(id.clone(), Supervised { task, stop });
+            self.order.push(id);
+        }
+        Ok((started, gone.len()))
+    }
+
+    /// Stop every process, all at once, and wait for them.
+    async fn stop_all(self) {
+        for process in self.running.values() {
+            let _ = process.stop.send(true);
+        }
+        for (_, process) in self.running {
+            let _ = process.task.await;
+        }
+    }
+}
+
+/// Run the supervisor of `lab` until SIGTERM or SIGINT; SIGHUP re-reads the plan.
 pub async fn run(lab: &str) -> anyhow::Result<()> {
     let paths = LabPaths::new(lab);
     let plan = crate::read_plan(lab)?;
-    let processes = plan.processes(&paths);
-    let node_of = |spec: &ProcessSpec| {
-        plan.node(&format!("{}/{}", spec.cluster, spec.node))
-            .cloned()
-            .map_err(anyhow::Error::msg)
-    };
-
     let status = SupervisorStatus {
         supervisor_pid: std::process::id(),
-        processes: processes
-            .iter()
-            .map(|spec| ProcessStatus {
-                name: spec.name.clone(),
-                cluster: spec.cluster.clone(),
-                node: spec.node.clone(),
-                pid: None,
-                state: ProcessState::Stopped,
-                restarts: 0,
-                last_exit: None,
-                since_ms: now_ms(),
-                log: paths.process_log(&spec.cluster, &spec.node, &spec.name),
-            })
-            .collect(),
+        processes: Vec::new(),
     };
     status.write(&paths.status())?;
     let context = Arc::new(Context {
@@ -90,30 +182,43 @@ pub async fn run(lab: &str) -> anyhow::Result<()> {
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for (index, spec) in processes.into_iter().enumerate() {
-        let node = node_of(&spec)?;
-        let task = keep_running(index, spec, node, context.clone(), shutdown_rx.clone());
-        tasks.push(tokio::spawn(task));
-    }
-    tracing::info!(lab, processes = tasks.len(), "supervisor started");
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut processes = Processes::default();
+    let (started, _) = processes.follow(&plan, &context).await?;
+    tracing::info!(lab, processes = started, "supervisor started");
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping every process"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping every process"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: stopping every process");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: stopping every process");
+                break;
+            }
+            _ = hangup.recv() => {
+                // A plan that cannot be read changes nothing: the lab keeps running as it is.
+                let followed = match crate::read_plan(lab) {
+                    Ok(plan) => processes.follow(&plan, &context).await,
+                    Err(e) => Err(e),
+                };
+                match followed {
+                    Ok((started, stopped)) => {
+                        tracing::info!(started, stopped, "SIGHUP: followed the plan")
+                    }
+                    Err(e) => tracing::error!("SIGHUP: plan not followed: {e:#}"),
+                }
+            }
+        }
     }
-    let _ = shutdown_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
+    processes.stop_all().await;
     tracing::info!("supervisor stopped");
     Ok(())
 }
 
 /// Start `spec`, probe it, restart it when it exits, until shutdown.
 async fn keep_running(
-    index: usize,
     spec: ProcessSpec,
     node: NodePlan,
     context: Arc<Context>,
@@ -130,7 +235,7 @@ async fn keep_running(
         match start(&spec, &node, &context.paths, &log) {
             Err(e) => {
                 tracing::error!(process = %id, "could not start: {e:#}");
-                context.update(index, |s| {
+                context.update(&id, |s| {
                     s.state = ProcessState::Failed;
                     s.pid = None;
                     s.last_exit = Some(format!("not started: {e:#}"));
@@ -139,7 +244,7 @@ async fn keep_running(
             Ok(mut child) => {
                 let pid = child.id();
                 tracing::info!(process = %id, pid, "started");
-                context.update(index, |s| {
+                context.update(&id, |s| {
                     s.state = ProcessState::Running;
                     s.pid = pid;
                 });
@@ -155,11 +260,11 @@ async fn keep_running(
                         _ = &mut probe, if probing => {
                             probing = false;
                             tracing::info!(process = %id, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
-                            context.update(index, |s| s.state = ProcessState::Ready);
+                            context.update(&id, |s| s.state = ProcessState::Ready);
                         }
                         _ = shutdown.changed() => {
                             stop(&mut child, &id).await;
-                            context.update(index, |s| {
+                            context.update(&id, |s| {
                                 s.state = ProcessState::Stopped;
                                 s.pid = None;
                             });
@@ -172,7 +277,7 @@ async fn keep_running(
                     Err(e) => format!("wait failed: {e}"),
                 };
                 tracing::warn!(process = %id, "exited ({how})");
-                context.update(index, |s| {
+                context.update(&id, |s| {
                     s.state = ProcessState::BackOff;
                     s.pid = None;
                     s.last_exit = Some(how);
@@ -186,12 +291,12 @@ async fn keep_running(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => {
-                context.update(index, |s| s.state = ProcessState::Stopped);
+                context.update(&id, |s| s.state = ProcessState::Stopped);
                 return;
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        context.update(index, |s| s.restarts += 1);
+        context.update(&id, |s| s.restarts += 1);
         tracing::info!(process = %id, "restarting");
     }
 }

@@ -375,7 +375,7 @@ fn put_flannel_config(
 }
 
 /// Poll `status.json` until every process `selected` is ready; fail at the first crash.
-fn wait_ready(
+pub(crate) fn wait_ready(
     supervisor: u32,
     paths: &LabPaths,
     selected: impl Fn(&crate::status::ProcessStatus) -> bool,
