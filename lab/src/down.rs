@@ -187,7 +187,10 @@ mod tests {
         assert!(!is_lab_command(&argv("knetsim supervise --lab ab"), "a"));
         assert!(!is_lab_command(&argv("vim --lab a"), "a"));
         assert!(!is_lab_command(&argv("knetsim status"), "a"));
-        assert!(is_lab_command(&argv("/tmp/knetsim-baseline kubelet --lab a"), "a"));
+        assert!(is_lab_command(
+            &argv("/tmp/knetsim-baseline kubelet --lab a"),
+            "a"
+        ));
         assert!(!is_lab_command(&argv("kubelet --lab a"), "a"));
     }
 }
