@@ -4,8 +4,10 @@
 //! update goes to that Pod's worker alone, and the runtime is relisted by the PLEG about once
 //! a second, its result kept in a cache the workers read. knetsim does the same:
 //!
-//! * [`Triggers`]: a watch event marks its Pod dirty and only dirty Pods are synced; a probe
-//!   result, a finished worker with work queued behind it, and the 1 s tick ask for more.
+//! * [`Triggers`]: a watch event marks its Pod dirty and only dirty Pods are synced. The 1 s
+//!   relist syncs the Pods whose runtime state changed and those not yet settled (a container
+//!   waiting or in back-off); every Pod is synced every [`FULL_RESYNC`] (ConfigMap, Secret
+//!   and token volumes follow their objects then), and when a probe result changes.
 //!   Waking for every event and syncing every Pod made a burst of pod starts quadratic: each
 //!   status patch of one Pod relisted and re-synced all the others.
 //! * [`RuntimeView`]: each Pod's sandbox and containers as last seen, from the relist on each
@@ -20,6 +22,10 @@ use std::time::Instant;
 
 use crate::runtime::{ContainerStatus, PodSandbox};
 
+/// Every Pod is synced this often, whatever happened (the real kubelet's `syncFrequency`,
+/// 1 min by default; shorter here so volume updates show within seconds).
+pub const FULL_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the sync loop wakes up.
 #[derive(Default)]
 pub struct Triggers {
@@ -29,6 +35,9 @@ pub struct Triggers {
     wake: tokio::sync::Notify,
     /// Pods whose worker runs: one at a time per Pod.
     busy: Mutex<HashSet<String>>,
+    /// Pods whose last sync left something to do later (a container waiting, exited or in
+    /// back-off, a sandbox that failed): synced on every relist, not only on a change.
+    unsettled: Mutex<HashSet<String>>,
 }
 
 impl Triggers {
@@ -44,6 +53,21 @@ impl Triggers {
     pub fn resync_all(&self) {
         self.everything.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Whether the Pod's last sync left it with every container running.
+    pub fn set_settled(&self, uid: &str, settled: bool) {
+        if let Ok(mut unsettled) = self.unsettled.lock() {
+            if settled {
+                unsettled.remove(uid);
+            } else {
+                unsettled.insert(uid.to_string());
+            }
+        }
+    }
+
+    pub fn is_unsettled(&self, uid: &str) -> bool {
+        self.unsettled.lock().is_ok_and(|u| u.contains(uid))
     }
 
     /// Mark the Pod's worker as running; false if it already is.
@@ -144,13 +168,15 @@ impl RuntimeView {
     }
 
     /// Replace the view with a relist that began at `listed_at`, keeping what workers wrote
-    /// since (the relist may have read the disk before they did).
+    /// since (the relist may have read the disk before they did). Returns the Pods whose
+    /// sandbox or containers changed since the view last saw them, as the kubelet's PLEG
+    /// turns a relist into events: a container that exited, a pause process that died.
     pub fn relisted(
         &self,
         listed_at: Instant,
         sandboxes: &[PodSandbox],
         containers: &[ContainerStatus],
-    ) {
+    ) -> HashSet<String> {
         let mut fresh: HashMap<String, (PodRuntime, Option<Instant>)> = HashMap::new();
         // Oldest first: a Pod's first sandbox is its sandbox, as `find` picked it before.
         for sandbox in sandboxes {
@@ -169,15 +195,35 @@ impl RuntimeView {
                 )
             });
         }
+        let mut changed = HashSet::new();
         if let Ok(mut pods) = self.pods.lock() {
             for (uid, (part, written)) in pods.drain() {
                 if written.is_some_and(|at| at >= listed_at) {
                     fresh.insert(uid, (part, written));
+                } else if fresh
+                    .get(&uid)
+                    .is_none_or(|(now, _)| fingerprint(now) != fingerprint(&part))
+                {
+                    changed.insert(uid);
                 }
             }
             *pods = fresh;
         }
+        changed
     }
+}
+
+/// What a relist compares: the sandbox and each container, by ID, state and process.
+fn fingerprint(part: &PodRuntime) -> Vec<String> {
+    let sandbox = part
+        .sandbox
+        .iter()
+        .map(|s| format!("{} {:?} {:?} {:?}", s.id, s.state, s.pause_pid, s.ip));
+    let containers = part.containers.iter().map(|c| {
+        let exit = c.exit.as_ref().map(|e| e.exit_code);
+        format!("{} {:?} {:?} {exit:?}", c.container.id, c.state, c.pid)
+    });
+    sandbox.chain(containers).collect()
 }
 
 #[cfg(test)]
@@ -220,9 +266,15 @@ mod tests {
         view.relisted(before, &[sandbox("sb-a", "a")], &[]);
         assert_eq!(view.get("a").sandbox.map(|s| s.id).as_deref(), Some("sb-a"));
         assert_eq!(view.get("b").sandbox.map(|s| s.id).as_deref(), Some("sb-b"));
-        // The next relist, begun after the worker wrote, is the truth: b is gone.
-        view.relisted(Instant::now(), &[sandbox("sb-a", "a")], &[]);
+        // The next relist, begun after the worker wrote, is the truth: b is gone, and
+        // that is a change; a, as it was, is not.
+        let changed = view.relisted(Instant::now(), &[sandbox("sb-a", "a")], &[]);
         assert!(view.get("b").sandbox.is_none());
+        assert_eq!(changed, HashSet::from(["b".to_string()]));
+        let mut dead = sandbox("sb-a", "a");
+        dead.state = SandboxState::NotReady;
+        let changed = view.relisted(Instant::now(), &[dead], &[]);
+        assert_eq!(changed, HashSet::from(["a".to_string()]));
     }
 
     #[test]

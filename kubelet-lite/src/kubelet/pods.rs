@@ -19,7 +19,7 @@
 //! get their probe workers ([`probes`](super::probes)); what happens is told in Events
 //! ([`events`](super::events)) and the status ([`status`](super::status)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 
 use super::events::{self, Recorder};
 use super::objects::Objects;
-use super::pod_cache::{PodRuntime, RuntimeView, Triggers};
+use super::pod_cache::{PodRuntime, RuntimeView, Triggers, FULL_RESYNC};
 use super::pod_setup::{
     check_adopted, effective_ip, has_updating_volumes, host_ports, is_host_network, node_cpus,
     node_memory, pod_dir, policy_of, prefetch_tokens, prepare_pod, remove_pod_dir,
@@ -99,23 +99,26 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     // The relist of the runtime and the sync of every Pod, once a second whatever the events.
     let mut relist = tokio::time::interval(TICK);
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut everything = true;
+    let mut round = Round::Everything;
+    let mut last_full = Instant::now();
     loop {
         let (all, dirty) = triggers.take();
+        if all || last_full.elapsed() >= FULL_RESYNC {
+            round = Round::Everything;
+        }
+        if round == Round::Everything {
+            last_full = Instant::now();
+        }
         let desired: Vec<Arc<Pod>> = store.state();
-        if let Err(e) = sync_once(
-            &client,
-            &config,
-            &desired,
-            &shared,
-            everything || all,
-            dirty,
-        ) {
+        if let Err(e) = sync_once(&client, &config, &desired, &shared, round, dirty) {
             tracing::warn!("sync: {e:#}");
         }
-        everything = tokio::select! {
-            _ = triggers.woken() => false,
-            _ = relist.tick() => true,
+        if round == Round::Everything {
+            crate::release_free_memory();
+        }
+        round = tokio::select! {
+            _ = triggers.woken() => Round::Dirty,
+            _ = relist.tick() => Round::Relist,
         };
     }
 }
@@ -132,35 +135,56 @@ struct Shared {
     triggers: Arc<Triggers>,
 }
 
-/// One round: with `everything`, relist the runtime, sync every Pod and remove the sandboxes
-/// of Pods that are gone; otherwise sync the `dirty` Pods only.
+/// What a round of the sync loop covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The Pods whose objects changed.
+    Dirty,
+    /// Relist the runtime; sync the dirty Pods, those whose runtime state changed and those
+    /// not settled; remove the sandboxes of Pods that are gone.
+    Relist,
+    /// A relist, and every Pod.
+    Everything,
+}
+
+/// One round of the sync loop.
 fn sync_once(
     client: &kube::Client,
     config: &Config,
     desired: &[Arc<Pod>],
     shared: &Shared,
-    everything: bool,
+    round: Round,
     dirty: HashMap<String, Instant>,
 ) -> anyhow::Result<()> {
     let runtime = &config.runtime;
-    let sandboxes = if everything {
+    let (sandboxes, changed) = if round == Round::Dirty {
+        (Vec::new(), HashSet::new())
+    } else {
         let listed_at = Instant::now();
         let sandboxes = blocking(|| runtime.list_pod_sandboxes());
         let containers = blocking(|| runtime.list_containers());
         shared
             .prober
             .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
-        shared.view.relisted(listed_at, &sandboxes, &containers);
-        sandboxes
-    } else {
-        Vec::new()
+        let changed = shared.view.relisted(listed_at, &sandboxes, &containers);
+        (sandboxes, changed)
     };
     for pod in desired {
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
         let changed_at = dirty.get(&uid).copied();
-        if !everything && changed_at.is_none() {
+        let wanted = match round {
+            Round::Everything => true,
+            Round::Relist => {
+                changed_at.is_some()
+                    || changed.contains(&uid)
+                    || shared.triggers.is_unsettled(&uid)
+                    || pod.metadata.deletion_timestamp.is_some()
+            }
+            Round::Dirty => changed_at.is_some(),
+        };
+        if !wanted {
             continue;
         }
         // One worker per Pod at a time, as the kubelet's pod workers: pods start in
@@ -201,6 +225,7 @@ fn sync_once(
             shared.objects.forget(uid);
             shared.recorder.forget(uid);
             shared.posted.lock().map(|mut p| p.remove(uid)).ok();
+            shared.triggers.set_settled(uid, true);
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
     }
@@ -278,6 +303,7 @@ async fn sync_pod(
             tracing::debug!("final delete of {namespace}/{name}: {e}");
         }
         posted.lock().map(|mut p| p.remove(&uid)).ok();
+        shared.triggers.set_settled(&uid, true);
         return;
     }
     // Where a new Pod's start went, for the log (`knetsim logs <node> kubelet`).
@@ -335,6 +361,7 @@ async fn sync_pod(
                         { "type": "PodScheduled", "status": "True" },
                         { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
                     post(&api, &name, &uid, status, posted).await;
+                    shared.triggers.set_settled(&uid, false);
                     return;
                 }
             }
@@ -565,9 +592,22 @@ async fn sync_pod(
             containers: mine.clone(),
         },
     );
+    let settled = waiting.is_empty()
+        && pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .all(|spec| {
+                mine.iter()
+                    .rev()
+                    .find(|c| c.container.config.name == spec.name)
+                    .is_some_and(|c| c.state == ContainerState::Running)
+            });
     let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
     let posting = Instant::now();
-    post(&api, &name, &uid, status, posted).await;
+    let posted_ok = post(&api, &name, &uid, status, posted).await;
+    // A status the API server did not take is tried again at the next relist.
+    shared.triggers.set_settled(&uid, settled && posted_ok);
     if let Some(start) = start {
         let ms = |d: Duration| d.as_millis() as u64;
         tracing::info!(
@@ -611,14 +651,15 @@ fn backoff_ms(attempts: usize) -> u64 {
     (BACKOFF_START << doublings).min(BACKOFF_MAX)
 }
 
-/// Patch the status if it differs from what was last posted for this Pod.
-async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) {
+/// Patch the status if it differs from what was last posted for this Pod; false if the API
+/// server did not take it.
+async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) -> bool {
     if posted
         .lock()
         .map(|p| p.get(uid) == Some(&status))
         .unwrap_or(false)
     {
-        return;
+        return true;
     }
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -628,8 +669,12 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
             if let Ok(mut p) = posted.lock() {
                 p.insert(uid.to_string(), status);
             }
+            true
         }
-        Err(e) => tracing::warn!(pod = name, "posting status: {e}"),
+        Err(e) => {
+            tracing::warn!(pod = name, "posting status: {e}");
+            false
+        }
     }
 }
 
