@@ -58,6 +58,8 @@ pub struct BatchResult {
     pub left: Residue,
     /// Pods created (and deleted) so far in the run.
     pub created_so_far: usize,
+    /// Where the kubelets' time went, from their logs: (step, median, p99) in ms.
+    pub steps: Vec<(String, u64, u64)>,
 }
 
 /// What pods leave on the workers: counted over all of them.
@@ -159,6 +161,7 @@ async fn batch(
             }
         }
     });
+    let log_starts = kubelet_logs(paths);
     let started = Instant::now();
     let create = |i: usize| {
         let pods = pods.clone();
@@ -244,7 +247,85 @@ async fn batch(
             .collect(),
         left: Residue::default(),
         created_so_far: 0,
+        steps: kubelet_steps(&log_starts),
     })
+}
+
+/// Each worker's kubelet log and its length now, so a batch reads only its own lines.
+fn kubelet_logs(paths: &crate::paths::LabPaths) -> Vec<(std::path::PathBuf, u64)> {
+    WORKERS
+        .iter()
+        .map(|worker| {
+            let log = paths.process_log("c0", worker, "kubelet");
+            let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+            (log, len)
+        })
+        .collect()
+}
+
+/// The kubelets' own timings of this batch's pod starts (their `pod started` and `sandbox
+/// network set up` log lines): from the watch event to the worker, waiting for a sandbox
+/// slot, the sandbox with each CNI plugin, files and containers, the status patch.
+fn kubelet_steps(logs: &[(std::path::PathBuf, u64)]) -> Vec<(String, u64, u64)> {
+    use std::io::{Read, Seek};
+    let mut values: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut order: Vec<String> = Vec::new();
+    let mut add = |key: String, value: u64| {
+        if !order.contains(&key) {
+            order.push(key.clone());
+        }
+        values.entry(key).or_default().push(value);
+    };
+    for (log, from) in logs {
+        let mut text = String::new();
+        let Ok(mut file) = std::fs::File::open(log) else {
+            continue;
+        };
+        if file.seek(std::io::SeekFrom::Start(*from)).is_err()
+            || file.read_to_string(&mut text).is_err()
+        {
+            continue;
+        }
+        for line in text.lines() {
+            if line.contains(" pod started ") && line.contains(" pod=default/bench-") {
+                for field in line.split_whitespace() {
+                    if let Some((key, value)) = field.split_once("_ms=") {
+                        if let Ok(ms) = value.parse() {
+                            add(key.to_string(), ms);
+                        }
+                    }
+                }
+            } else if let Some(plugins) = line
+                .contains(" sandbox network set up ")
+                .then(|| line.split_once("cni_plugins=").map(|(_, p)| p))
+                .flatten()
+            {
+                for field in line.split_whitespace() {
+                    if let Some((key, value)) = field.split_once("_ms=") {
+                        if let (Ok(ms), true) = (value.parse(), key != "cni") {
+                            add(format!("sandbox: {key}"), ms);
+                        }
+                    }
+                }
+                for plugin in plugins.split(", ") {
+                    let mut words = plugin.split_whitespace();
+                    if let (Some(name), Some(Ok(ms))) = (words.next(), words.next().map(str::parse))
+                    {
+                        add(format!("sandbox: CNI {name}"), ms);
+                    }
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| {
+            let mut v = values.remove(&key)?;
+            v.sort();
+            let p99 = v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1];
+            Some((key, v[v.len() / 2], p99))
+        })
+        .collect()
 }
 
 /// A process's memory in KiB: resident (`VmRSS`), of which private (`RssAnon`: its heap,
@@ -414,6 +495,20 @@ pub fn report(results: &[BatchResult]) -> String {
             r.pods,
             mode_name(r.mode),
             agents.join(" · ")
+        );
+    }
+    out += "  where the kubelets' time went (their logs; median/p99 ms): from the watch event to the pod's worker (queued), waiting for a sandbox slot, the sandbox (netns, pause, each CNI plugin; flannel includes bridge and host-local), files, volumes and containers, the status patch, and in all\n";
+    for r in results {
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|(step, p50, p99)| format!("{step} {p50}/{p99}"))
+            .collect();
+        out += &format!(
+            "  {:<6} {:<18} {}\n",
+            r.pods,
+            mode_name(r.mode),
+            steps.join(" · ")
         );
     }
     if let Some(last) = results.last() {
