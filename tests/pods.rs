@@ -284,3 +284,167 @@ spec:
         "stubborn should still be stopping"
     );
 }
+
+/// The crash acceptance of issue 5: SIGKILL the kubelet and flannel of a node while its pod
+/// runs. The supervisor restarts both; the pod keeps its sandbox, IP, container and
+/// connectivity across nodes, and nothing is made twice (sandbox, pause process, IP lease,
+/// veth, flannel subnet lease). A pod started afterwards gets an address of its own.
+#[test]
+fn a_node_whose_kubelet_and_flannel_are_killed_keeps_its_pods_and_their_network() {
+    let lab = Lab::up_bare("podcrash", Some(TWO_WORKERS));
+    let manifest = write_temp(&format!("{}-pods.yaml", lab.name), SERVER_AND_CLIENT);
+    ok(lab.kubectl("c0", &["apply", "-f", manifest.to_str().unwrap()]));
+    wait_running(&lab, "server");
+    wait_running(&lab, "client");
+    let server_ip = jsonpath(&lab, "server", "{.status.podIP}");
+    let client_ip = jsonpath(&lab, "client", "{.status.podIP}");
+    let client_netns = format!("{}-c0-w2-default-client", lab.name);
+    let server_netns = format!("{}-c0-w1-default-server", lab.name);
+    let get = |path: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &client_netns, "curl", "-s", "-m", "2"])
+            .arg(format!("http://{server_ip}:8080{path}"))
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || get("/hostname") == "server"),
+        "client could not reach the server at {server_ip}:8080 before the crash"
+    );
+    let subnet_env = ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"]));
+    let subnet_leases = lab.flannel_lease_keys("c0");
+    let lease_dir = format!(
+        "/tmp/knetsim/{}/nodes/c0-w1/var/lib/cni/networks/cbr0",
+        lab.name
+    );
+    let ip_leases = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&lease_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(ip_leases(), vec![server_ip.clone()]);
+    let pause_of = |pod: &str| {
+        let pattern = format!("pause --lab {} --pod default/{pod} ", lab.name);
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        stdout(&out).lines().count()
+    };
+    assert_eq!(pause_of("server"), 1);
+    let containers_before = ok(lab.run(&["crictl", "c0/w1", "ps"]));
+
+    // Both node agents die at once.
+    let (kubelet, kubelet_pid) = lab.kill_process("kubelet", "c0", "w1");
+    let (flannel, flannel_pid) = lab.kill_process("flannel", "c0", "w1");
+    let restarted = eventually(Duration::from_secs(30), || {
+        let status = lab.status_json();
+        [(kubelet, kubelet_pid), (flannel, flannel_pid)]
+            .iter()
+            .all(|(index, old)| {
+                let p = &status["processes"][*index];
+                p["state"] == "ready" && p["restarts"] == 1 && p["pid"].as_i64() != Some(*old)
+            })
+    });
+    assert!(
+        restarted,
+        "kubelet and flannel were not both restarted: {}",
+        lab.status_json()
+    );
+    // The restarted kubelet's first full sync has run (it relists every second).
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The pod is the same pod: same IP, same container, never restarted.
+    assert_eq!(jsonpath(&lab, "server", "{.status.podIP}"), server_ip);
+    assert_eq!(jsonpath(&lab, "server", "{.status.phase}"), "Running");
+    assert_eq!(
+        jsonpath(
+            &lab,
+            "server",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    assert_eq!(ok(lab.run(&["crictl", "c0/w1", "ps"])), containers_before);
+    // Nothing twice: one sandbox, one pause process, one IP lease, one veth, the same subnet.
+    let sandboxes = ok(lab.run(&["crictl", "c0/w1", "pods"]));
+    assert_eq!(
+        sandboxes
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == "server"))
+            .count(),
+        1,
+        "{sandboxes}"
+    );
+    assert_eq!(pause_of("server"), 1);
+    assert_eq!(ip_leases(), vec![server_ip.clone()]);
+    // The pods' veths are the ports of the node's cni0 bridge.
+    let ports = ok(lab.exec("c0/w1", &["ip", "-o", "link", "show", "master", "cni0"]));
+    assert_eq!(ports.lines().count(), 1, "{ports}");
+    assert_eq!(
+        ok(lab.exec("c0/w1", &["cat", "/run/flannel/subnet.env"])),
+        subnet_env
+    );
+    assert_eq!(lab.flannel_lease_keys("c0"), subnet_leases);
+
+    // Connectivity across nodes, both ways, with no NAT.
+    assert!(
+        eventually(Duration::from_secs(15), || get("/hostname") == "server"),
+        "client could not reach the server at {server_ip}:8080 after the crash"
+    );
+    let seen = get("/clientip");
+    assert!(
+        seen.starts_with(&format!("{client_ip}:")),
+        "the server saw {seen}, not {client_ip}"
+    );
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server_netns,
+            "ping",
+            "-c1",
+            "-W2",
+            &client_ip,
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "server → client: {}", stdout(&ping));
+
+    // A pod started on the node afterwards gets an address of its own and reaches the server.
+    let after = write_temp(
+        &format!("{}-after.yaml", lab.name),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: after}\nspec:\n  nodeName: c0-w1\n  containers: [{name: c, image: busybox, command: [sleep, '600']}]\n",
+    );
+    ok(lab.kubectl("c0", &["apply", "-f", after.to_str().unwrap()]));
+    wait_running(&lab, "after");
+    let after_ip = jsonpath(&lab, "after", "{.status.podIP}");
+    assert_ne!(after_ip, server_ip);
+    let mut expected = vec![server_ip.clone(), after_ip.clone()];
+    expected.sort();
+    assert_eq!(ip_leases(), expected);
+    let ports = ok(lab.exec("c0/w1", &["ip", "-o", "link", "show", "master", "cni0"]));
+    assert_eq!(ports.lines().count(), 2, "{ports}");
+    let after_netns = format!("{}-c0-w1-default-after", lab.name);
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &after_netns,
+            "ping",
+            "-c1",
+            "-W2",
+            &client_ip,
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "after → client: {}", stdout(&ping));
+}

@@ -384,6 +384,9 @@ enum Bench {
         /// Batch sizes, one run each.
         #[arg(long, value_delimiter = ',', default_value = "100,500")]
         counts: Vec<usize>,
+        /// Creations per second of the paced run that follows each burst.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
     },
     /// Cluster DNS queries per second and latency through the kube-dns Service, and how soon
     /// a new Service's name resolves.
@@ -543,9 +546,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", lab::bench_reconcile::report(&result));
         }
         Command::Bench {
-            what: Bench::Pods { counts },
+            what: Bench::Pods { counts, rate },
         } => {
-            let results = lab::bench_pods::bench_pods(&counts)?;
+            let results = lab::bench_pods::bench_pods(&counts, rate)?;
             print!("{}", lab::bench_pods::report(&results));
         }
         Command::Bench { what: Bench::Dns } => {
@@ -670,7 +673,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                 },
             };
-            let runtime = tokio::runtime::Runtime::new()?;
+            kubelet_lite::limit_malloc_arenas();
+            let runtime = kubelet_lite::kubelet::tokio_runtime()?;
             runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
         }
         Command::ControllerManager(args) => {
@@ -727,7 +731,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ip_masq: args.ip_masq,
                 renew_margin: std::time::Duration::from_secs(args.subnet_lease_renew_margin * 60),
             };
-            let runtime = tokio::runtime::Runtime::new()?;
+            kubelet_lite::limit_malloc_arenas();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(flannel::daemon::run(config, shutdown_signal()))?;
         }
     }

@@ -155,17 +155,30 @@ pub struct Cni {
 impl Cni {
     /// ADD the container to the network; returns the final result.
     pub fn add(&self, list: &NetworkConfigList, rt: &RuntimeConf) -> Result<Value, CniError> {
+        self.add_timed(list, rt).map(|(result, _)| result)
+    }
+
+    /// ADD, and how long each plugin of the list took (for the runtime's log).
+    pub fn add_timed(
+        &self,
+        list: &NetworkConfigList,
+        rt: &RuntimeConf,
+    ) -> Result<(Value, Vec<(String, std::time::Duration)>), CniError> {
         let mut prev: Option<Value> = None;
+        let mut took = Vec::with_capacity(list.plugins.len());
         for plugin in &list.plugins {
             let stdin = plugin_stdin(list, plugin, prev.as_ref(), rt);
+            let began = std::time::Instant::now();
             prev = Some(
                 self.exec(plugin, "ADD", &stdin, rt)?
                     .unwrap_or_else(|| json!({})),
             );
+            let kind = plugin.get("type").and_then(Value::as_str).unwrap_or("?");
+            took.push((kind.to_string(), began.elapsed()));
         }
         let result = prev.unwrap_or_else(|| json!({}));
         self.write_cache(list, rt, &result)?;
-        Ok(result)
+        Ok((result, took))
     }
 
     /// DEL, in reverse order, with the configuration and result that ADD cached.

@@ -26,3 +26,26 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Cap glibc malloc at two arenas, for the node agents (kubelet, flannel) that run on every
+/// node. By default each thread that meets contention gets an arena of its own, up to eight
+/// per core, and each keeps the memory it once held: the kubelet's blocking runtime calls
+/// (forking CNI plugins, shims) run on many short-lived threads, so its resident memory grew
+/// with the arenas rather than with what it keeps. Call before the first thread starts.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any thread
+    // of ours allocates concurrently.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give the free memory of malloc's arenas back to the kernel (`malloc_trim`): after a burst
+/// of pod starts, the freed buffers of its requests and processes stay resident otherwise,
+/// since glibc returns only the top of each heap by itself.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}

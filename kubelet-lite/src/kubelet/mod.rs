@@ -21,6 +21,7 @@ mod image_files;
 mod images;
 mod node;
 mod objects;
+mod pod_cache;
 pub mod pod_files;
 mod pod_setup;
 mod pods;
@@ -60,6 +61,19 @@ pub struct Config {
     pub root_dir: PathBuf,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
     pub dns: pod_files::DnsSettings,
+}
+
+/// The kubelet's tokio runtime: one async worker thread, which is plenty for a node's pods
+/// (the work is forking plugins and processes, done on blocking threads), and blocking
+/// threads that go away after a second idle instead of ten, so a burst of pod starts does
+/// not leave its threads' stacks and buffers resident.
+pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(32)
+        .thread_keep_alive(Duration::from_secs(1))
+        .enable_all()
+        .build()
 }
 
 /// The real kubelet's healthz port.

@@ -127,6 +127,47 @@ pub(super) async fn prepare_pod(
     })
 }
 
+/// Ask for the Pod's service-account tokens (projected volumes) while its sandbox is being
+/// made, as the kubelet mounts volumes before it creates the sandbox: the TokenRequest round
+/// trips then cost a new Pod nothing, and [`prepare_pod`] finds the tokens cached.
+pub(super) fn prefetch_tokens(
+    pod: Arc<Pod>,
+    objects: Arc<Objects>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let wanted: Vec<(String, String, Option<String>, i64)> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| Some((v.name.clone(), v.projected.as_ref()?)))
+        .flat_map(|(volume, projected)| {
+            projected
+                .sources
+                .iter()
+                .flatten()
+                .filter_map(|source| source.service_account_token.as_ref())
+                .map(move |t| {
+                    (
+                        volume.clone(),
+                        t.path.clone(),
+                        t.audience.clone(),
+                        t.expiration_seconds.unwrap_or(3600),
+                    )
+                })
+        })
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        for (volume, path, audience, expiration) in wanted {
+            // A failure is remembered by `objects` and reported when the volume is set up.
+            let _ = objects
+                .service_account_token(&pod, &volume, &path, audience.as_deref(), expiration)
+                .await;
+        }
+    }))
+}
+
 /// Whether a volume of the Pod follows API objects and is rewritten on every sync.
 pub(super) fn has_updating_volumes(pod: &Pod) -> bool {
     pod.spec

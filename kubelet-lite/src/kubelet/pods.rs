@@ -1,6 +1,7 @@
 //! Pods bound to this node → the runtime, and the runtime → Pod status. Level-based, like
-//! the real kubelet's sync loop: every watch event (and a 1 s tick) compares every Pod with
-//! what the runtime has and fixes the difference, so nothing depends on seeing each event.
+//! the real kubelet's sync loop: a watch event syncs its Pod, and a 1 s tick relists the
+//! runtime and compares every Pod with what the runtime has and fixes the difference, so
+//! nothing depends on seeing each event ([`pod_cache`](super::pod_cache)).
 //!
 //! Each Pod's turn runs in a worker of its own (one at a time per Pod, as the kubelet's pod
 //! workers): a Pod that takes 30 s to stop holds up no other. Sandbox set-ups, which fork a
@@ -18,9 +19,9 @@
 //! get their probe workers ([`probes`](super::probes)); what happens is told in Events
 //! ([`events`](super::events)) and the status ([`status`](super::status)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -30,23 +31,25 @@ use serde_json::{json, Value};
 
 use super::events::{self, Recorder};
 use super::objects::Objects;
+use super::pod_cache::{PodRuntime, RuntimeView, Triggers, FULL_RESYNC};
 use super::pod_setup::{
     check_adopted, effective_ip, has_updating_volumes, host_ports, is_host_network, node_cpus,
-    node_memory, pod_dir, policy_of, prepare_pod, remove_pod_dir,
+    node_memory, pod_dir, policy_of, prefetch_tokens, prepare_pod, remove_pod_dir,
 };
 use super::probes::Prober;
 use super::status::{pod_status, restarts_under};
 use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
-    ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, POD_UID_LABEL,
+    ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, POD_UID_LABEL,
 };
 
 const TICK: Duration = Duration::from_secs(1);
 const BACKOFF_START: u64 = 10_000;
 const BACKOFF_MAX: u64 = 300_000;
-/// Pod sandboxes set up at once on this node: each forks a chain of CNI plugins, and a small
-/// machine gains nothing from more.
-const PARALLEL_STARTS: usize = 8;
+/// Pod sandboxes set up at once on this node, per core: each forks a chain of CNI plugins
+/// (CPU-bound work, and host-local allocates under a lock per network), so more at once only
+/// makes every one of them slower, and the first Pods of a burst later.
+const PARALLEL_STARTS_PER_CORE: usize = 2;
 
 /// What was last posted per Pod UID, shared by the pod workers.
 type Posted = Arc<std::sync::Mutex<HashMap<String, Value>>>;
@@ -61,43 +64,62 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     )
     .default_backoff()
     .applied_objects();
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let notifier = changed.clone();
+    let triggers = Arc::new(Triggers::default());
+    let notifier = triggers.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::warn!("pod watch: {e}");
+            match event {
+                Ok(pod) => match pod.metadata.uid.as_deref() {
+                    Some(uid) => notifier.pod_changed(uid),
+                    None => notifier.resync_all(),
+                },
+                Err(e) => {
+                    tracing::warn!("pod watch: {e}");
+                    notifier.resync_all();
+                }
             }
-            notifier.notify_one();
         }
     });
     store.wait_until_ready().await?;
     let objects = Objects::start(client.clone()).await?;
-    let posted = Posted::default();
     let recorder = Recorder::new(client.clone(), &config.node_name);
-    let prober = Prober::new(config.runtime.clone(), recorder.clone(), changed.clone());
-    let starts = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
-    // One worker per Pod at a time, as the kubelet's pod workers: pods start in parallel,
-    // and a Pod being stopped slowly holds up no other.
-    let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    check_adopted(&config, &store.state(), &recorder);
+    let shared = Shared {
+        posted: Posted::default(),
+        starts: Arc::new(tokio::sync::Semaphore::new(
+            PARALLEL_STARTS_PER_CORE * node_cpus().max(1.0) as usize,
+        )),
+        objects,
+        prober: Prober::new(config.runtime.clone(), recorder.clone(), triggers.clone()),
+        recorder,
+        view: Arc::new(RuntimeView::default()),
+        triggers: triggers.clone(),
+    };
+    check_adopted(&config, &store.state(), &shared.recorder);
+    // The relist of the runtime and the sync of every Pod, once a second whatever the events.
+    let mut relist = tokio::time::interval(TICK);
+    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = Round::Everything;
+    let mut last_full = Instant::now();
     loop {
+        let (all, dirty) = triggers.take();
+        if all || last_full.elapsed() >= FULL_RESYNC {
+            round = Round::Everything;
+        }
+        if round == Round::Everything {
+            last_full = Instant::now();
+        }
         let desired: Vec<Arc<Pod>> = store.state();
-        let shared = Shared {
-            posted: posted.clone(),
-            starts: starts.clone(),
-            objects: objects.clone(),
-            recorder: recorder.clone(),
-            prober: prober.clone(),
-        };
-        if let Err(e) = sync_once(&client, &config, &desired, &shared, &mut workers) {
+        if let Err(e) = sync_once(&client, &config, &desired, &shared, round, dirty) {
             tracing::warn!("sync: {e:#}");
         }
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
+        if round == Round::Everything {
+            crate::release_free_memory();
         }
+        round = tokio::select! {
+            _ = triggers.woken() => Round::Dirty,
+            _ = relist.tick() => Round::Relist,
+        };
     }
 }
 
@@ -109,38 +131,84 @@ struct Shared {
     objects: Arc<Objects>,
     recorder: Recorder,
     prober: Arc<Prober>,
+    view: Arc<RuntimeView>,
+    triggers: Arc<Triggers>,
 }
 
+/// What a round of the sync loop covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// The Pods whose objects changed.
+    Dirty,
+    /// Relist the runtime; sync the dirty Pods, those whose runtime state changed and those
+    /// not settled; remove the sandboxes of Pods that are gone.
+    Relist,
+    /// A relist, and every Pod.
+    Everything,
+}
+
+/// One round of the sync loop.
 fn sync_once(
     client: &kube::Client,
     config: &Config,
     desired: &[Arc<Pod>],
     shared: &Shared,
-    workers: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+    round: Round,
+    dirty: HashMap<String, Instant>,
 ) -> anyhow::Result<()> {
-    workers.retain(|_, worker| !worker.is_finished());
     let runtime = &config.runtime;
-    let sandboxes = Arc::new(blocking(|| runtime.list_pod_sandboxes()));
-    let containers = Arc::new(blocking(|| runtime.list_containers()));
-    shared
-        .prober
-        .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
+    let (sandboxes, changed) = if round == Round::Dirty {
+        (Vec::new(), HashSet::new())
+    } else {
+        let listed_at = Instant::now();
+        let sandboxes = blocking(|| runtime.list_pod_sandboxes());
+        let containers = blocking(|| runtime.list_containers());
+        shared
+            .prober
+            .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
+        let changed = shared.view.relisted(listed_at, &sandboxes, &containers);
+        (sandboxes, changed)
+    };
     for pod in desired {
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
-        if workers.contains_key(&uid) {
-            continue; // its worker is still busy; the next round sees the result
+        let changed_at = dirty.get(&uid).copied();
+        let wanted = match round {
+            Round::Everything => true,
+            Round::Relist => {
+                changed_at.is_some()
+                    || changed.contains(&uid)
+                    || shared.triggers.is_unsettled(&uid)
+                    || pod.metadata.deletion_timestamp.is_some()
+            }
+            Round::Dirty => changed_at.is_some(),
+        };
+        if !wanted {
+            continue;
+        }
+        // One worker per Pod at a time, as the kubelet's pod workers: pods start in
+        // parallel, and a Pod being stopped slowly holds up no other.
+        if !shared.triggers.begin(&uid) {
+            // Its worker is still busy: a change goes after it, when it is done.
+            if let Some(at) = changed_at {
+                shared.triggers.requeue(uid, at);
+            }
+            continue;
         }
         let worker = sync_pod(
             client.clone(),
             config.clone(),
             pod.clone(),
-            sandboxes.clone(),
-            containers.clone(),
+            shared.view.get(&uid),
+            changed_at,
             shared.clone(),
         );
-        workers.insert(uid, tokio::spawn(worker));
+        let done = shared.triggers.worker_guard(uid);
+        tokio::spawn(async move {
+            let _done = done;
+            worker.await;
+        });
     }
     // The kubelet's sandboxes of Pods that are gone (deleted while it was down).
     for sandbox in sandboxes.iter() {
@@ -149,13 +217,15 @@ fn sync_once(
         let wanted = desired
             .iter()
             .any(|p| p.metadata.uid.as_deref() == Some(uid));
-        if ours && !wanted && !workers.contains_key(uid) {
+        if ours && !wanted && !shared.triggers.is_busy(uid) {
             let id = sandbox.id.clone();
             blocking(|| runtime.remove_pod_sandbox(&id))?;
             remove_pod_dir(config, uid);
+            shared.view.remove(uid);
             shared.objects.forget(uid);
             shared.recorder.forget(uid);
             shared.posted.lock().map(|mut p| p.remove(uid)).ok();
+            shared.triggers.set_settled(uid, true);
             tracing::info!(pod = %format!("{}/{}", sandbox.config.namespace, sandbox.config.name), "removed sandbox of a pod that no longer exists");
         }
     }
@@ -167,10 +237,11 @@ async fn sync_pod(
     client: kube::Client,
     config: Config,
     pod: Arc<Pod>,
-    sandboxes: Arc<Vec<PodSandbox>>,
-    containers: Arc<Vec<ContainerStatus>>,
+    part: PodRuntime,
+    changed_at: Option<Instant>,
     shared: Shared,
 ) {
+    let began = Instant::now();
     let posted = &shared.posted;
     let (Some(uid), Some(name), Some(namespace)) = (
         pod.metadata.uid.clone(),
@@ -181,7 +252,8 @@ async fn sync_pod(
     };
     let runtime = &config.runtime;
     let api: Api<Pod> = Api::namespaced(client, &namespace);
-    let sandbox = sandboxes.iter().find(|s| s.config.uid == uid);
+    let containers = &part.containers;
+    let sandbox = part.sandbox.as_ref();
     if pod.metadata.deletion_timestamp.is_some() {
         if let Some(sandbox) = sandbox {
             let grace = pod
@@ -215,6 +287,7 @@ async fn sync_pod(
             }
             tracing::info!(pod = %format!("{namespace}/{name}"), "stopped and removed");
         }
+        shared.view.remove(&uid);
         remove_pod_dir(&config, &uid);
         shared.objects.forget(&uid);
         shared.recorder.forget(&uid);
@@ -230,14 +303,19 @@ async fn sync_pod(
             tracing::debug!("final delete of {namespace}/{name}: {e}");
         }
         posted.lock().map(|mut p| p.remove(&uid)).ok();
+        shared.triggers.set_settled(&uid, true);
         return;
     }
+    // Where a new Pod's start went, for the log (`knetsim logs <node> kubelet`).
+    let mut start: Option<StartTimes> = None;
     let sandbox = match sandbox {
         Some(s) => s.clone(),
         None => {
             let Ok(_permit) = shared.starts.acquire().await else {
                 return;
             };
+            let waited = began.elapsed();
+            let tokens = prefetch_tokens(pod.clone(), shared.objects.clone());
             let sandbox_config = PodSandboxConfig {
                 name: name.clone(),
                 namespace: namespace.clone(),
@@ -247,9 +325,26 @@ async fn sync_pod(
                 labels: [(POD_UID_LABEL.to_string(), uid.clone())].into(),
                 host_network: is_host_network(&pod),
             };
-            match blocking(|| runtime.run_pod_sandbox(sandbox_config)) {
+            let made = blocking(|| runtime.run_pod_sandbox(sandbox_config));
+            if let Some(tokens) = tokens {
+                let _ = tokens.await;
+            }
+            match made {
                 Ok(sandbox) => {
                     tracing::info!(pod = %format!("{namespace}/{name}"), ip = ?sandbox.ip, "sandbox ready");
+                    shared.view.set(
+                        &uid,
+                        PodRuntime {
+                            sandbox: Some(sandbox.clone()),
+                            containers: Vec::new(),
+                        },
+                    );
+                    start = Some(StartTimes {
+                        queued: changed_at.map(|at| began.saturating_duration_since(at)),
+                        waited,
+                        sandbox: began.elapsed() - waited,
+                        ..StartTimes::default()
+                    });
                     sandbox
                 }
                 Err(e) => {
@@ -266,6 +361,7 @@ async fn sync_pod(
                         { "type": "PodScheduled", "status": "True" },
                         { "type": "Ready", "status": "False", "reason": "FailedCreatePodSandBox", "message": message } ] } });
                     post(&api, &name, &uid, status, posted).await;
+                    shared.triggers.set_settled(&uid, false);
                     return;
                 }
             }
@@ -486,8 +582,55 @@ async fn sync_pod(
             );
         }
     }
+    if let Some(start) = start.as_mut() {
+        start.containers = began.elapsed() - start.waited - start.sandbox;
+    }
+    shared.view.set(
+        &uid,
+        PodRuntime {
+            sandbox: Some(sandbox.clone()),
+            containers: mine.clone(),
+        },
+    );
+    let settled = waiting.is_empty()
+        && pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .all(|spec| {
+                mine.iter()
+                    .rev()
+                    .find(|c| c.container.config.name == spec.name)
+                    .is_some_and(|c| c.state == ContainerState::Running)
+            });
     let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
-    post(&api, &name, &uid, status, posted).await;
+    let posting = Instant::now();
+    let posted_ok = post(&api, &name, &uid, status, posted).await;
+    // A status the API server did not take is tried again at the next relist.
+    shared.triggers.set_settled(&uid, settled && posted_ok);
+    if let Some(start) = start {
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::info!(
+            pod = %format!("{namespace}/{name}"),
+            queued_ms = start.queued.map(ms),
+            waited_ms = ms(start.waited),
+            sandbox_ms = ms(start.sandbox),
+            containers_ms = ms(start.containers),
+            status_ms = ms(posting.elapsed()),
+            total_ms = ms(changed_at.map_or(began.elapsed(), |at| at.elapsed())),
+            "pod started"
+        );
+    }
+}
+
+/// A new Pod's start, step by step: from its watch event to its worker (`queued`), waiting
+/// for a sandbox slot, the sandbox (netns, pause, CNI), files, volumes and containers.
+#[derive(Default)]
+struct StartTimes {
+    queued: Option<Duration>,
+    waited: Duration,
+    sandbox: Duration,
+    containers: Duration,
 }
 
 /// `restartPolicy` and the back-off: restart now?
@@ -508,14 +651,15 @@ fn backoff_ms(attempts: usize) -> u64 {
     (BACKOFF_START << doublings).min(BACKOFF_MAX)
 }
 
-/// Patch the status if it differs from what was last posted for this Pod.
-async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) {
+/// Patch the status if it differs from what was last posted for this Pod; false if the API
+/// server did not take it.
+async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) -> bool {
     if posted
         .lock()
         .map(|p| p.get(uid) == Some(&status))
         .unwrap_or(false)
     {
-        return;
+        return true;
     }
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -525,8 +669,12 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
             if let Ok(mut p) = posted.lock() {
                 p.insert(uid.to_string(), status);
             }
+            true
         }
-        Err(e) => tracing::warn!(pod = name, "posting status: {e}"),
+        Err(e) => {
+            tracing::warn!(pod = name, "posting status: {e}");
+            false
+        }
     }
 }
 

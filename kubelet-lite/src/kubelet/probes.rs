@@ -35,7 +35,7 @@ pub struct Prober {
     runtime: Runtime,
     recorder: Recorder,
     /// Wakes the pod sync when a result changes.
-    changed: Arc<tokio::sync::Notify>,
+    changed: Arc<super::pod_cache::Triggers>,
     /// Container ID → results; an entry means its workers run.
     results: Mutex<HashMap<String, Results>>,
 }
@@ -61,7 +61,7 @@ impl Prober {
     pub fn new(
         runtime: Runtime,
         recorder: Recorder,
-        changed: Arc<tokio::sync::Notify>,
+        changed: Arc<super::pod_cache::Triggers>,
     ) -> Arc<Prober> {
         Arc::new(Prober {
             runtime,
@@ -133,7 +133,7 @@ impl Prober {
                 change(r);
             }
         }
-        self.changed.notify_one();
+        self.changed.resync_all();
     }
 
     /// Forget containers that no longer exist.
@@ -291,7 +291,7 @@ impl Worker {
         if let Ok(Err(e)) = stopped {
             tracing::warn!(container = %self.id, "stopping after a failed probe: {e}");
         }
-        self.prober.changed.notify_one();
+        self.prober.changed.resync_all();
     }
 
     /// One attempt, within `timeoutSeconds`.

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use serde::{Deserialize, Serialize};
@@ -146,21 +146,39 @@ impl Runtime {
             sandbox.pause_pid = Some(self.start_pause(sandbox)?);
             return self.save(sandbox);
         }
+        let began = Instant::now();
         kernel::netns::ensure_added(&[name])?;
+        let netns = began.elapsed();
         sandbox.pause_pid = Some(self.start_pause(sandbox)?);
         self.save(sandbox)?;
+        let pause = began.elapsed() - netns;
         let loopback = NetworkConfigList::parse(Path::new("loopback"), LOOPBACK.as_bytes())
             .map_err(RuntimeError::Network)?;
-        self.cni
-            .add(&loopback, &self.runtime_conf(sandbox, "lo"))
+        let (_, lo) = self
+            .cni
+            .add_timed(&loopback, &self.runtime_conf(sandbox, "lo"))
             .map_err(RuntimeError::Network)?;
         let network =
             NetworkConfigList::load_default(&self.cni_conf_dir).map_err(RuntimeError::Network)?;
-        let result = self
+        let (result, eth0) = self
             .cni
-            .add(&network, &self.runtime_conf(sandbox, "eth0"))
+            .add_timed(&network, &self.runtime_conf(sandbox, "eth0"))
             .map_err(RuntimeError::Network)?;
         sandbox.ip = pod_ip(&result);
+        let ms = |d: Duration| d.as_millis() as u64;
+        let plugins: Vec<String> = lo
+            .iter()
+            .chain(&eth0)
+            .map(|(plugin, took)| format!("{plugin} {} ms", ms(*took)))
+            .collect();
+        tracing::info!(
+            sandbox = %sandbox.id,
+            netns_ms = ms(netns),
+            pause_ms = ms(pause),
+            cni_ms = ms(began.elapsed() - netns - pause),
+            cni_plugins = %plugins.join(", "),
+            "sandbox network set up"
+        );
         Ok(())
     }
 
