@@ -344,22 +344,6 @@ fn port_forward(lab: &Lab, websockets: &str) -> (String, String) {
     answers
 }
 
-/// The Python interpreter that has the `kubernetes` client: `scripts/install-deps.sh` puts it
-/// in a virtualenv at /opt/knetsim-python; `KNETSIM_PYTHON` names another.
-fn python_with_client() -> String {
-    let python = std::env::var("KNETSIM_PYTHON")
-        .unwrap_or_else(|_| "/opt/knetsim-python/bin/python3".to_string());
-    let has_client = Command::new(&python)
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "{python} has no `kubernetes` module: run scripts/install-deps.sh (it installs kubernetes==32.* from PyPI there)"
-    );
-    python
-}
-
 #[test]
 fn python_client_exec_and_port_forward() {
     let python = python_with_client();

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::python_with_client;
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -129,22 +132,6 @@ impl Server {
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
-}
-
-/// The Python with the official client: scripts/install-deps.sh puts it in a virtualenv at
-/// /opt/knetsim-python; `KNETSIM_PYTHON` names another.
-fn python_with_client() -> String {
-    let python = std::env::var("KNETSIM_PYTHON")
-        .unwrap_or_else(|_| "/opt/knetsim-python/bin/python3".to_string());
-    let has_client = Command::new(&python)
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        has_client,
-        "{python} has no `kubernetes` module: run scripts/install-deps.sh (it installs kubernetes==32.* from PyPI there)"
-    );
-    python
 }
 
 #[test]

@@ -288,3 +288,19 @@ pub fn root_network() -> String {
 pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
 }
+
+/// The Python interpreter that has the `kubernetes` client: `scripts/install-deps.sh` puts it
+/// in a virtualenv at /opt/knetsim-python; `KNETSIM_PYTHON` names another.
+pub fn python_with_client() -> String {
+    let python = std::env::var("KNETSIM_PYTHON")
+        .unwrap_or_else(|_| "/opt/knetsim-python/bin/python3".to_string());
+    let has_client = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_client,
+        "{python} has no `kubernetes` module: run scripts/install-deps.sh (it installs kubernetes==32.* from PyPI there)"
+    );
+    python
+}
