@@ -31,6 +31,9 @@ k() { kubectl --kubeconfig /tmp/knetsim/knetsim/kubeconfig --context c0 "$@"; }
 show k apply -f conf/demo/web.yaml
 show k rollout status deployment/web --timeout=120s
 show k wait --for=condition=Ready pod/client --timeout=60s
+# `up` returns once every node process is ready, as `kubeadm init` does; the DNS add-on's
+# pods may still be starting, so wait for them before asking for a name.
+show k -n kube-system rollout status deployment/coredns --timeout=120s
 show k get pods -o wide
 show k get endpointslices
 show k exec client -- getent hosts web
