@@ -83,6 +83,16 @@ fn pods_run_on_their_nodes_and_talk_without_nat() {
         "{client_ip}"
     );
     assert_eq!(jsonpath(&lab, "server", "{.status.hostIP}"), "172.20.0.11");
+    // Conditions carry the time of their last change, as `kubectl describe` shows them.
+    let ready_since = jsonpath(
+        &lab,
+        "server",
+        r#"{.status.conditions[?(@.type=="Ready")].lastTransitionTime}"#,
+    );
+    assert!(
+        ready_since.len() == 20 && ready_since.starts_with("20") && ready_since.ends_with('Z'),
+        "Ready's lastTransitionTime is {ready_since:?}"
+    );
 
     // The client reaches the server across nodes (agnhost netexec, as in Kubernetes' own
     // network tests), and the server sees the client's own address: pod to pod, no NAT.

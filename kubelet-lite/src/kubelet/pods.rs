@@ -37,7 +37,7 @@ use super::pod_setup::{
     node_memory, pod_dir, policy_of, prefetch_tokens, prepare_pod, remove_pod_dir,
 };
 use super::probes::Prober;
-use super::status::{pod_status, restarts_under};
+use super::status::{ms_rfc3339, pod_status, restarts_under, stamp_transitions};
 use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, POD_UID_LABEL,
@@ -603,7 +603,23 @@ async fn sync_pod(
                     .find(|c| c.container.config.name == spec.name)
                     .is_some_and(|c| c.state == ContainerState::Running)
             });
-    let status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
+    let mut status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
+    // Transitions count from what this kubelet last reported, else (after a restart) from
+    // what the API server holds.
+    let reported = posted.lock().ok().and_then(|p| {
+        p.get(&uid)
+            .and_then(|s| s.pointer("/status/conditions").cloned())
+    });
+    let held = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| serde_json::to_value(c).ok());
+    stamp_transitions(
+        &mut status,
+        reported.as_ref().or(held.as_ref()),
+        &ms_rfc3339(crate::now_ms()),
+    );
     let posting = Instant::now();
     let posted_ok = post(&api, &name, &uid, status, posted).await;
     // A status the API server did not take is tried again at the next relist.

@@ -137,6 +137,34 @@ pub(super) fn pod_status(
     }})
 }
 
+/// Gives every condition of `status` its `lastTransitionTime`, as the kubelet's status
+/// manager does: kept from `previous` (the conditions last reported) while the condition's
+/// status stays the same, `now` when it changed or was never reported. Readers rely on it:
+/// `kubectl describe`, and a ReplicaSet's `minReadySeconds` counts from Ready's transition.
+pub(super) fn stamp_transitions(status: &mut Value, previous: Option<&Value>, now: &str) {
+    let Some(conditions) = status
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for condition in conditions {
+        let kind = condition.get("type").cloned();
+        let same = previous
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("type") == kind.as_ref());
+        let kept = same
+            .filter(|p| p.get("status") == condition.get("status"))
+            .and_then(|p| p.get("lastTransitionTime"))
+            .filter(|t| t.is_string())
+            .cloned();
+        condition["lastProbeTime"] = Value::Null;
+        condition["lastTransitionTime"] = kept.unwrap_or_else(|| json!(now));
+    }
+}
+
 /// Whether `restartPolicy` restarts a container that exited with `code`.
 pub(super) fn restarts_under(policy: &str, code: i32) -> bool {
     match policy {
@@ -164,4 +192,69 @@ pub(super) fn terminated(c: &ContainerStatus) -> Value {
 /// Kubernetes' `metav1.Time`: seconds, UTC.
 pub(super) fn ms_rfc3339(ms: u64) -> String {
     crate::shim::rfc3339(ms / 1000, 0)[..19].to_string() + "Z"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conditions(status: &Value) -> Vec<(String, String)> {
+        status["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap_or_default().to_string(),
+                    c["lastTransitionTime"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transitions_are_kept_until_a_condition_changes() {
+        let report = |ready: &str| {
+            json!({ "status": { "conditions": [
+                { "type": "Initialized", "status": "True" },
+                { "type": "Ready", "status": ready },
+            ]}})
+        };
+        let mut first = report("False");
+        stamp_transitions(&mut first, None, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            conditions(&first),
+            [
+                ("Initialized".into(), "2026-01-01T00:00:00Z".into()),
+                ("Ready".into(), "2026-01-01T00:00:00Z".into())
+            ]
+        );
+        assert!(first["status"]["conditions"][0]["lastProbeTime"].is_null());
+
+        let mut second = report("True");
+        stamp_transitions(
+            &mut second,
+            Some(&first["status"]["conditions"]),
+            "2026-01-01T00:00:05Z",
+        );
+        assert_eq!(
+            conditions(&second),
+            [
+                ("Initialized".into(), "2026-01-01T00:00:00Z".into()),
+                ("Ready".into(), "2026-01-01T00:00:05Z".into())
+            ]
+        );
+
+        // Nothing changed: the report is the same, so the kubelet sends no patch.
+        let mut third = report("True");
+        stamp_transitions(
+            &mut third,
+            Some(&second["status"]["conditions"]),
+            "2026-01-01T00:00:09Z",
+        );
+        assert_eq!(third, second);
+    }
 }
