@@ -9,6 +9,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use kube::{Resource, ResourceExt};
 
+/// What can fail for a controller that owns pods directly (ReplicaSet, Job).
+#[derive(Debug, thiserror::Error)]
+pub enum PodOwnerError {
+    #[error("missing object key {0}")]
+    MissingObjectKey(&'static str),
+    #[error("creating pod {0} failed: {1}")]
+    PodCreationFailed(String, #[source] kube::Error),
+    #[error("deleting pod {0} failed: {1}")]
+    PodDeletionFailed(String, #[source] kube::Error),
+    #[error("updating the status of {0} failed: {1}")]
+    StatusUpdateFailed(String, #[source] kube::Error),
+}
+
 /// Not finished and not being deleted: what a ReplicaSet counts.
 pub fn is_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && !is_terminal(pod)

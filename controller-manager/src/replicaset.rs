@@ -26,17 +26,7 @@ use crate::pods::{
     controlled_by, is_active, is_ready, owner_reference, pod_from_template, random_suffix,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("missing object key {0}")]
-    MissingObjectKey(&'static str),
-    #[error("creating pod {0} failed: {1}")]
-    PodCreationFailed(String, #[source] kube::Error),
-    #[error("deleting pod {0} failed: {1}")]
-    PodDeletionFailed(String, #[source] kube::Error),
-    #[error("updating the status of {0} failed: {1}")]
-    StatusUpdateFailed(String, #[source] kube::Error),
-}
+pub use crate::pods::PodOwnerError as Error;
 
 pub struct Context {
     pub client: kube::Client,
