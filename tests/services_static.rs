@@ -2,9 +2,10 @@
 //! mode: rules rendered once at start-up keep a deleted pod's DNAT, so its virtual IP breaks
 //! for the clients behind them, while the dynamic rules of the node heal.
 //!
-//! A lab runs kubeproxy-lite normally on every node; the static one is started by the test in
-//! the network namespace of one client pod, whose own traffic it then DNATs before the packets
-//! leave the pod.
+//! The first test runs kubeproxy-lite normally on every node and a static one, started by the
+//! test, in the network namespace of one client pod, whose own traffic it then DNATs before
+//! the packets leave the pod: both behaviours side by side. The second uses the lab-level
+//! switch a class uses (`serviceProxy: static` in the topology, `knetsim service-proxy`).
 
 mod common;
 mod services_support;
@@ -22,6 +23,30 @@ metadata: {name: web}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+/// Two agnhost pods behind `web`, one per worker, and a client on the control-plane node.
+const WEB_PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web-a, labels: {app: web}}
+spec:
+  nodeName: c0-w1
+  containers: [{name: netexec, image: "registry.k8s.io/e2e-test-images/agnhost:2.53", args: ["netexec", "--http-port=8080"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-b, labels: {app: web}}
+spec:
+  nodeName: c0-w2
+  containers: [{name: netexec, image: "registry.k8s.io/e2e-test-images/agnhost:2.53", args: ["netexec", "--http-port=8080"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: c0-cp
+  containers: [{name: shell, image: busybox, command: ["sleep", "3600"]}]
 "#;
 
 const TWO_WORKERS: &str = "clusters:\n  - name: c0\n    workers: 2\n";
@@ -45,28 +70,7 @@ impl Drop for StaticProxy {
 fn a_deleted_pod_breaks_a_static_virtual_ip_while_the_dynamic_one_heals() {
     let lab = Lab::up("svcstatic", Some(TWO_WORKERS));
     let manifest = format!(
-        r#"
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-a, labels: {{app: web}}}}
-spec:
-  nodeName: c0-w1
-  containers: [{{name: netexec, image: "registry.k8s.io/e2e-test-images/agnhost:2.53", args: ["netexec", "--http-port=8080"]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: web-b, labels: {{app: web}}}}
-spec:
-  nodeName: c0-w2
-  containers: [{{name: netexec, image: "registry.k8s.io/e2e-test-images/agnhost:2.53", args: ["netexec", "--http-port=8080"]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client}}
-spec:
-  nodeName: c0-cp
-  containers: [{{name: shell, image: busybox, command: ["sleep", "3600"]}}]
----
+        r#"{WEB_PODS}---
 apiVersion: v1
 kind: Pod
 metadata: {{name: frozen}}
@@ -74,8 +78,7 @@ spec:
   nodeName: c0-cp
   containers: [{{name: shell, image: busybox, command: ["sleep", "3600"]}}]
 ---
-{}"#,
-        WEB
+{WEB}"#
     );
     let path = write_temp(&format!("{}-static.yaml", lab.name), &manifest);
     ok(lab.kubectl("c0", &["apply", "-f", path.to_str().unwrap()]));
@@ -188,6 +191,82 @@ spec:
     );
 
     drop(_static_proxy);
+    let name = lab.name.clone();
+    drop(lab);
+    assert_eq!(residue(&name), Vec::<String>::new());
+}
+
+const STATIC_CLUSTER: &str = "clusters:\n  - name: c0\n    workers: 2\n    serviceProxy: static\n";
+
+/// The lab-level switch a class uses: a cluster brought up with `serviceProxy: static` keeps a
+/// deleted pod in its rules, so its virtual IP breaks; `knetsim service-proxy c0 dynamic`
+/// restarts the proxies following the API, and the virtual IP heals.
+#[test]
+fn a_static_cluster_breaks_on_a_deleted_pod_and_heals_when_switched_to_dynamic() {
+    let lab = Lab::up("svcswitch", Some(STATIC_CLUSTER));
+    let path = write_temp(&format!("{}-pods.yaml", lab.name), WEB_PODS);
+    ok(lab.kubectl("c0", &["apply", "-f", path.to_str().unwrap()]));
+    let ip_a = wait_running(&lab, "web-a");
+    let ip_b = wait_running(&lab, "web-b");
+    wait_running(&lab, "client");
+    // The proxies rendered once at start-up, before the Service existed, and ignore it.
+    let service = write_temp(&format!("{}-web.yaml", lab.name), WEB);
+    ok(lab.kubectl("c0", &["apply", "-f", service.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_secs(1));
+    let node_table = || stdout(&lab.exec("c0/cp", &["nft", "list", "table", "ip", "kube-proxy"]));
+    assert!(
+        !node_table().contains(&format!("dnat to {ip_a}:8080")),
+        "a static proxy followed a Service created after it started: {}",
+        node_table()
+    );
+    // A class freezes the rules once it has deployed: dynamic picks the Service up, and the
+    // switch back to static renders the state of that moment, both pods.
+    ok(lab.run(&["service-proxy", "c0", "dynamic"]));
+    let switched = ok(lab.run(&["service-proxy", "c0", "static"]));
+    assert!(
+        switched.contains("from dynamic to static") && switched.contains("c0/cp/kubeproxy-lite"),
+        "{switched}"
+    );
+    let both = |table: &str| {
+        table.contains(&format!("dnat to {ip_a}:8080"))
+            && table.contains(&format!("dnat to {ip_b}:8080"))
+    };
+    assert!(both(&node_table()), "{}", node_table());
+    let url = format!("http://{}", get(&lab, "svc", "web", "{.spec.clusterIP}"));
+
+    // web-b goes; the static rules keep its DNAT and some requests break.
+    ok(lab.kubectl("c0", &["delete", "pod", "web-b"]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        both(&node_table()),
+        "the static table changed: {}",
+        node_table()
+    );
+    let script = format!("for i in $(seq 20); do curl -s -m 1 {url}/hostname; echo \" $?\"; done");
+    let out = stdout(&in_pod(&lab, "cp", "client", &script));
+    let failed = out.lines().filter(|l| !l.starts_with("web-a ")).count();
+    assert!(failed > 0 && failed < 20, "some requests must break: {out}");
+
+    // Dynamic again: the proxies' first sync drops web-b and every request reaches web-a.
+    let switched = ok(lab.run(&["service-proxy", "c0", "dynamic"]));
+    assert!(switched.contains("from static to dynamic"), "{switched}");
+    let table = node_table();
+    assert!(
+        table.contains(&format!("dnat to {ip_a}:8080"))
+            && !table.contains(&format!("dnat to {ip_b}:8080")),
+        "{table}"
+    );
+    let healed = hostnames(&lab, "cp", "client", &url, 30);
+    assert_eq!(healed.get("web-a"), Some(&30), "dynamic: {healed:?}");
+    let again = ok(lab.run(&["service-proxy", "c0", "dynamic"]));
+    assert!(again.contains("already dynamic"), "{again}");
+    let unknown = lab.run(&["service-proxy", "c9", "static"]);
+    assert!(
+        !unknown.status.success() && stderr(&unknown).contains("no cluster `c9`"),
+        "{}",
+        stderr(&unknown)
+    );
+
     let name = lab.name.clone();
     drop(lab);
     assert_eq!(residue(&name), Vec::<String>::new());

@@ -48,6 +48,15 @@ enum Command {
         #[command(subcommand)]
         verb: NodeVerb,
     },
+    /// Switch a running cluster's kubeproxy-lites between `dynamic` (rules follow Services
+    /// and EndpointSlices) and `static` (rendered once at start-up, as the predecessor did);
+    /// restarts them and waits until their rules are written.
+    ServiceProxy {
+        /// The cluster (`c0`).
+        cluster: String,
+        /// `dynamic` or `static`.
+        mode: lab::topology::ServiceProxyMode,
+    },
     /// Run a command on a node (`c0/w1`) and return its exit code.
     Exec {
         node: String,
@@ -494,6 +503,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.elapsed.as_secs_f64(),
                 report.pods
             );
+        }
+        Command::ServiceProxy { cluster, mode } => {
+            let report = lab::service_proxy::set(lab, &cluster, mode)?;
+            if report.restarted.is_empty() {
+                println!(
+                    "cluster {cluster}'s service proxies are already {}",
+                    mode.as_str()
+                );
+            } else {
+                println!(
+                    "cluster {cluster}'s service proxies switched from {} to {} in {:.2} s (restarted {})",
+                    report.previous.as_str(),
+                    mode.as_str(),
+                    report.elapsed.as_secs_f64(),
+                    report.restarted.join(", ")
+                );
+            }
         }
         Command::Exec { node, command } => {
             return Err(lab::exec::exec_on_node(lab, &node, &command))

@@ -21,6 +21,7 @@ pub mod node;
 pub mod paths;
 pub mod plan;
 pub mod progress;
+pub mod service_proxy;
 pub mod status;
 pub mod supervisor;
 pub mod topology;

@@ -90,10 +90,10 @@ pub fn plan_worker(plan: &LabPlan, cluster: &str, name: &str) -> anyhow::Result<
     ))
 }
 
-/// Holds the lab's node lock while alive.
-struct NodeLock(#[allow(dead_code)] std::fs::File);
+/// Holds the lab's plan lock while alive: one `node add|remove` or `service-proxy` at a time.
+pub(crate) struct NodeLock(#[allow(dead_code)] std::fs::File);
 
-fn lock(lab: &str, paths: &LabPaths) -> anyhow::Result<NodeLock> {
+pub(crate) fn lock(lab: &str, paths: &LabPaths) -> anyhow::Result<NodeLock> {
     let path = paths.root.join("nodes.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -112,7 +112,7 @@ fn lock(lab: &str, paths: &LabPaths) -> anyhow::Result<NodeLock> {
 }
 
 /// Write the plan whole (via rename), so a reader never sees half of it.
-fn write_plan(paths: &LabPaths, plan: &LabPlan) -> anyhow::Result<()> {
+pub(crate) fn write_plan(paths: &LabPaths, plan: &LabPlan) -> anyhow::Result<()> {
     let tmp = paths.plan().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(plan)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -121,7 +121,7 @@ fn write_plan(paths: &LabPaths, plan: &LabPlan) -> anyhow::Result<()> {
 }
 
 /// The running supervisor of `lab`, checked by its command line (the pid may be reused).
-fn supervisor_pid(lab: &str, paths: &LabPaths) -> anyhow::Result<i32> {
+pub(crate) fn supervisor_pid(lab: &str, paths: &LabPaths) -> anyhow::Result<i32> {
     let pid = std::fs::read_to_string(paths.supervisor_pid())
         .ok()
         .and_then(|text| text.trim().parse::<i32>().ok());
@@ -138,7 +138,7 @@ fn supervisor_pid(lab: &str, paths: &LabPaths) -> anyhow::Result<i32> {
 }
 
 /// Tell the supervisor to read the plan again.
-fn reload(pid: i32) -> anyhow::Result<()> {
+pub(crate) fn reload(pid: i32) -> anyhow::Result<()> {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGHUP,

@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::paths::LabPaths;
-use crate::topology::Topology;
+use crate::topology::{ServiceProxyMode, Topology};
 
 /// The lab used when none is named.
 pub const DEFAULT_LAB: &str = "knetsim";
@@ -64,6 +64,9 @@ pub struct ClusterPlan {
     /// cluster's API server; chosen free by `up` (0 until then).
     #[serde(default)]
     pub api_port: u16,
+    /// Whether the cluster's kubeproxy-lites follow the API or keep their first rules.
+    #[serde(default)]
+    pub service_proxy: ServiceProxyMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,7 +122,7 @@ impl NodePlan {
 }
 
 /// A long-running process of the lab, as the supervisor starts it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessSpec {
     /// What it is, e.g. `etcd`; unique per node.
     pub name: String,
@@ -194,6 +197,7 @@ impl LabPlan {
                     service_network: cluster.service_network.0,
                     nodes,
                     api_port: 0,
+                    service_proxy: cluster.service_proxy,
                 }
             })
             .collect();
@@ -429,21 +433,25 @@ pub const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
 /// kubeproxy-lite on every node (the control plane too: host-network clients there use
 /// Services as well), with kube-proxy's flags. Ready once its first sync is in the kernel.
 fn kube_proxy(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
+    let mut args = vec![
+        "kubeproxy-lite".into(),
+        format!("--lab={lab}"),
+        format!("--cluster={}", cluster.name),
+        format!("--node={}", node.name),
+        format!("--kubeconfig={KUBE_PROXY_KUBECONFIG}"),
+        format!("--hostname-override={}", node.hostname),
+        format!("--node-ip={}", node.address),
+        format!("--cluster-cidr={}", cluster.pod_network),
+    ];
+    if cluster.service_proxy == ServiceProxyMode::Static {
+        args.push("--static".into());
+    }
     ProcessSpec {
         name: "kubeproxy-lite".into(),
         cluster: cluster.name.clone(),
         node: node.name.clone(),
         program: Program::Knetsim,
-        args: vec![
-            "kubeproxy-lite".into(),
-            format!("--lab={lab}"),
-            format!("--cluster={}", cluster.name),
-            format!("--node={}", node.name),
-            format!("--kubeconfig={KUBE_PROXY_KUBECONFIG}"),
-            format!("--hostname-override={}", node.hostname),
-            format!("--node-ip={}", node.address),
-            format!("--cluster-cidr={}", cluster.pod_network),
-        ],
+        args,
         ready: Readiness::HttpGet {
             port: KUBE_PROXY_HEALTHZ_PORT,
             path: "/healthz".into(),
@@ -580,6 +588,26 @@ mod tests {
         );
         assert!(by_id_args(&processes, "c0/w2/kubeproxy-lite")
             .contains(&"--cluster-cidr=10.244.0.0/16".to_string()));
+        assert!(!by_id_args(&processes, "c0/w2/kubeproxy-lite").contains(&"--static".to_string()));
+        plan.clusters[0].service_proxy = ServiceProxyMode::Static;
+        let frozen = plan.processes(&paths);
+        assert!(by_id_args(&frozen, "c0/w2/kubeproxy-lite").contains(&"--static".to_string()));
+        assert!(!by_id_args(&frozen, "c1/w2/kubeproxy-lite").contains(&"--static".to_string()));
+        // Only the proxies' command lines change: the supervisor restarts them and no other.
+        let changed: Vec<String> = frozen
+            .iter()
+            .filter(|spec| !processes.contains(spec))
+            .map(ProcessSpec::id)
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                "c0/cp/kubeproxy-lite",
+                "c0/w1/kubeproxy-lite",
+                "c0/w2/kubeproxy-lite",
+                "c0/w3/kubeproxy-lite"
+            ]
+        );
         assert!(by_id_args(&processes, "c0/cp/kubelet")
             .contains(&"--register-with-control-plane-taint".to_string()));
         assert!(!by_id_args(&processes, "c0/w1/kubelet")

@@ -8,8 +8,9 @@
 //! writes stdout and stderr to its own log file.
 //!
 //! On SIGHUP it reads the plan again (as nginx or sshd re-read their config): processes of
-//! nodes added since are started, those of nodes removed are stopped; the others are left
-//! alone. This is how `knetsim node add` and `node remove` change a running lab.
+//! nodes added since are started, those of nodes removed are stopped, those whose command
+//! line changed are restarted with the new one; the others are left alone. This is how
+//! `knetsim node add`, `node remove` and `service-proxy` change a running lab.
 //!
 //! On SIGTERM or SIGINT every process gets SIGTERM, then SIGKILL after a grace period, and the
 //! supervisor exits. If the supervisor itself is killed, its processes keep running until
@@ -84,6 +85,8 @@ fn initial_status(paths: &LabPaths, spec: &ProcessSpec) -> ProcessStatus {
 
 /// The task keeping one process running, and how to tell it to stop.
 struct Supervised {
+    /// What it was started as: a plan asking for something else restarts it.
+    spec: ProcessSpec,
     task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -97,18 +100,21 @@ struct Processes {
 
 impl Processes {
     /// Start a task for every process of `plan` that has none yet; stop the tasks of
-    /// processes `plan` no longer has. Returns how many were started and stopped.
+    /// processes `plan` no longer has, or has with another command line (those start again
+    /// as new). Returns how many were started and stopped.
     async fn follow(
         &mut self,
         plan: &crate::plan::LabPlan,
         context: &Arc<Context>,
     ) -> anyhow::Result<(usize, usize)> {
         let specs = plan.processes(&context.paths);
-        let wanted: Vec<String> = specs.iter().map(ProcessSpec::id).collect();
         let gone: Vec<String> = self
             .order
             .iter()
-            .filter(|id| !wanted.contains(id))
+            .filter(|id| {
+                let running = self.running.get(*id).map(|p| &p.spec);
+                !specs.iter().any(|spec| Some(spec) == running)
+            })
             .cloned()
             .collect();
         // Stop all of them at once, then wait: a node's processes go down together.
@@ -148,8 +154,9 @@ impl Processes {
                 .cloned()
                 .map_err(anyhow::Error::msg)?;
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(keep_running(spec, node, context.clone(), stopped));
-            self.running.insert(id.clone(), Supervised { task, stop });
+            let task = tokio::spawn(keep_running(spec.clone(), node, context.clone(), stopped));
+            self.running
+                .insert(id.clone(), Supervised { spec, task, stop });
             self.order.push(id);
         }
         Ok((started, gone.len()))

@@ -38,6 +38,45 @@ pub struct Cluster {
     pub service_network: Cidr,
     #[serde(default = "default_workers")]
     pub workers: u32,
+    /// How every node's kubeproxy-lite follows Services: `dynamic` (kube-proxy's behaviour)
+    /// or `static` (rules rendered once at start-up, the predecessor's behaviour).
+    #[serde(default)]
+    pub service_proxy: ServiceProxyMode,
+}
+
+/// kubeproxy-lite's mode for a whole cluster (`serviceProxy:` in the topology,
+/// `knetsim service-proxy` on a running lab).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProxyMode {
+    /// Rules follow Services and EndpointSlices as they change.
+    #[default]
+    Dynamic,
+    /// Rules are rendered once from the state at start-up and never updated, so a deleted
+    /// pod keeps its DNAT and breaks its virtual IP.
+    Static,
+}
+
+impl ServiceProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceProxyMode::Dynamic => "dynamic",
+            ServiceProxyMode::Static => "static",
+        }
+    }
+}
+
+impl FromStr for ServiceProxyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dynamic" => Ok(ServiceProxyMode::Dynamic),
+            "static" => Ok(ServiceProxyMode::Static),
+            _ => Err(format!(
+                "`{s}` is not a service proxy mode: use `dynamic` (rules follow the API) or `static` (rendered once at start-up)"
+            )),
+        }
+    }
 }
 
 fn default_pod_network() -> Cidr {
@@ -387,6 +426,19 @@ mod tests {
         assert!(err.message.contains("not an IPv4 network"), "{err}");
         let err = parse("clusters:\n  - name: c0\n    podNetwork: 10.244.0.1/16\n").unwrap_err();
         assert!(err.message.contains("host bits"), "{err}");
+    }
+
+    #[test]
+    fn service_proxy_mode_defaults_to_dynamic_and_rejects_others() {
+        let t = parse("clusters:\n  - name: a\n  - name: b\n    serviceProxy: static\n").unwrap();
+        assert_eq!(t.clusters[0].service_proxy, ServiceProxyMode::Dynamic);
+        assert_eq!(t.clusters[1].service_proxy, ServiceProxyMode::Static);
+        let err = parse("clusters:\n  - name: c0\n    serviceProxy: frozen\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("unknown variant `frozen`"), "{err}");
+        assert_eq!("static".parse(), Ok(ServiceProxyMode::Static));
+        let err = "Static".parse::<ServiceProxyMode>().unwrap_err();
+        assert!(err.contains("use `dynamic`"), "{err}");
     }
 
     #[test]
