@@ -289,6 +289,85 @@ fn deployments_scale_roll_out_and_cascade() {
         "{conditions}"
     );
 
+    // Orphaned with `--cascade=orphan`, the ReplicaSets and pods stay; the Deployment created
+    // again adopts them and replaces no pod.
+    let before = pod_names(&lab, "default", "app=web");
+    ok(lab.kubectl("c0", &["delete", "deployment", "web", "--cascade=orphan"]));
+    let owners = |lab: &Lab, kind: &str| -> Vec<String> {
+        let list = kubectl_json(lab, &["get", kind, "-l", "app=web"]);
+        items(&list)
+            .iter()
+            .map(|o| {
+                o["metadata"]["ownerReferences"][0]["uid"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let orphaned = eventually(Duration::from_secs(20), || {
+        let rs = owners(&lab, "rs");
+        !rs.is_empty() && rs.iter().all(String::is_empty)
+    });
+    assert!(
+        orphaned,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs", "-o", "yaml"]))
+    );
+    assert_eq!(pod_names(&lab, "default", "app=web"), before);
+    ok(lab.kubectl(
+        "c0",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    ));
+    let uid = ok(lab.kubectl(
+        "c0",
+        &["get", "deployment", "web", "-o", "jsonpath={.metadata.uid}"],
+    ));
+    let adopted = eventually(Duration::from_secs(20), || {
+        owners(&lab, "rs").iter().all(|owner| *owner == uid)
+    });
+    assert!(
+        adopted,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "rs", "-o", "yaml"]))
+    );
+    rollout_status(&lab);
+    assert_eq!(
+        pod_names(&lab, "default", "app=web"),
+        before,
+        "the adopted ReplicaSet kept its pods"
+    );
+
+    // A pod relabelled out of the selector is released and replaced; relabelled back, it is
+    // adopted again and the ReplicaSet removes the one pod too many.
+    let stray = before.iter().next().expect("a web pod").clone();
+    ok(lab.kubectl("c0", &["label", "pod", &stray, "app=stray", "--overwrite"]));
+    let released = eventually(Duration::from_secs(20), || {
+        let pod = kubectl_json(&lab, &["get", "pod", &stray]);
+        let web = pod_names(&lab, "default", "app=web");
+        let owners = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .map_or(0, Vec::len);
+        owners == 0 && web.len() == 3 && !web.contains(&stray)
+    });
+    assert!(
+        released,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "--show-labels"]))
+    );
+    assert_slices_follow_ready_pods(&lab, 3);
+    ok(lab.kubectl("c0", &["label", "pod", &stray, "app=web", "--overwrite"]));
+    let settled = eventually(Duration::from_secs(20), || {
+        let pods = owners(&lab, "pods");
+        pods.len() == 3 && pods.iter().all(|owner| !owner.is_empty())
+    });
+    assert!(
+        settled,
+        "{}",
+        ok(lab.kubectl("c0", &["get", "pods", "--show-labels"]))
+    );
+    assert_slices_follow_ready_pods(&lab, 3);
+
     // A restart rolls out a new revision.
     ok(lab.kubectl("c0", &["rollout", "restart", "deployment/web"]));
     rollout_status(&lab);

@@ -287,6 +287,24 @@ fn spec_part(v: &Value) -> Value {
     v
 }
 
+/// `metadata.uid` cannot change (`ValidateObjectMetaUpdate`): an update or patch naming
+/// another uid was meant for an object since deleted and re-created under the same name, which
+/// is why controllers put the uid in their adoption patches.
+pub fn check_uid_unchanged(r: &ResourceInfo, current: &Value, new: &Value) -> Result<(), AppError> {
+    let uid = meta_str(new, "uid");
+    if uid.is_empty() || uid == meta_str(current, "uid") {
+        return Ok(());
+    }
+    Err(AppError::Invalid(
+        target(r.group, r.kind, meta_str(current, "name")),
+        vec![FieldError {
+            field: "metadata.uid".into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: \"{uid}\": field is immutable"),
+        }],
+    ))
+}
+
 /// Merge an update into the current object (`PrepareForUpdate`): system metadata is kept,
 /// status changes only through `/status`, and `generation` counts spec changes.
 pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option<&str>) -> Value {

@@ -718,3 +718,38 @@ async fn crd_versions_share_storage_and_status_subresource() {
     let (s, _) = call(&app, Method::GET, "/apis/example.com/v1/gadgets/g", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// An update or patch naming another uid is for an object since deleted and re-created: 422
+/// with `metadata.uid` immutable, and nothing changes (controllers' adoption patches rely on
+/// it).
+#[tokio::test]
+async fn a_write_naming_another_uid_is_refused() {
+    let app = setup().await;
+    let (_, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(cm("a")),
+    )
+    .await;
+    let uri = "/api/v1/namespaces/default/configmaps/a";
+    let patch =
+        json!({"metadata": {"uid": "0f0f0f0f-0000-0000-0000-000000000000", "labels": {"x": "y"}}});
+    let (s, b) = call(&app, Method::PATCH, uri, Some(patch)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(
+        b["message"],
+        json!("ConfigMap \"a\" is invalid: metadata.uid: Invalid value: \"0f0f0f0f-0000-0000-0000-000000000000\": field is immutable")
+    );
+    let mut replaced = created.clone();
+    replaced["metadata"]["uid"] = json!("0f0f0f0f-0000-0000-0000-000000000000");
+    let (s, _) = call(&app, Method::PUT, uri, Some(replaced)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, now) = call(&app, Method::GET, uri, None).await;
+    assert_eq!(now["metadata"]["uid"], created["metadata"]["uid"]);
+    assert!(now["metadata"]["labels"].get("x").is_none(), "{now}");
+    // Its own uid is fine.
+    let same = json!({"metadata": {"uid": created["metadata"]["uid"], "labels": {"x": "y"}}});
+    let (s, b) = call(&app, Method::PATCH, uri, Some(same)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

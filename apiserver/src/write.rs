@@ -19,8 +19,8 @@ use crate::backend::Kv;
 use crate::crd::{from_scale, is_crd, to_scale};
 use crate::error::AppError;
 use crate::objects::{
-    check_namespace, check_type, has_finalizers, now, now_plus, prepare_create, prepare_update,
-    ready_to_delete,
+    check_namespace, check_type, check_uid_unchanged, has_finalizers, now, now_plus,
+    prepare_create, prepare_update, ready_to_delete,
 };
 use crate::registry::{self, ResourceInfo};
 use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
@@ -191,6 +191,7 @@ pub async fn update(
     let mut new = if scale {
         prepare_update(t.info, &current, from_scale(t.info, &current, &obj)?, None)
     } else {
+        check_uid_unchanged(t.info, &current, &obj)?;
         prepare_update(t.info, &current, obj, t.sub.as_deref())
     };
     managed::record_update(Some(&current), &mut new, &t.field_manager, t.sub.as_deref());
@@ -278,6 +279,7 @@ pub async fn patch_object(
             check_type(t.info, &mut patched)?;
             check_namespace(t.info, t.namespace.as_deref(), &mut patched)?;
             check_name(name, &mut patched)?;
+            check_uid_unchanged(t.info, &current, &patched)?;
             prepare_update(t.info, &current, patched, t.sub.as_deref())
         };
         match owners {

@@ -30,9 +30,10 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::claims;
 use crate::events::Recorder;
 use crate::informers::Informers;
-use crate::pods::{controlled_by, owner_reference, scaled_value, template_hash};
+use crate::pods::{owner_reference, scaled_value, template_hash};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -51,6 +52,8 @@ pub enum Error {
     ReplicaSetDeletionFailed(String, #[source] kube::Error),
     #[error("updating Deployment {0} failed: {1}")]
     DeploymentUpdateFailed(String, #[source] kube::Error),
+    #[error(transparent)]
+    ClaimFailed(#[from] crate::claims::ClaimError),
 }
 
 pub struct Context {
@@ -66,7 +69,9 @@ pub fn run(
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.deployments.subscribe();
     let rs_changes = informers.replica_sets.subscribe();
+    let orphan_changes = informers.replica_sets.subscribe();
     let store = informers.deployments.store.clone();
+    let selecting = store.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), "deployment-controller"),
         client,
@@ -75,6 +80,9 @@ pub fn run(
     async move {
         Controller::for_stream(changes, store)
             .owns_stream(rs_changes)
+            .watches_stream(orphan_changes, move |rs| {
+                claims::selecting(&selecting, |d| d.spec.as_ref().map(|s| &s.selector), &rs)
+            })
             .run(reconcile, error_policy, ctx)
             .for_each(|_| async {})
             .await;
@@ -147,17 +155,18 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Erro
     let namespace = d
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let uid = d.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    // Owner references (and so every claim) name the uid.
+    d.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let spec = d.spec.clone().ok_or(Error::MissingObjectKey(".spec"))?;
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut all: Vec<Arc<ReplicaSet>> = ctx
+    // Its ReplicaSets, after adopting orphans its selector matches (left by
+    // `kubectl delete deployment --cascade=orphan`) and releasing those it no longer matches.
+    let in_namespace = ctx
         .replica_sets
         .state()
         .into_iter()
-        .filter(|rs| {
-            rs.namespace().as_deref() == Some(&namespace) && controlled_by(&rs.metadata, &uid)
-        })
-        .collect();
+        .filter(|rs| rs.namespace().as_deref() == Some(&namespace));
+    let mut all = claims::claim(&ctx.client, d.as_ref(), &spec.selector, in_namespace).await?;
     all.sort_by_key(|rs| {
         (
             rs.metadata.creation_timestamp.as_ref().map(|t| t.0),

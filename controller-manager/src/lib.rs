@@ -16,6 +16,7 @@
 //! server approximates apply without field ownership, so a field a controller stops setting
 //! would never be removed.
 
+pub mod claims;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;

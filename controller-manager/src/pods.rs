@@ -20,6 +20,8 @@ pub enum PodOwnerError {
     PodDeletionFailed(String, #[source] kube::Error),
     #[error("updating the status of {0} failed: {1}")]
     StatusUpdateFailed(String, #[source] kube::Error),
+    #[error(transparent)]
+    ClaimFailed(#[from] crate::claims::ClaimError),
 }
 
 /// Not finished and not being deleted: what a ReplicaSet counts.

@@ -1,7 +1,8 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods running for every ReplicaSet, and
 //! reports how many there are, are ready and available (ready for `minReadySeconds`).
 //!
-//! Pods belong to a ReplicaSet by their controller owner reference. Creation starts slow
+//! Pods belong to a ReplicaSet by their controller owner reference; orphans its selector
+//! matches are adopted and its pods relabelled out of it released ([`claims`]). Creation starts slow
 //! (one request, then a window that doubles with each round of successes) so a template the
 //! API server rejects costs one request, not hundreds; deletion removes the least useful pods first (unscheduled, pending, not ready,
 //! youngest). [`Expectations`] remember what is in flight until the cache shows it.
@@ -19,12 +20,11 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::claims;
 use crate::events::Recorder;
 use crate::expectations::Expectations;
 use crate::informers::Informers;
-use crate::pods::{
-    controlled_by, is_active, is_ready, owner_reference, pod_from_template, random_suffix,
-};
+use crate::pods::{is_active, is_ready, owner_reference, pod_from_template, random_suffix};
 
 pub use crate::pods::PodOwnerError as Error;
 
@@ -45,7 +45,9 @@ pub fn run(
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.replica_sets.subscribe();
     let pod_changes = informers.pods.subscribe();
+    let orphan_changes = informers.pods.subscribe();
     let store = informers.replica_sets.store.clone();
+    let selecting = store.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), "replicaset-controller"),
         client,
@@ -56,6 +58,9 @@ pub fn run(
     async move {
         Controller::for_stream(changes, store)
             .owns_stream(pod_changes)
+            .watches_stream(orphan_changes, move |pod| {
+                claims::selecting(&selecting, |rs| rs.spec.as_ref().map(|s| &s.selector), &pod)
+            })
             .run(reconcile, error_policy, ctx)
             .for_each(|_| async {})
             .await;
@@ -67,16 +72,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     let namespace = rs
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let uid = rs.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    // Owner references (and so every claim) name the uid.
+    rs.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let key = format!("{namespace}/{}", rs.name_any());
-    let owned: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(&namespace) && controlled_by(&p.metadata, &uid)
-        })
-        .collect();
+    let owned = claim_pods(&rs, &namespace, &ctx).await?;
     let activity: HashMap<String, bool> =
         owned.iter().map(|p| (p.name_any(), is_active(p))).collect();
     let in_flight = ctx
@@ -102,6 +101,26 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     }
     let next = update_status(&rs, &namespace, &owned, &ctx).await?;
     Ok(Action::requeue(next))
+}
+
+/// The pods this ReplicaSet owns after adopting its orphans and releasing the pods its
+/// selector no longer matches.
+async fn claim_pods(
+    rs: &ReplicaSet,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Vec<Arc<Pod>>, Error> {
+    let selector = rs
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let in_namespace = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace));
+    Ok(claims::claim(&ctx.client, rs, &selector, in_namespace).await?)
 }
 
 fn error_policy(_rs: Arc<ReplicaSet>, error: &Error, _ctx: Arc<Context>) -> Action {
