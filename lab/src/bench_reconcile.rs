@@ -1,7 +1,8 @@
 //! `knetsim bench reconcile`: how fast the controllers bring a Deployment from 0 to N
 //! replicas — per pod, from the scale request to bound (scheduler), Running with an IP
 //! (kubelet), and ready in the Service's EndpointSlices (EndpointSlice controller) — plus the
-//! controller-manager's CPU time and memory over the run.
+//! controller-manager's CPU time and memory over the run, every component's CPU time, and
+//! how busy the whole machine was (the run is CPU-bound on a small machine).
 //!
 //! Runs on a lab of its own (one cluster, three workers), with agnhost `netexec` pods.
 
@@ -27,9 +28,13 @@ pub struct ReconcileResult {
     pub running: Stage,
     pub in_endpoints: Stage,
     pub cpu: Duration,
-    /// The API server's and all kubelets' CPU time over the same run, for comparison.
-    pub apiserver_cpu: Duration,
-    pub kubelets_cpu: Duration,
+    /// Every lab component's CPU time over the same run (summed over its nodes), for
+    /// comparison; the kubelets' includes the CNI plugins they ran and waited for.
+    pub components_cpu: Vec<(&'static str, Duration)>,
+    /// CPU time the whole machine was busy from the scale request to the last pod in
+    /// endpoints, and that span: busy close to cores × span means the run was CPU-bound.
+    pub machine_busy: Option<Duration>,
+    pub span: Duration,
     pub rss_kib: u64,
     /// The machine's 1-minute load average when the scale request was sent: the figures
     /// above depend on it (other work on the machine shares its cores).
@@ -154,7 +159,9 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
 
     let pid = process_pids(&paths, "controller-manager").first().copied();
     let cpu_before = pid.and_then(cpu_time).unwrap_or_default();
-    let others_before = (cpu_of(&paths, "apiserver"), cpu_of(&paths, "kubelet"));
+    let components_before: Vec<Duration> =
+        COMPONENTS.iter().map(|name| cpu_of(&paths, name)).collect();
+    let busy_before = machine_busy();
     let load_average = load_average();
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
@@ -180,12 +187,19 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let span = started.elapsed();
+    let machine_busy = busy_before
+        .zip(machine_busy())
+        .map(|(before, after)| after.saturating_sub(before));
     let cpu = pid
         .and_then(cpu_time)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
-    let apiserver_cpu = cpu_of(&paths, "apiserver").saturating_sub(others_before.0);
-    let kubelets_cpu = cpu_of(&paths, "kubelet").saturating_sub(others_before.1);
+    let components_cpu = COMPONENTS
+        .iter()
+        .zip(components_before)
+        .map(|(name, before)| (*name, cpu_of(&paths, name).saturating_sub(before)))
+        .collect();
     let rss_kib = pid.and_then(kernel::procs::rss_kib).unwrap_or(0);
     pod_watch.abort();
     slice_watch.abort();
@@ -216,8 +230,9 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         running: stage(&seen.running),
         in_endpoints: stage(&seen.in_endpoints),
         cpu,
-        apiserver_cpu,
-        kubelets_cpu,
+        components_cpu,
+        machine_busy,
+        span,
         rss_kib,
         load_average,
     })
@@ -246,6 +261,44 @@ fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// The supervised processes whose CPU time the report compares.
+const COMPONENTS: [&str; 6] = [
+    "etcd",
+    "apiserver",
+    "controller-manager",
+    "kubelet",
+    "kubeproxy-lite",
+    "flannel",
+];
+
+/// How long all CPUs together have been busy since boot (everything but idle and iowait in
+/// `/proc/stat`'s first line), in the kernel's clock ticks turned into time.
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(Duration::from_millis(busy * 1000 / clock_ticks()))
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64
+}
+
 /// The summed CPU time of every process of the lab called `name`.
 fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
     process_pids(paths, name)
@@ -254,18 +307,19 @@ fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
         .sum()
 }
 
-/// User plus system CPU time of a process, from `/proc/<pid>/stat`.
+/// User plus system CPU time of a process and of the children it has waited for (a
+/// kubelet's CNI plugins), from `/proc/<pid>/stat`.
 fn cpu_time(pid: i32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start at state, field 3.
+    // Fields after the command (which may hold spaces) start at state, field 3; utime,
+    // stime, cutime and cstime are fields 14 to 17.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Some(Duration::from_millis(ticks * 1000 / per_second.max(1)))
+    let mut ticks = 0u64;
+    for index in 11..=14 {
+        ticks += fields.get(index)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 1000 / clock_ticks()))
 }
 
 pub fn report(r: &ReconcileResult) -> String {
@@ -294,11 +348,27 @@ pub fn report(r: &ReconcileResult) -> String {
         ms(r.cpu),
         r.rss_kib as f64 / 1024.0
     );
+    let components: Vec<String> = r
+        .components_cpu
+        .iter()
+        .map(|(name, cpu)| format!("{name} {}", ms(*cpu)))
+        .collect();
     out += &format!(
-        "  for comparison: apiserver {} CPU time, kubelets {} CPU time\n",
-        ms(r.apiserver_cpu),
-        ms(r.kubelets_cpu)
+        "  CPU time of the lab's processes (all nodes): {}\n",
+        components.join(", ")
     );
+    if let Some(busy) = r.machine_busy {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ours: Duration = r.components_cpu.iter().map(|(_, cpu)| *cpu).sum();
+        out += &format!(
+            "  the machine was busy {} of {} CPU time in those {} ({:.0} %); the rest of the busy time ({}) is pods, shims, the kernel, this bench and anything else running\n",
+            ms(busy),
+            ms(r.span * cores as u32),
+            ms(r.span),
+            100.0 * busy.as_secs_f64() / (r.span.as_secs_f64() * cores as f64).max(f64::EPSILON),
+            ms(busy.saturating_sub(ours))
+        );
+    }
     if let Some(load) = r.load_average {
         out += &format!(
             "  machine load average at the start: {load:.2} on {} CPUs\n",
