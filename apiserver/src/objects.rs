@@ -183,8 +183,31 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) -> Result<(), AppError>
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     meta.insert("creationTimestamp".into(), now().into());
     meta.insert("generation".into(), 1.into());
+    drop_empty_metadata(meta);
     apply_defaults(r, obj, &name);
     Ok(())
+}
+
+/// ObjectMeta's lists and maps are `omitempty` in Go: kube-apiserver stores and returns no
+/// `ownerReferences: []` (left by a patch that deleted the last one) or `labels: {}`.
+fn drop_empty_metadata(meta: &mut serde_json::Map<String, Value>) {
+    for key in [
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    ] {
+        let empty = match meta.get(key) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(key);
+        }
+    }
 }
 
 fn default(obj: &mut Value, pointer: &str, value: Value) {
@@ -351,6 +374,7 @@ pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option
         };
     }
     meta.remove("managedFields");
+    drop_empty_metadata(meta);
     if spec_part(current) != spec_part(&out) {
         let g = meta_generation(current) + 1;
         meta_mut(&mut out).insert("generation".into(), g.into());

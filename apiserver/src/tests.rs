@@ -753,3 +753,39 @@ async fn a_write_naming_another_uid_is_refused() {
     let (s, b) = call(&app, Method::PATCH, uri, Some(same)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+/// ObjectMeta's lists and maps are `omitempty`: removing the last label or owner reference
+/// leaves no empty `labels: {}` / `ownerReferences: []` behind, as kube-apiserver stores it.
+#[tokio::test]
+async fn empty_metadata_lists_and_maps_are_omitted() {
+    let app = setup().await;
+    let mut object = cm("a");
+    object["metadata"]["ownerReferences"] = json!([]);
+    object["metadata"]["annotations"] = json!({});
+    let (s, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        Some(object),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert!(
+        created["metadata"].get("ownerReferences").is_none(),
+        "{created}"
+    );
+    assert!(
+        created["metadata"].get("annotations").is_none(),
+        "{created}"
+    );
+    let uri = "/api/v1/namespaces/default/configmaps/a";
+    let (s, patched) = call(
+        &app,
+        Method::PATCH,
+        uri,
+        Some(json!({"metadata": {"labels": {"app": null}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{patched}");
+    assert!(patched["metadata"].get("labels").is_none(), "{patched}");
+}
