@@ -769,6 +769,28 @@ fn daemonsets_cover_workers_and_jobs_finish() {
         })
         .collect();
     assert_eq!(exit_codes, [3, 3, 3], "{tries:?}");
+    // Each retry waited out the pod failure back-off: 10 s after the first failure, 20 s
+    // after the second (timestamps have whole seconds, hence a second of slack).
+    let mut runs: Vec<(jiff::Timestamp, jiff::Timestamp)> = tries
+        .iter()
+        .filter_map(|p| {
+            let created = p["metadata"]["creationTimestamp"].as_str()?.parse().ok()?;
+            let finished = p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+                .as_str()?
+                .parse()
+                .ok()?;
+            Some((created, finished))
+        })
+        .collect();
+    runs.sort();
+    let waited: Vec<i64> = runs
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].1).as_secs())
+        .collect();
+    assert!(
+        waited.len() == 2 && waited[0] >= 9 && waited[1] >= 19,
+        "retries did not back off 10 s then 20 s: {runs:?}"
+    );
 
     let agents = eventually(Duration::from_secs(60), || agents_on(&lab).len() == 3);
     assert!(

@@ -4,8 +4,9 @@
 //! Pods are counted by phase: `Succeeded` and `Failed` ones are kept (as Kubernetes keeps
 //! them, for their logs) and counted; active ones are topped up. The Job ends with a
 //! `Complete` or `Failed` (`BackoffLimitExceeded`) condition, which `kubectl wait
-//! --for=condition=complete` waits on. Retries start at once: the exponential back-off
-//! between failures is not modelled.
+//! --for=condition=complete` waits on. After a failure the next pod waits 10 s, doubling
+//! with each further failure since the last success (up to 10 min), as the Job controller's
+//! pod failure back-off does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let failed = owned.iter().filter(|p| phase(p) == "Failed").count() as i32;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
+    let mut retry_after = None;
     let outcome = if failed > backoff_limit {
         Some((
             "Failed",
@@ -119,6 +121,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
                 Err(e) => return Err(Error::PodDeletionFailed(pod.name_any(), e)),
             }
         }
+    } else if let Some(wait) = backoff_remaining(&owned, jiff::Timestamp::now()) {
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "backing off after a pod failure"
+        );
+        retry_after = Some(wait);
     } else {
         let want = parallelism.min(completions - succeeded).max(0) as usize;
         let have = active.len() + in_flight.creating;
@@ -214,10 +222,124 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
         .await
         .map_err(|e| Error::StatusUpdateFailed(job.name_any(), e))?;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(
+        retry_after.unwrap_or(Duration::from_secs(300)),
+    ))
+}
+
+/// The Job controller's first delay after a failed pod (`DefaultJobPodFailureBackOff`).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// Its longest (`MaxJobPodFailureBackOff`).
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
+
+/// How long new pods must still wait after the latest failure: 10 s after the first failure
+/// since the last success, doubling for each further one. `None` once it has passed.
+pub fn backoff_remaining(pods: &[Arc<Pod>], now: jiff::Timestamp) -> Option<Duration> {
+    let finished = |phase_wanted: &str| -> Vec<jiff::Timestamp> {
+        pods.iter()
+            .filter(|p| phase(p) == phase_wanted)
+            .filter_map(|p| finish_time(p))
+            .collect()
+    };
+    let last_success = finished("Succeeded").into_iter().max();
+    let failures: Vec<jiff::Timestamp> = finished("Failed")
+        .into_iter()
+        .filter(|t| last_success.is_none_or(|s| *t > s))
+        .collect();
+    let last_failure = failures.iter().max()?;
+    let doublings = (failures.len() - 1).min(16) as u32;
+    let delay = FAILURE_BACKOFF
+        .saturating_mul(2u32.pow(doublings))
+        .min(MAX_FAILURE_BACKOFF);
+    let elapsed = now.duration_since(*last_failure);
+    let elapsed = Duration::try_from(elapsed).unwrap_or_default();
+    delay.checked_sub(elapsed).filter(|d| !d.is_zero())
+}
+
+/// When a finished pod's last container ended (the kubelet's `finishedAt`), else when its
+/// Ready condition last changed.
+fn finish_time(pod: &Pod) -> Option<jiff::Timestamp> {
+    let status = pod.status.as_ref()?;
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0)
+        .max();
+    terminated.or_else(|| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .filter_map(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+            .max()
+    })
 }
 
 fn error_policy(_job: Arc<Job>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!("{error}");
     Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn finished(phase: &str, at: jiff::Timestamp) -> Arc<Pod> {
+        Arc::new(Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            finished_at: Some(Time(at)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn back_off_doubles_per_failure_since_the_last_success() {
+        let t0 = jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(1_000_000);
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        assert_eq!(backoff_remaining(&[], at(0)), None);
+        let one = [finished("Failed", at(0))];
+        assert_eq!(backoff_remaining(&one, at(4)), Some(Duration::from_secs(6)));
+        assert_eq!(backoff_remaining(&one, at(10)), None);
+        let two = [finished("Failed", at(0)), finished("Failed", at(15))];
+        assert_eq!(
+            backoff_remaining(&two, at(20)),
+            Some(Duration::from_secs(15))
+        );
+        // A success since resets the count: one failure after it, 10 s.
+        let reset = [
+            finished("Failed", at(0)),
+            finished("Failed", at(15)),
+            finished("Succeeded", at(30)),
+            finished("Failed", at(40)),
+        ];
+        assert_eq!(
+            backoff_remaining(&reset, at(41)),
+            Some(Duration::from_secs(9))
+        );
+        // Capped at 10 minutes.
+        let many: Vec<Arc<Pod>> = (0..12).map(|i| finished("Failed", at(i))).collect();
+        assert_eq!(
+            backoff_remaining(&many, at(11)),
+            Some(Duration::from_secs(600))
+        );
+    }
 }
