@@ -35,6 +35,9 @@ pub struct ReconcileResult {
     /// endpoints, and that span: busy close to cores × span means the run was CPU-bound.
     pub machine_busy: Option<Duration>,
     pub span: Duration,
+    /// etcd revisions over the run: every write any component made (pods, bindings, status
+    /// updates, events, slices, leases).
+    pub writes: Option<u64>,
     pub rss_kib: u64,
     /// The machine's 1-minute load average when the scale request was sent: the figures
     /// above depend on it (other work on the machine shares its cores).
@@ -162,6 +165,7 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
     let components_before: Vec<Duration> =
         COMPONENTS.iter().map(|name| cpu_of(&paths, name)).collect();
     let busy_before = machine_busy();
+    let revision_before = revision(&client).await;
     let load_average = load_average();
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
@@ -188,6 +192,9 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let span = started.elapsed();
+    let writes = revision_before
+        .zip(revision(&client).await)
+        .map(|(before, after)| after.saturating_sub(before));
     let machine_busy = busy_before
         .zip(machine_busy())
         .map(|(before, after)| after.saturating_sub(before));
@@ -233,6 +240,7 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         components_cpu,
         machine_busy,
         span,
+        writes,
         rss_kib,
         load_average,
     })
@@ -259,6 +267,16 @@ fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The cluster's etcd revision now: a list's resourceVersion (with `limit=1`, cheap).
+async fn revision(client: &kube::Client) -> Option<u64> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let list = namespaces
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .ok()?;
+    list.metadata.resource_version?.parse().ok()
 }
 
 /// The supervised processes whose CPU time the report compares.
@@ -357,6 +375,12 @@ pub fn report(r: &ReconcileResult) -> String {
         "  CPU time of the lab's processes (all nodes): {}\n",
         components.join(", ")
     );
+    if let Some(writes) = r.writes {
+        out += &format!(
+            "  writes to etcd during the run: {writes} ({:.1} per pod)\n",
+            writes as f64 / r.replicas.max(1) as f64
+        );
+    }
     if let Some(busy) = r.machine_busy {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ours: Duration = r.components_cpu.iter().map(|(_, cpu)| *cpu).sum();
