@@ -417,7 +417,8 @@ enum Bench {
         requests: usize,
     },
     /// Controllers: a Deployment scaled from 0 to N replicas, time to bound, Running and
-    /// ready in EndpointSlices, and the controller-manager's CPU time and memory.
+    /// ready in EndpointSlices, the controller-manager's CPU time and memory, every
+    /// component's CPU time and the writes to etcd.
     Reconcile {
         #[arg(long, default_value_t = 200)]
         replicas: usize,
