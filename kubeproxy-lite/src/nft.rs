@@ -138,6 +138,7 @@ pub struct NftLibrary {
 
 impl NftLibrary {
     pub fn load() -> Result<NftLibrary, Error> {
+        without_fastbins();
         Ok(NftLibrary {
             library: ffi::Library::get()?,
             context: std::sync::Mutex::new(None),
@@ -238,6 +239,20 @@ impl Nft for NftLibrary {
 
     fn warm_cache(&self) -> Result<(), Error> {
         NftLibrary::warm_cache(self)
+    }
+}
+
+/// Turn glibc's fastbins off for this process (its per-thread caches stay). A large run
+/// makes libnftables allocate and free tens of thousands of small objects, which fastbins
+/// hold until a larger allocation consolidates them, again and again: on a full sync of
+/// 1,000 Services × 10 endpoints that was ~10 % of the run's CPU. Measured on that table,
+/// alternating, under load: 0.97 → 0.85 s of CPU for the run in a small process, 1.08 →
+/// 1.02 s for the whole full sync in ours. Partial syncs are too small to tell.
+fn without_fastbins() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; 0 is documented for M_MXFAST.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
     }
 }
 

@@ -419,36 +419,35 @@ pub fn full_sync<'a>(
     services: impl IntoIterator<Item = &'a ServiceRules>,
     existing: &Existing,
 ) -> Transaction {
-    let mut all = ServiceRules::default();
+    // Borrowed, not copied: each rule is cloned once, into its command.
+    let mut chains: BTreeMap<&String, &Vec<Rule>> = BTreeMap::new();
+    let mut affinity_sets: BTreeMap<&String, u32> = BTreeMap::new();
+    let mut elements: BTreeMap<&(&'static str, Key), &Option<Verdict>> = BTreeMap::new();
     for rules in services {
-        all.chains
-            .extend(rules.chains.iter().map(|(k, v)| (k.clone(), v.clone())));
-        all.affinity_sets
-            .extend(rules.affinity_sets.iter().map(|(k, v)| (k.clone(), *v)));
-        all.elements
-            .extend(rules.elements.iter().map(|(k, v)| (k.clone(), v.clone())));
+        chains.extend(&rules.chains);
+        affinity_sets.extend(rules.affinity_sets.iter().map(|(k, v)| (k, *v)));
+        elements.extend(&rules.elements);
     }
     let mut commands = skeleton(node);
     // Affinity sets that exist are kept as they are, with their clients: once a rule updates
     // a set the kernel marks it `dynamic`, and adding it again as we first made it fails.
     commands.extend(
-        all.affinity_sets
+        affinity_sets
             .iter()
-            .filter(|(name, _)| !existing.sets.contains(*name))
+            .filter(|(name, _)| !existing.sets.contains(name.as_str()))
             .map(|(name, timeout)| add(NfListObject::Set(Box::new(affinity_set(name, *timeout))))),
     );
     commands.extend(
-        all.chains
+        chains
             .keys()
-            .filter(|name| !existing.chains.contains(*name))
+            .filter(|name| !existing.chains.contains(name.as_str()))
             .map(|name| add(NfListObject::Chain(chain(name)))),
     );
-    let (endpoint_chains, service_chains): (Vec<_>, Vec<_>) = all
-        .chains
+    let (endpoint_chains, service_chains): (Vec<_>, Vec<_>) = chains
         .iter()
         .partition(|(name, _)| names::is_endpoint_chain(name));
     for (name, rules) in service_chains.into_iter().chain(endpoint_chains) {
-        if existing.chains.contains(name) {
+        if existing.chains.contains(name.as_str()) {
             commands.push(flush_chain(name));
         }
         commands.extend(
@@ -460,7 +459,7 @@ pub fn full_sync<'a>(
     let stale_chains: Vec<&String> = existing
         .chains
         .iter()
-        .filter(|n| names::is_service_chain(n) && !all.chains.contains_key(*n))
+        .filter(|n| names::is_service_chain(n) && !chains.contains_key(*n))
         .collect();
     // Flushed before anything is deleted: their rules may jump to each other or use the
     // stale sets.
@@ -469,7 +468,7 @@ pub fn full_sync<'a>(
         existing
             .sets
             .iter()
-            .filter(|n| names::is_affinity_set(n) && !all.affinity_sets.contains_key(*n))
+            .filter(|n| names::is_affinity_set(n) && !affinity_sets.contains_key(*n))
             .map(|name| {
                 delete(NfListObject::Set(Box::new(set(
                     name,
@@ -479,7 +478,7 @@ pub fn full_sync<'a>(
     );
     // The skeleton emptied the maps and sets: every element is added again.
     commands.extend(
-        all.elements
+        elements
             .iter()
             .map(|((container, key), value)| add(element(container, key, value.as_ref(), true))),
     );
