@@ -39,7 +39,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::proxier::Proxier;
+use crate::proxier::Error::ListTable;
+use crate::proxier::{Proxier, TableCheck};
 use crate::render::NodeContext;
 
 /// kube-proxy's flags, the ones knetsim uses.
@@ -234,9 +235,20 @@ async fn sync_loop(
             _ = checks.tick() => {
                 let worker = shared.clone();
                 let period = config.full_sync_period;
-                let checked = tokio::task::spawn_blocking(move || lock(&worker).check_table(period))
-                    .await
-                    .context("the table check panicked")?;
+                let checked = tokio::task::spawn_blocking(move || {
+                    let step = lock(&worker).start_table_check(period);
+                    match step {
+                        TableCheck::Nothing => Ok::<_, proxier::Error>(None),
+                        TableCheck::FullSyncDue(why) => Ok(Some(why)),
+                        TableCheck::ListChains { syncs } => {
+                            // Listed without the proxier's lock: a sync need not wait for it.
+                            let chains = worker.nft.list_chains().map_err(ListTable)?;
+                            Ok(lock(&worker).compare_table(syncs, &chains))
+                        }
+                    }
+                })
+                .await
+                .context("the table check panicked")?;
                 match checked {
                     Ok(None) => continue,
                     Ok(Some(why)) => tracing::info!("full sync: {why}"),

@@ -150,6 +150,17 @@ pub fn is_endpoint_chain(name: &str) -> bool {
     name.starts_with("endpoint-")
 }
 
+/// The table's verdict maps (the other named sets are plain sets).
+pub fn is_map(name: &str) -> bool {
+    [
+        SERVICE_IPS_MAP,
+        SERVICE_NODEPORTS_MAP,
+        NO_ENDPOINT_SERVICES_MAP,
+        NO_ENDPOINT_NODEPORTS_MAP,
+    ]
+    .contains(&name)
+}
+
 pub fn is_affinity_set(name: &str) -> bool {
     name.starts_with("affinity-")
 }

@@ -185,3 +185,32 @@ fn a_static_proxy_repairs_nothing() {
     assert_eq!(proxier.check_table(Duration::ZERO).unwrap(), None);
     assert!(!proxier.has_pending_changes());
 }
+
+#[test]
+fn a_table_listing_that_overlapped_a_sync_concludes_nothing() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    let hour = Duration::from_secs(3600);
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.1.2"])]);
+    proxier.sync_proxy_rules().unwrap();
+    let TableCheck::ListChains { syncs } = proxier.start_table_check(hour) else {
+        panic!("a check lists the chains after the first full sync");
+    };
+    let listed_before = proxier.expected().chains;
+    // While the table was being listed, an endpoint changed and a sync wrote its chain.
+    proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.2.2"])]);
+    proxier.sync_proxy_rules().unwrap();
+    assert_eq!(proxier.compare_table(syncs, &listed_before), None);
+    assert!(!proxier.has_pending_changes());
+    // The next check, with a listing made after the sync, finds the table as written.
+    let TableCheck::ListChains { syncs } = proxier.start_table_check(hour) else {
+        panic!("still nothing pending");
+    };
+    assert_eq!(
+        proxier.compare_table(syncs, &proxier.expected().chains),
+        None
+    );
+    // A stale listing would have looked like a table changed by hand.
+    assert!(proxier.compare_table(syncs, &listed_before).is_some());
+}

@@ -60,8 +60,13 @@ impl Drop for ThrowawayNetns {
     }
 }
 
+/// Whether the kernel tests can run; says why not when they cannot.
 fn is_root() -> bool {
-    nix_uid() == 0
+    let root = nix_uid() == 0;
+    if !root {
+        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
+    }
+    root
 }
 
 fn nix_uid() -> u32 {
@@ -78,7 +83,6 @@ fn nix_uid() -> u32 {
 #[test]
 fn full_then_partial_syncs_apply_in_a_real_kernel() {
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let netns = ThrowawayNetns::new("apply");
@@ -142,7 +146,6 @@ fn full_then_partial_syncs_apply_in_a_real_kernel() {
 #[test]
 fn affinity_sets_are_created_and_removed() {
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let netns = ThrowawayNetns::new("affinity");
@@ -183,7 +186,6 @@ fn an_unchanged_service_makes_an_empty_transaction() {
 #[test]
 fn the_library_and_the_binary_write_the_same_table_and_report_nfts_error() {
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let node = node();
@@ -267,7 +269,6 @@ fn raw_sctp_socket() -> std::io::Result<std::os::fd::OwnedFd> {
 fn an_sctp_cluster_ip_is_dnatted_to_its_endpoint_in_a_real_kernel() {
     use std::os::fd::AsRawFd;
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let client = ThrowawayNetns::new("sctpc");
@@ -382,7 +383,6 @@ fn an_sctp_cluster_ip_is_dnatted_to_its_endpoint_in_a_real_kernel() {
 #[test]
 fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let netns = ThrowawayNetns::new("warm");
@@ -426,7 +426,6 @@ fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
 #[test]
 fn a_listed_table_matches_the_names_a_full_sync_wrote() {
     if !is_root() {
-        eprintln!("skipped: needs root to make a network namespace (CI runs as root)");
         return;
     }
     let netns = ThrowawayNetns::new("names");
@@ -442,4 +441,175 @@ fn a_listed_table_matches_the_names_a_full_sync_wrote() {
     let listed = netns.existing();
     assert_eq!(listed.chains, expected.chains);
     assert_eq!(listed.sets, expected.sets);
+}
+
+/// The last command's `list` object and its name, if the transaction was narrowed.
+fn narrowed_to(transaction: &Transaction) -> Option<(String, String)> {
+    let narrowed = transaction.with_narrow_cache()?;
+    let json = serde_json::to_value(&narrowed).unwrap();
+    let commands = json["nftables"].as_array().unwrap();
+    assert_eq!(commands.len(), transaction.commands.len() + 2);
+    assert_eq!(
+        commands[commands.len() - 2]["list"]["chain"]["name"],
+        names::MARK_MASQ_CHAIN
+    );
+    let (kind, object) = commands[commands.len() - 1]["list"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    Some((kind.clone(), object["name"].as_str().unwrap().to_string()))
+}
+
+/// Service `web` on `port` with endpoints `ips`.
+fn web(port: i32, ips: &[&str]) -> ServiceRules {
+    render_service(
+        &service("web", "10.96.0.20", &[("http", port, None)]),
+        &[&slice("web", "http", 8080, ips)],
+        &node(),
+    )
+}
+
+fn sticky(ips: &[&str]) -> ServiceRules {
+    let mut sticky = service("sticky", "10.96.0.30", &[("", 80, None)]);
+    sticky.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+    render_service(&sticky, &[&slice("sticky", "", 8080, ips)], &node())
+}
+
+#[test]
+fn partial_syncs_that_need_at_most_one_set_are_narrowed_to_it() {
+    let node = node();
+    // An endpoint replaced: chains and rules only, no set to know.
+    let switch = partial_sync([(&web(80, &["10.244.1.2"]), &web(80, &["10.244.2.2"]))]);
+    assert_eq!(
+        narrowed_to(&switch),
+        Some(("set".into(), names::NODEPORT_IPS_SET.into()))
+    );
+    // A new port: its element leaves and enters `service-ips`.
+    let new_port = partial_sync([(&web(80, &["10.244.1.2"]), &web(81, &["10.244.1.2"]))]);
+    assert_eq!(
+        narrowed_to(&new_port),
+        Some(("map".into(), names::SERVICE_IPS_MAP.into()))
+    );
+    // The first endpoint: from `no-endpoint-services` to `service-ips`, two maps.
+    let first = partial_sync([(&web(80, &[]), &web(80, &["10.244.1.2"]))]);
+    assert_eq!(narrowed_to(&first), None);
+    // A small full sync writes the maps and sets it fills, so none is read either; a large
+    // one is left alone.
+    assert_eq!(
+        narrowed_to(&full_sync(
+            &node,
+            [&web(80, &["10.244.1.2"])],
+            &Existing::default()
+        )),
+        Some(("set".into(), names::NODEPORT_IPS_SET.into()))
+    );
+    let many: Vec<ServiceRules> = (0..200)
+        .map(|i| {
+            render_service(
+                &service(
+                    &format!("s{i}"),
+                    &format!("10.96.1.{i}"),
+                    &[("http", 80, None)],
+                ),
+                &[&slice(
+                    &format!("s{i}"),
+                    "http",
+                    8080,
+                    &["10.244.1.2", "10.244.2.2"],
+                )],
+                &node,
+            )
+        })
+        .collect();
+    assert_eq!(
+        narrowed_to(&full_sync(&node, &many, &Existing::default())),
+        None
+    );
+    // Affinity: the new endpoint's set is made in the same transaction (nothing to read); the
+    // one that stays is referred to by the rewritten service chain.
+    let replaced = partial_sync([(&sticky(&["10.244.1.5"]), &sticky(&["10.244.2.5"]))]);
+    assert_eq!(
+        narrowed_to(&replaced),
+        Some(("set".into(), names::NODEPORT_IPS_SET.into()))
+    );
+    let kept = sticky(&["10.244.1.5"]);
+    let added = partial_sync([(&kept, &sticky(&["10.244.1.5", "10.244.2.5"]))]);
+    let (kind, name) = narrowed_to(&added).expect("one set to know");
+    assert_eq!(kind, "set");
+    assert!(kept.affinity_sets.contains_key(&name), "{name}");
+    let two_kept = sticky(&["10.244.1.5", "10.244.2.5"]);
+    let another = partial_sync([(
+        &two_kept,
+        &sticky(&["10.244.1.5", "10.244.2.5", "10.244.3.5"]),
+    )]);
+    assert_eq!(narrowed_to(&another), None);
+}
+
+#[test]
+fn narrowed_partial_syncs_apply_in_a_real_kernel() {
+    if !is_root() {
+        return;
+    }
+    let netns = ThrowawayNetns::new("narrow");
+    let node = node();
+    let steps = [
+        web(80, &["10.244.1.2"]),
+        web(80, &["10.244.2.2"]),
+        web(81, &["10.244.2.2"]),
+        web(81, &[]),
+    ];
+    let sticky_steps = [
+        sticky(&["10.244.1.5"]),
+        sticky(&["10.244.1.5", "10.244.2.5"]),
+        sticky(&["10.244.1.5", "10.244.2.5", "10.244.3.5"]),
+        sticky(&["10.244.3.5"]),
+    ];
+    let full = full_sync(&node, [&steps[0], &sticky_steps[0]], &Existing::default());
+    netns
+        .apply(&full)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", full.to_json()));
+    for (i, pair) in steps.windows(2).chain(sticky_steps.windows(2)).enumerate() {
+        let partial = partial_sync([(&pair[0], &pair[1])]);
+        // The binary and the library alike (each in turn).
+        let applied = if i % 2 == 0 {
+            netns.apply(&partial)
+        } else {
+            netns.apply_with_binary(&partial)
+        };
+        applied.unwrap_or_else(|e| panic!("step {i}: {e:#}\n{}", partial.to_json()));
+    }
+    let listed = netns.list();
+    assert!(
+        listed.contains("10.96.0.20 . tcp . 81 : goto reject-chain"),
+        "{listed}"
+    );
+    assert!(!listed.contains("10.244.2.2"), "{listed}");
+    assert!(listed.contains("dnat to 10.244.3.5:8080"), "{listed}");
+    assert!(!listed.contains("10.244.1.5"), "{listed}");
+    // The table holds exactly what a full sync of the last state writes.
+    let expected = ThrowawayNetns::new("narrow-expected");
+    let direct = full_sync(&node, [&steps[3], &sticky_steps[3]], &Existing::default());
+    expected
+        .apply(&direct)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", direct.to_json()));
+    // Lines and set elements in order: the kernel lists elements in its hash order.
+    let sorted_lines = |listing: String| {
+        let mut lines: Vec<String> = listing
+            .lines()
+            .map(|line| match line.trim().split_once("elements = { ") {
+                Some((head, items)) => {
+                    let mut items: Vec<&str> = items.trim_end_matches(" }").split(", ").collect();
+                    items.sort();
+                    format!("{head}elements = {{ {} }}", items.join(", "))
+                }
+                None => line.trim().to_string(),
+            })
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted_lines(listed), sorted_lines(expected.list()));
 }
