@@ -489,7 +489,7 @@ async fn sync_pod(
             spec.image.as_deref().unwrap_or_default(),
             &env::expand_all(spec.command.as_deref().unwrap_or_default(), &env),
             &env::expand_all(spec.args.as_deref().unwrap_or_default(), &env),
-            &runtime.exe.display().to_string(),
+            &runtime.programs,
         );
         let argv = match argv {
             Ok(argv) => argv,

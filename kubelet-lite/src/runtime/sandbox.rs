@@ -182,7 +182,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// `knetsim pause`, in the pod's network namespace and in new UTS and IPC namespaces
+    /// `knetsim-pause`, in the pod's network namespace and in new UTS and IPC namespaces
     /// with the pod's hostname, in a session of its own so it outlives the kubelet.
     fn start_pause(&self, sandbox: &PodSandbox) -> Result<u32, RuntimeError> {
         use std::os::fd::AsFd;
@@ -191,10 +191,9 @@ impl Runtime {
         let hostname = sandbox.config.hostname.clone();
         // A hostNetwork pod shares the node's UTS namespace too (its hostname is the node's).
         let own_uts = !sandbox.config.host_network;
-        let mut command = std::process::Command::new(&self.exe);
+        let mut command = std::process::Command::new(&self.programs.pause);
         command
             .args([
-                "pause",
                 "--lab",
                 &self.lab,
                 "--pod",
