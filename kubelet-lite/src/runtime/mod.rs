@@ -5,7 +5,8 @@
 //!
 //! * a named network namespace, `<node netns>-<namespace>-<pod>` (so `ip netns list` says
 //!   which pod it is), wired by the node's CNI network (`/etc/cni/net.d`, plugins from
-//!   `/opt/cni/bin`), with `lo` brought up by the `loopback` plugin;
+//!   `/opt/cni/bin`), with `lo` set up by the runtime itself as it starts the pause process
+//!   there (what the `loopback` plugin does, without an exec per pod);
 //! * a **pause** process (`knetsim-pause …`) that lives in that network namespace and holds
 //!   the pod's own UTS (hostname = pod name) and IPC namespaces, as the `pause` container
 //!   does. Containers join its namespaces, so they share localhost and hostname.
