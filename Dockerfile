@@ -5,9 +5,10 @@
 # --privileged is needed: the lab creates network namespaces, veths, bridges and nftables
 # rules inside the container. Nothing is added to the host's own network namespace.
 #
-# Besides knetsim and the Debian packages it uses, the image carries the real programs a
-# learner may swap in for knetsim's own: kubectl, flanneld, and skupper-router's skrouterd
-# (built from source; skip that stage's cost with --build-arg SKROUTERD=no).
+# Besides knetsim (its command and node programs) and the Debian packages it uses, the image
+# carries the real programs a learner may swap in for knetsim's own: kubectl, flanneld, and
+# skupper-router's skrouterd (built from source; skip that stage's cost with
+# --build-arg SKROUTERD=no).
 
 ARG DEBIAN=bookworm
 
@@ -18,7 +19,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && cp target/release/knetsim /usr/local/bin/knetsim
+# knetsim and its node programs, which it finds next to itself.
+RUN cargo build --release --locked \
+ && mkdir /out \
+ && cd target/release \
+ && cp knetsim knetsim-kubelet knetsim-pause knetsim-shim knetsim-agnhost knetsim-flannel-cni /out/
 
 # ---- skupper-router (skrouterd), with Qpid Proton linked statically ----------------------
 FROM debian:${DEBIAN} AS skrouterd
@@ -60,7 +65,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=skrouterd /opt/skupper-router /opt/skupper-router
 RUN if [ -x /opt/skupper-router/sbin/skrouterd ]; then ln -s /opt/skupper-router/sbin/skrouterd /usr/local/bin/skrouterd; fi
-COPY --from=build /usr/local/bin/knetsim /usr/local/bin/knetsim
+COPY --from=build /out/ /usr/local/bin/
 COPY conf /opt/knetsim/conf
 WORKDIR /opt/knetsim
 CMD ["bash", "-c", "knetsim up && exec bash"]

@@ -39,6 +39,41 @@ pub fn find(req: Requirement) -> Result<PathBuf> {
         })
 }
 
+/// knetsim's own programs: the `knetsim` command and the node agents and runtime helpers
+/// that run as programs of their own (as Kubernetes ships the kubelet, `pause` and the CNI
+/// plugins), so each of them maps and faults in only its own code.
+pub const KNETSIM: &str = "knetsim";
+pub const KUBELET: &str = "knetsim-kubelet";
+pub const PAUSE: &str = "knetsim-pause";
+pub const SHIM: &str = "knetsim-shim";
+pub const AGNHOST: &str = "knetsim-agnhost";
+/// The flannel CNI plugin, which a node's CNI directory links as `flannel`.
+pub const FLANNEL_CNI: &str = "knetsim-flannel-cni";
+
+/// The path of `program`, one of knetsim's own (see [`KUBELET`] …), installed in the same
+/// directory as the running executable.
+pub fn sibling(program: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        action: "find",
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    sibling_of(&exe, program)
+}
+
+fn sibling_of(exe: &Path, program: &str) -> Result<PathBuf> {
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let path = dir.join(program);
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(Error::MissingSibling {
+            program: program.to_string(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
@@ -49,6 +84,24 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sibling_is_found_next_to_the_executable_or_named_when_missing() {
+        let dir = std::env::temp_dir().join(format!("knetsim-sibling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join(KNETSIM);
+        let kubelet = dir.join(KUBELET);
+        for path in [&exe, &kubelet] {
+            std::fs::write(path, "").unwrap();
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        assert_eq!(sibling_of(&exe, KUBELET).unwrap(), kubelet);
+        let err = sibling_of(&exe, PAUSE).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains(PAUSE), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+    }
 
     #[test]
     fn missing_program_names_its_package() {

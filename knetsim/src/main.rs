@@ -1,5 +1,7 @@
-//! `knetsim`: one binary, many roles. This file only parses the command line and dispatches
-//! to the crate that does the work; every behaviour lives in a library crate.
+//! `knetsim`: the command, and every role by name. This file only parses the command line and
+//! dispatches to the crate that does the work; every behaviour lives in a library crate. The
+//! roles that run on every node or in every pod are also programs of their own
+//! (`knetsim-kubelet`, `knetsim-pause` …, see the `knetsim` library), which the lab starts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,8 +95,9 @@ enum Command {
     Flannel(FlannelArgs),
     /// The API server of one cluster (started by the supervisor, kube-apiserver's flags).
     Apiserver(ApiserverArgs),
-    /// The kubelet of one node (started by the supervisor, kubelet's flags).
-    Kubelet(KubeletArgs),
+    /// The kubelet of one node (kubelet's flags; the supervisor starts `knetsim-kubelet`,
+    /// which is the same).
+    Kubelet(knetsim::KubeletArgs),
     /// The controllers and scheduler of one cluster (started by the supervisor).
     ControllerManager(controller_manager::Args),
     /// The cluster DNS server: what the kube-dns pods run (CoreDNS's ports and records).
@@ -110,17 +113,10 @@ enum Command {
         #[command(subcommand)]
         verb: CrictlVerb,
     },
-    /// The parent of one container process (started by the runtime; not for direct use).
+    /// The parent of one container process (`knetsim-shim`, started by the runtime; not for
+    /// direct use).
     #[command(hide = true)]
-    Shim {
-        #[arg(long)]
-        container_dir: PathBuf,
-        /// The sandbox's pause process, whose namespaces the container joins.
-        #[arg(long)]
-        pause_pid: u32,
-        #[arg(long)]
-        hostname: String,
-    },
+    Shim(knetsim::ShimArgs),
     /// Kubernetes' network test tool (`netexec`, `serve-hostname`, `pause`): what the image
     /// registry.k8s.io/e2e-test-images/agnhost runs.
     #[command(disable_help_flag = true)]
@@ -128,14 +124,10 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The infra process of a pod sandbox (started by the runtime; not for direct use).
+    /// The infra process of a pod sandbox (`knetsim-pause`, started by the runtime; not for
+    /// direct use).
     #[command(hide = true)]
-    Pause {
-        #[arg(long)]
-        pod: String,
-        #[arg(long)]
-        sandbox: String,
-    },
+    Pause(knetsim::PauseArgs),
 }
 
 #[derive(Subcommand)]
@@ -200,47 +192,6 @@ enum CrictlVerb {
     },
     /// Print a container's log (the CRI log file).
     Logs { id: String },
-}
-
-#[derive(clap::Args)]
-struct KubeletArgs {
-    #[arg(long)]
-    cluster: String,
-    /// The node within the cluster (`w1`).
-    #[arg(long)]
-    node: String,
-    #[arg(long, default_value = "/var/lib/kubelet/kubeconfig")]
-    kubeconfig: PathBuf,
-    /// The Node object's name (`c0-w1`).
-    #[arg(long)]
-    hostname_override: String,
-    #[arg(long)]
-    node_ip: std::net::Ipv4Addr,
-    /// Register with the control-plane role label and `NoSchedule` taint.
-    #[arg(long)]
-    register_with_control_plane_taint: bool,
-    #[arg(long, default_value = "/run/flannel/subnet.env")]
-    subnet_file: PathBuf,
-    /// The serving certificate for container logs on <node-ip>:10250 (with its key and the CA
-    /// client certificates must come from); without them, logs are not served.
-    #[arg(long)]
-    tls_cert_file: Option<PathBuf>,
-    #[arg(long)]
-    tls_private_key_file: Option<PathBuf>,
-    #[arg(long)]
-    client_ca_file: Option<PathBuf>,
-    /// Where the kubelet keeps the Pods' directories (`<root>/pods/<uid>/`).
-    #[arg(long, default_value = "/var/lib/kubelet")]
-    root_dir: PathBuf,
-    /// The cluster DNS Service's IP that `ClusterFirst` Pods resolve with; without it they
-    /// resolve as the node does.
-    #[arg(long)]
-    cluster_dns: Option<std::net::Ipv4Addr>,
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
-    /// The node's resolver configuration, for `dnsPolicy: Default`.
-    #[arg(long, default_value = "/etc/resolv.conf")]
-    resolv_conf: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -432,7 +383,7 @@ fn main() -> ExitCode {
         .file_name()
         .is_some_and(|name| name == "flannel")
     {
-        return cni_plugin();
+        return knetsim::flannel_cni_plugin();
     }
     let cli = Cli::parse();
     match run(cli) {
@@ -601,7 +552,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", lab::bench_services::report(&report));
         }
         Command::Supervise => {
-            init_logging();
+            knetsim::init_logging();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(lab::supervisor::run(lab))?;
         }
@@ -652,66 +603,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::stderr().write_all(&outcome.stderr)?;
             return Ok(ExitCode::from(outcome.code.clamp(0, 255) as u8));
         }
-        Command::Shim {
-            container_dir,
-            pause_pid,
-            hostname,
-        } => kubelet_lite::shim::run(&container_dir, pause_pid, &hostname)?,
-        Command::Pause { .. } => kubelet_lite::pause::run(),
-        Command::Agnhost { args } => {
-            let code = kubelet_lite::agnhost::main(&args);
-            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
-        }
-        Command::Kubelet(args) => {
-            init_logging();
-            tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubelet starting");
-            let plan = lab::read_plan(lab)?;
-            let node = plan
-                .node(&format!("{}/{}", args.cluster, args.node))
-                .map_err(anyhow::Error::msg)?;
-            let config = kubelet_lite::kubelet::Config {
-                kubeconfig: args.kubeconfig,
-                node_name: args.hostname_override,
-                node_ip: args.node_ip,
-                control_plane: args.register_with_control_plane_taint,
-                subnet_file: args.subnet_file,
-                runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
-                root_dir: args.root_dir,
-                dns: kubelet_lite::kubelet::pod_files::DnsSettings {
-                    cluster_dns: args.cluster_dns,
-                    cluster_domain: args.cluster_domain,
-                    node_resolv_conf: args.resolv_conf,
-                },
-                tls: match (
-                    args.tls_cert_file,
-                    args.tls_private_key_file,
-                    args.client_ca_file,
-                ) {
-                    (Some(cert), Some(key), Some(client_ca)) => {
-                        Some(kubelet_lite::kubelet::server::TlsFiles {
-                            cert,
-                            key,
-                            client_ca,
-                        })
-                    }
-                    (None, None, None) => None,
-                    _ => anyhow::bail!(
-                        "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
-                    ),
-                },
-            };
-            kubelet_lite::limit_malloc_arenas();
-            let runtime = kubelet_lite::kubelet::tokio_runtime()?;
-            runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))?;
-        }
+        Command::Shim(args) => knetsim::run_shim(&args)?,
+        Command::Pause(_) => kubelet_lite::pause::run(),
+        Command::Agnhost { args } => return Ok(knetsim::agnhost(&args)),
+        Command::Kubelet(args) => knetsim::run_kubelet(lab, args)?,
         Command::ControllerManager(args) => {
-            init_logging();
+            knetsim::init_logging();
             tracing::info!(lab, cluster = %args.cluster, "controller-manager starting");
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(controller_manager::run(args, shutdown_signal()))?;
+            runtime.block_on(controller_manager::run(args, knetsim::shutdown_signal()))?;
         }
         Command::KubeproxyLite(args) => {
-            init_logging();
+            knetsim::init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubeproxy-lite starting");
             let mut config = kubeproxy_lite::Config::new(
                 args.kubeconfig,
@@ -722,17 +625,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.min_sync_period = std::time::Duration::from_millis(args.min_sync_period_ms);
             config.static_mode = args.static_mode;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(kubeproxy_lite::run(config, shutdown_signal()))?;
+            runtime.block_on(kubeproxy_lite::run(config, knetsim::shutdown_signal()))?;
         }
         Command::Apiserver(args) => {
-            init_logging();
+            knetsim::init_logging();
             tracing::info!(lab, cluster = %args.cluster, "apiserver starting");
             let config = apiserver_config(args)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(apiserver::run(config, shutdown_signal()))?;
+            runtime.block_on(apiserver::run(config, knetsim::shutdown_signal()))?;
         }
         Command::ClusterDns(args) => {
-            init_logging();
+            knetsim::init_logging();
             let any = std::net::Ipv4Addr::UNSPECIFIED;
             let config = cluster_dns::Config {
                 kubeconfig: args.kubeconfig,
@@ -744,10 +647,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 lameduck: std::time::Duration::from_secs(args.lameduck),
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(cluster_dns::run(config, shutdown_signal()))?;
+            runtime.block_on(cluster_dns::run(config, knetsim::shutdown_signal()))?;
         }
         Command::Flannel(args) => {
-            init_logging();
+            knetsim::init_logging();
             tracing::info!(lab, cluster = %args.cluster, node = %args.node, "flannel starting");
             let config = flannel::daemon::Config {
                 etcd_endpoints: args.etcd_endpoints,
@@ -762,7 +665,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(flannel::daemon::run(config, shutdown_signal()))?;
+            runtime.block_on(flannel::daemon::run(config, knetsim::shutdown_signal()))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -823,43 +726,4 @@ fn apiserver_config(args: ApiserverArgs) -> anyhow::Result<apiserver::Config> {
         }
     });
     Ok(config)
-}
-
-/// The `flannel` CNI plugin: environment and stdin in, result or error JSON out.
-fn cni_plugin() -> ExitCode {
-    use std::io::{Read, Write};
-    let mut stdin = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut stdin);
-    let (out, code) = flannel::cni::dispatch(&|name| std::env::var(name).ok(), &stdin);
-    let _ = std::io::stdout().write_all(&out);
-    ExitCode::from(code as u8)
-}
-
-/// Resolves on SIGTERM or SIGINT: how every long-running role is told to stop.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-/// Long-running roles log with `tracing` to stderr, which the supervisor sends to their file.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KNETSIM_LOG")
-        // hickory logs every DNS query at info: too much for a server under load.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
 }

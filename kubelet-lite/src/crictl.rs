@@ -26,7 +26,7 @@ pub fn node_runtime(lab: &str, netns: &str) -> anyhow::Result<Runtime> {
             cache_dir: PathBuf::from(CNI_CACHE_DIR),
         },
         cni_conf_dir: PathBuf::from(CNI_CONF_DIR),
-        exe: std::env::current_exe()?,
+        programs: crate::runtime::Programs::installed()?,
         lab: lab.to_string(),
     })
 }

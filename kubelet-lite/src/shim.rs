@@ -1,8 +1,8 @@
-//! `knetsim shim --lab <lab> --container-dir <dir>`: the parent of one container process, as
-//! containerd-shim is. It joins the container to its pod's namespaces, writes the CRI log
-//! (`<RFC 3339 time> stdout|stderr F <line>`, the format `kubectl logs` reads on a real node),
-//! and records the process's pid and, when it ends, its exit, so the kubelet can be restarted
-//! at any time without losing either.
+//! `knetsim-shim --lab <lab> --container-dir <dir>` (also `knetsim shim`): the parent of one
+//! container process, as containerd-shim is. It joins the container to its pod's namespaces, writes
+//! the CRI log (`<RFC 3339 time> stdout|stderr F <line>`, the format `kubectl logs` reads on a real
+//! node), and records the process's pid and, when it ends, its exit, so the kubelet can be
+//! restarted at any time without losing either.
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -432,8 +432,13 @@ fn residue(lab: &str, paths: &crate::paths::LabPaths) -> Residue {
             .unwrap_or(0);
     }
     found.processes = kernel::procs::matching_cmdline(|argv| {
+        use kernel::binaries::{PAUSE, SHIM};
+        let program = argv
+            .first()
+            .and_then(|p| std::path::Path::new(p).file_name()?.to_str());
+        // `knetsim-pause …`, or `knetsim pause …` as older builds ran them.
         let role = argv.get(1).map(String::as_str);
-        matches!(role, Some("pause" | "shim"))
+        (matches!(program, Some(PAUSE | SHIM)) || matches!(role, Some("pause" | "shim")))
             && argv.windows(2).any(|w| w[0] == "--lab" && w[1] == lab)
     })
     .len();

@@ -122,7 +122,8 @@ pub fn is_lab_command(argv: &[String], lab: &str) -> bool {
         std::path::Path::new(program)
             .file_name()
             .and_then(|name| name.to_str())
-            // Also a renamed copy (`knetsim-baseline`) that someone benchmarks against.
+            // knetsim's own programs (`knetsim-kubelet`, `knetsim-pause`, `knetsim-shim`),
+            // and a renamed copy (`knetsim-baseline`) that someone benchmarks against.
             .is_some_and(|name| name.starts_with("knetsim"))
     });
     if !is_knetsim {
@@ -192,5 +193,17 @@ mod tests {
             "a"
         ));
         assert!(!is_lab_command(&argv("kubelet --lab a"), "a"));
+        // knetsim's programs of their own: the kubelet and the runtime's pause and shims.
+        for program in [
+            kernel::binaries::KUBELET,
+            kernel::binaries::PAUSE,
+            kernel::binaries::SHIM,
+        ] {
+            assert!(is_lab_command(
+                &argv(&format!("/usr/local/bin/{program} --lab=a --node=w1")),
+                "a"
+            ));
+            assert!(!is_lab_command(&argv(&format!("{program} --lab=b")), "a"));
+        }
     }
 }

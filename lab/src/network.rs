@@ -68,23 +68,32 @@ pub const NODE_DIRS: &[&str] = &[
 pub const FLANNEL_CONFLIST: &str = include_str!("../../conf/10-flannel.conflist");
 /// Where Debian's containernetworking-plugins puts the plugins.
 pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
-/// The plugins a node's `/opt/cni/bin` offers: Debian's, plus knetsim as `flannel`.
+/// The plugins a node's `/opt/cni/bin` offers: Debian's, plus knetsim's `flannel`.
 const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
 
 /// Create each node's private directories, and the (empty) mount points on the machine;
 /// install the CNI network and plugins on every node, as a flannel DaemonSet would.
-pub fn prepare_node_dirs(plan: &LabPlan, paths: &LabPaths, knetsim: &Path) -> std::io::Result<()> {
+/// `flannel_cni` is knetsim's flannel CNI plugin (`knetsim-flannel-cni`).
+pub fn prepare_node_dirs(
+    plan: &LabPlan,
+    paths: &LabPaths,
+    flannel_cni: &Path,
+) -> std::io::Result<()> {
     for dir in NODE_DIRS {
         std::fs::create_dir_all(dir)?;
     }
     for node in plan.nodes() {
-        prepare_node_dir(paths, node, knetsim)?;
+        prepare_node_dir(paths, node, flannel_cni)?;
     }
     Ok(())
 }
 
 /// One node's private directories, CNI network and plugins.
-pub fn prepare_node_dir(paths: &LabPaths, node: &NodePlan, knetsim: &Path) -> std::io::Result<()> {
+pub fn prepare_node_dir(
+    paths: &LabPaths,
+    node: &NodePlan,
+    flannel_cni: &Path,
+) -> std::io::Result<()> {
     for (source, _) in node_binds(paths, node) {
         std::fs::create_dir_all(source)?;
     }
@@ -92,7 +101,7 @@ pub fn prepare_node_dir(paths: &LabPaths, node: &NodePlan, knetsim: &Path) -> st
     for plugin in CNI_PLUGINS {
         std::os::unix::fs::symlink(Path::new(DEBIAN_CNI_DIR).join(plugin), bin.join(plugin))?;
     }
-    std::os::unix::fs::symlink(knetsim, bin.join("flannel"))?;
+    std::os::unix::fs::symlink(flannel_cni, bin.join("flannel"))?;
     let conf = paths.node_path(
         &node.cluster,
         &node.name,

@@ -209,8 +209,8 @@ fn join(
     progress.step(|| {
         kernel::netns::ensure_added(&[&node.netns])?;
         kernel::uts::ensure_created(&paths.uts(&node.cluster, &node.name), &node.hostname)?;
-        let knetsim = std::env::current_exe().context("finding the knetsim binary")?;
-        crate::network::prepare_node_dir(paths, node, &knetsim)
+        let flannel_cni = kernel::binaries::sibling(kernel::binaries::FLANNEL_CNI)?;
+        crate::network::prepare_node_dir(paths, node, &flannel_cni)
             .context("creating the node's directories")?;
         Ok::<_, anyhow::Error>((
             (),

@@ -141,8 +141,11 @@ pub struct ProcessSpec {
 pub enum Program {
     /// A program from a Debian package, found on PATH when started.
     External(kernel::binaries::Requirement),
-    /// knetsim itself in another role (`knetsim flannel …`): one binary, many roles.
+    /// knetsim itself in another role (`knetsim flannel …`).
     Knetsim,
+    /// One of knetsim's programs of its own, installed next to `knetsim`
+    /// (`kernel::binaries::KUBELET`): node agents as Kubernetes ships them.
+    Sibling(&'static str),
 }
 
 impl ProcessSpec {
@@ -396,7 +399,6 @@ pub fn cluster_dns_ip(cluster: &ClusterPlan) -> std::net::Ipv4Addr {
 /// The kubelet of every node (the control plane's registers tainted `NoSchedule`).
 fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
     let mut args = vec![
-        "kubelet".into(),
         format!("--lab={lab}"),
         format!("--cluster={}", cluster.name),
         format!("--node={}", node.name),
@@ -416,7 +418,7 @@ fn kubelet(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec {
         name: "kubelet".into(),
         cluster: cluster.name.clone(),
         node: node.name.clone(),
-        program: Program::Knetsim,
+        program: Program::Sibling(kernel::binaries::KUBELET),
         args,
         ready: Readiness::HttpGet {
             port: KUBELET_HEALTHZ_PORT,

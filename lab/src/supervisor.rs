@@ -318,6 +318,7 @@ fn start(
     let program = match spec.program {
         Program::External(requirement) => kernel::binaries::find(requirement)?,
         Program::Knetsim => std::env::current_exe().context("finding the knetsim binary")?,
+        Program::Sibling(program) => kernel::binaries::sibling(program)?,
     };
     let enter = crate::network::enter_node(paths, node)?;
     let stdout = OpenOptions::new()

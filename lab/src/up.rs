@@ -197,8 +197,8 @@ fn build(
     progress.step(|| {
         let count = network::create_namespaces(plan)?;
         network::set_hostnames(plan, paths)?;
-        let knetsim = std::env::current_exe().context("finding the knetsim binary")?;
-        network::prepare_node_dirs(plan, paths, &knetsim)
+        let flannel_cni = kernel::binaries::sibling(kernel::binaries::FLANNEL_CNI)?;
+        network::prepare_node_dirs(plan, paths, &flannel_cni)
             .context("creating the nodes' directories")?;
         Ok::<_, anyhow::Error>((
             (),

@@ -8,9 +8,11 @@
 //!
 //! An image outside the catalogue runs only with an explicit `command`.
 //!
-//! `registry.k8s.io/e2e-test-images/agnhost` is knetsim itself (`knetsim agnhost …`, see
-//! `crate::agnhost`), so the manifests of Kubernetes' own network tests run unchanged: its
-//! entrypoint `/agnhost` is this binary.
+//! `registry.k8s.io/e2e-test-images/agnhost` is knetsim's own agnhost (`knetsim-agnhost …`,
+//! see `crate::agnhost`), so the manifests of Kubernetes' own network tests run unchanged: its
+//! entrypoint `/agnhost` is that program.
+
+use crate::runtime::Programs;
 
 /// An image's entrypoint and default arguments.
 struct Image {
@@ -25,7 +27,8 @@ pub fn repository(image: &str) -> &str {
     last.split(':').next().unwrap_or(last)
 }
 
-fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
+fn catalogue(image: &str, programs: &Programs) -> Option<Image> {
+    let path = |program: &std::path::Path| program.display().to_string();
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match repository(image) {
         // Shell images: a shell with no input exits 0, as the image would.
@@ -39,7 +42,7 @@ fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
         }),
         // The cluster DNS add-on's image: knetsim's cluster-dns, with its flags as arguments.
         "coredns" => Some(Image {
-            entrypoint: vec![knetsim.to_string(), "cluster-dns".to_string()],
+            entrypoint: vec![path(&programs.knetsim), "cluster-dns".to_string()],
             cmd: Vec::new(),
         }),
         // Debian's nginx, run as the official image runs it (its files: `image_files`).
@@ -49,29 +52,27 @@ fn catalogue(image: &str, knetsim: &str) -> Option<Image> {
         }),
         // agnhost's image has ENTRYPOINT ["/agnhost"] and no CMD (it prints its usage).
         "agnhost" => Some(Image {
-            entrypoint: vec![knetsim.to_string(), "agnhost".to_string()],
+            entrypoint: vec![path(&programs.agnhost)],
             cmd: Vec::new(),
         }),
         _ => None,
     }
 }
 
-/// The argv a container runs, or why it cannot run (the Pod's waiting message). `knetsim`
-/// is this binary's path, which the agnhost image runs.
+/// The argv a container runs, or why it cannot run (the Pod's waiting message). `programs`
+/// are knetsim's, which the agnhost and coredns images run.
 pub fn resolve(
     image: &str,
     command: &[String],
     args: &[String],
-    knetsim: &str,
+    programs: &Programs,
 ) -> Result<Vec<String>, String> {
-    let entry = catalogue(image, knetsim);
+    let entry = catalogue(image, programs);
     if !command.is_empty() {
         let mut argv: Vec<String> = command.iter().chain(args).cloned().collect();
         // `command: ["/agnhost", "netexec", …]` names the image's own program.
-        if entry.as_ref().is_some_and(|e| e.entrypoint.len() == 2)
-            && matches!(argv[0].as_str(), "/agnhost" | "agnhost")
-        {
-            argv.splice(0..1, [knetsim.to_string(), "agnhost".to_string()]);
+        if repository(image) == "agnhost" && matches!(argv[0].as_str(), "/agnhost" | "agnhost") {
+            argv[0] = programs.agnhost.display().to_string();
         }
         return Ok(argv);
     }
@@ -107,7 +108,16 @@ fn argv_needs_nginx(entry: &Image) -> bool {
 mod tests {
     use super::*;
 
-    const EXE: &str = "/usr/bin/knetsim";
+    const AGNHOST: &str = "/usr/bin/knetsim-agnhost";
+
+    fn programs() -> Programs {
+        Programs {
+            knetsim: "/usr/bin/knetsim".into(),
+            pause: "/usr/bin/knetsim-pause".into(),
+            shim: "/usr/bin/knetsim-shim".into(),
+            agnhost: AGNHOST.into(),
+        }
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -115,8 +125,9 @@ mod tests {
 
     #[test]
     fn command_and_args_resolve_as_in_kubernetes() {
-        let run =
-            |image, command: &[&str], args: &[&str]| resolve(image, &s(command), &s(args), EXE);
+        let run = |image, command: &[&str], args: &[&str]| {
+            resolve(image, &s(command), &s(args), &programs())
+        };
         assert_eq!(
             run("busybox", &["sleep"], &["10"]).unwrap(),
             s(&["sleep", "10"])
@@ -139,16 +150,26 @@ mod tests {
     }
 
     #[test]
-    fn agnhost_is_knetsim() {
+    fn agnhost_is_knetsims_agnhost() {
         let image = "registry.k8s.io/e2e-test-images/agnhost:2.53";
+        let programs = programs();
         assert_eq!(
-            resolve(image, &[], &s(&["netexec", "--http-port=8080"]), EXE).unwrap(),
-            s(&[EXE, "agnhost", "netexec", "--http-port=8080"])
+            resolve(image, &[], &s(&["netexec", "--http-port=8080"]), &programs).unwrap(),
+            s(&[AGNHOST, "netexec", "--http-port=8080"])
         );
         assert_eq!(
-            resolve(image, &s(&["/agnhost", "serve-hostname"]), &[], EXE).unwrap(),
-            s(&[EXE, "agnhost", "serve-hostname"])
+            resolve(image, &s(&["/agnhost", "serve-hostname"]), &[], &programs).unwrap(),
+            s(&[AGNHOST, "serve-hostname"])
         );
-        assert_eq!(resolve(image, &[], &[], EXE).unwrap(), s(&[EXE, "agnhost"]));
+        assert_eq!(resolve(image, &[], &[], &programs).unwrap(), s(&[AGNHOST]));
+        // Another image's `agnhost` is whatever that image has on its PATH.
+        assert_eq!(
+            resolve("busybox", &s(&["agnhost"]), &[], &programs).unwrap(),
+            s(&["agnhost"])
+        );
+        assert_eq!(
+            resolve("coredns/coredns:1.11", &[], &s(&["--zone=x"]), &programs).unwrap(),
+            s(&["/usr/bin/knetsim", "cluster-dns", "--zone=x"])
+        );
     }
 }

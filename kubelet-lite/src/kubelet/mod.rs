@@ -122,13 +122,27 @@ async fn serve(config: Config, registered: Arc<AtomicBool>) -> anyhow::Result<()
     result
 }
 
+/// API requests the kubelet has waiting for their response at once. kube-rs speaks HTTP/1.1
+/// (the real kubelet multiplexes one HTTP/2 connection), so each request in flight holds a
+/// connection of its own, and the pool keeps every connection a burst opened, with its TLS
+/// state and buffers (~40 KiB each), for 90 s: a burst of pod starts, whose workers each post
+/// a status, left the kubelet with one connection per pod. A few at once keep the API server
+/// just as busy. A watch holds its permit only until its response headers arrive.
+const API_REQUESTS_IN_FLIGHT: usize = 4;
+
 async fn connect(config: &Config) -> anyhow::Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
         .with_context(|| format!("reading {}", config.kubeconfig.display()))?;
     let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .with_context(|| format!("loading {}", config.kubeconfig.display()))?;
-    kube::Client::try_from(client_config).context("creating the API client")
+    let builder =
+        kube::client::ClientBuilder::try_from(client_config).context("creating the API client")?;
+    Ok(builder
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
+            API_REQUESTS_IN_FLIGHT,
+        ))
+        .build())
 }
 
 /// The node's pod CIDR from flannel's `subnet.env`, waiting until flannel has a lease.

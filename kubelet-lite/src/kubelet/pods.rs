@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::events::{self, Recorder};
@@ -51,16 +52,20 @@ const BACKOFF_MAX: u64 = 300_000;
 /// makes every one of them slower, and the first Pods of a burst later.
 const PARALLEL_STARTS_PER_CORE: usize = 2;
 
-/// What was last posted per Pod UID, shared by the pod workers.
-type Posted = Arc<std::sync::Mutex<HashMap<String, Value>>>;
+/// What was last posted per Pod UID, shared by the pod workers: the status as compact JSON
+/// (a fifth of its size as a `Value` of maps, which the kubelet kept for every Pod).
+type Posted = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     let selector = format!("spec.nodeName={}", config.node_name);
+    // The cache keeps every Pod of the node; their managedFields (a third of a Pod as the
+    // API server returns it) are for field managers, never the kubelet's to read.
     let stream = reflector(
         writer,
-        watcher(pods.clone(), watcher::Config::default().fields(&selector)),
+        watcher(pods.clone(), watcher::Config::default().fields(&selector))
+            .modify(|pod| pod.managed_fields_mut().clear()),
     )
     .default_backoff()
     .applied_objects();
@@ -489,7 +494,7 @@ async fn sync_pod(
             spec.image.as_deref().unwrap_or_default(),
             &env::expand_all(spec.command.as_deref().unwrap_or_default(), &env),
             &env::expand_all(spec.args.as_deref().unwrap_or_default(), &env),
-            &runtime.exe.display().to_string(),
+            &runtime.programs,
         );
         let argv = match argv {
             Ok(argv) => argv,
@@ -606,10 +611,11 @@ async fn sync_pod(
     let mut status = pod_status(&pod, &sandbox, &mine, &waiting, &config, &shared.prober);
     // Transitions count from what this kubelet last reported, else (after a restart) from
     // what the API server holds.
-    let reported = posted.lock().ok().and_then(|p| {
-        p.get(&uid)
-            .and_then(|s| s.pointer("/status/conditions").cloned())
-    });
+    let reported = posted
+        .lock()
+        .ok()
+        .and_then(|p| serde_json::from_str::<Value>(p.get(&uid)?).ok())
+        .and_then(|mut s| s.pointer_mut("/status/conditions").map(Value::take));
     let held = pod
         .status
         .as_ref()
@@ -670,9 +676,11 @@ fn backoff_ms(attempts: usize) -> u64 {
 /// Patch the status if it differs from what was last posted for this Pod; false if the API
 /// server did not take it.
 async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) -> bool {
+    // Equal statuses serialize alike: serde_json's maps keep their keys sorted.
+    let compact = status.to_string();
     if posted
         .lock()
-        .map(|p| p.get(uid) == Some(&status))
+        .map(|p| p.get(uid) == Some(&compact))
         .unwrap_or(false)
     {
         return true;
@@ -683,7 +691,7 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
     {
         Ok(_) => {
             if let Ok(mut p) = posted.lock() {
-                p.insert(uid.to_string(), status);
+                p.insert(uid.to_string(), compact);
             }
             true
         }

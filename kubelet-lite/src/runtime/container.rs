@@ -2,7 +2,7 @@
 //!
 //! A container is a process that joins its sandbox's namespaces (the pause process's network,
 //! UTS and IPC) and gets a mount namespace of its own with its volume mounts. Like containerd,
-//! the runtime does not parent it directly: a **shim** (`knetsim shim …`, one per container,
+//! the runtime does not parent it directly: a **shim** (`knetsim-shim …`, one per container,
 //! in a session of its own) starts it, copies its stdout and stderr into the CRI log file, and
 //! records its exit. So containers and their exit codes survive a kubelet restart.
 //!
@@ -203,10 +203,9 @@ impl Runtime {
                 ))
             })?;
         use std::os::unix::process::CommandExt;
-        let mut command = std::process::Command::new(&self.exe);
+        let mut command = std::process::Command::new(&self.programs.shim);
         command
             .args([
-                "shim",
                 "--lab",
                 &self.lab,
                 "--pause-pid",

@@ -5,8 +5,9 @@
 //!
 //! * a named network namespace, `<node netns>-<namespace>-<pod>` (so `ip netns list` says
 //!   which pod it is), wired by the node's CNI network (`/etc/cni/net.d`, plugins from
-//!   `/opt/cni/bin`), with `lo` brought up by the `loopback` plugin;
-//! * a **pause** process (`knetsim pause …`) that lives in that network namespace and holds
+//!   `/opt/cni/bin`), with `lo` set up by the runtime itself as it starts the pause process
+//!   there (what the `loopback` plugin does, without an exec per pod);
+//! * a **pause** process (`knetsim-pause …`) that lives in that network namespace and holds
 //!   the pod's own UTS (hostname = pod name) and IPC namespaces, as the `pause` container
 //!   does. Containers join its namespaces, so they share localhost and hostname.
 //!
@@ -45,10 +46,38 @@ pub struct Runtime {
     pub netns_prefix: String,
     pub cni: Cni,
     pub cni_conf_dir: PathBuf,
-    /// The knetsim binary, which is also `pause`.
-    pub exe: PathBuf,
+    /// The programs the runtime starts (pause, shim) and the images' own.
+    pub programs: Programs,
     /// `--lab` of the pause processes, so `down` and `ps` find them.
     pub lab: String,
+}
+
+/// knetsim's programs that the runtime and the image catalogue run: each its own executable,
+/// as a real node has `pause`, a shim and the image's program, so a pod start never maps the
+/// whole `knetsim` binary.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// `knetsim` itself: the coredns image runs `knetsim cluster-dns`.
+    pub knetsim: PathBuf,
+    /// `knetsim-pause`, the sandbox's infra process.
+    pub pause: PathBuf,
+    /// `knetsim-shim`, the parent of each container process.
+    pub shim: PathBuf,
+    /// `knetsim-agnhost`, the agnhost image's `/agnhost`.
+    pub agnhost: PathBuf,
+}
+
+impl Programs {
+    /// The programs installed next to the running executable, or which one is missing.
+    pub fn installed() -> kernel::Result<Programs> {
+        use kernel::binaries::{sibling, AGNHOST, KNETSIM, PAUSE, SHIM};
+        Ok(Programs {
+            knetsim: sibling(KNETSIM)?,
+            pause: sibling(PAUSE)?,
+            shim: sibling(SHIM)?,
+            agnhost: sibling(AGNHOST)?,
+        })
+    }
 }
 
 /// What RunPodSandbox is given (the CRI's `PodSandboxConfig`, the parts knetsim uses).

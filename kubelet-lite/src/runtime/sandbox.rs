@@ -1,7 +1,8 @@
 //! RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
 //!
-//! Run does, in order: netns → pause process → CNI `loopback` on `lo` → the node's CNI network
-//! on `eth0`, and undoes what it did if a later step fails. Stop tears the network down (CNI
+//! Run does, in order: netns → pause process (which sets the namespace's `lo` up, as the CNI
+//! `loopback` plugin would, without a plugin to exec per pod) → the node's CNI network on
+//! `eth0`, and undoes what it did if a later step fails. Stop tears the network down (CNI
 //! DEL) and stops the pause process; Remove deletes the namespace and the state. Both are
 //! idempotent, as the CRI requires: what is already gone is success.
 
@@ -24,9 +25,6 @@ pub struct PortMapping {
     pub container_port: u16,
     pub protocol: String,
 }
-
-const LOOPBACK: &str =
-    r#"{"cniVersion":"1.0.0","name":"cni-loopback","plugins":[{"type":"loopback"}]}"#;
 
 impl Runtime {
     fn sandbox_dir(&self, id: &str) -> PathBuf {
@@ -152,12 +150,6 @@ impl Runtime {
         sandbox.pause_pid = Some(self.start_pause(sandbox)?);
         self.save(sandbox)?;
         let pause = began.elapsed() - netns;
-        let loopback = NetworkConfigList::parse(Path::new("loopback"), LOOPBACK.as_bytes())
-            .map_err(RuntimeError::Network)?;
-        let (_, lo) = self
-            .cni
-            .add_timed(&loopback, &self.runtime_conf(sandbox, "lo"))
-            .map_err(RuntimeError::Network)?;
         let network =
             NetworkConfigList::load_default(&self.cni_conf_dir).map_err(RuntimeError::Network)?;
         let (result, eth0) = self
@@ -166,9 +158,8 @@ impl Runtime {
             .map_err(RuntimeError::Network)?;
         sandbox.ip = pod_ip(&result);
         let ms = |d: Duration| d.as_millis() as u64;
-        let plugins: Vec<String> = lo
+        let plugins: Vec<String> = eth0
             .iter()
-            .chain(&eth0)
             .map(|(plugin, took)| format!("{plugin} {} ms", ms(*took)))
             .collect();
         tracing::info!(
@@ -182,19 +173,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// `knetsim pause`, in the pod's network namespace and in new UTS and IPC namespaces
-    /// with the pod's hostname, in a session of its own so it outlives the kubelet.
+    /// `knetsim-pause`, in the pod's network namespace (its `lo` set up) and in new UTS and
+    /// IPC namespaces with the pod's hostname, in a session of its own so it outlives the
+    /// kubelet.
     fn start_pause(&self, sandbox: &PodSandbox) -> Result<u32, RuntimeError> {
         use std::os::fd::AsFd;
         use std::os::unix::process::CommandExt;
         let net = std::fs::File::open(&sandbox.netns).map_err(RuntimeError::Pause)?;
         let hostname = sandbox.config.hostname.clone();
-        // A hostNetwork pod shares the node's UTS namespace too (its hostname is the node's).
-        let own_uts = !sandbox.config.host_network;
-        let mut command = std::process::Command::new(&self.exe);
+        // A hostNetwork pod shares the node's UTS namespace too (its hostname is the node's),
+        // and the node's `lo` is the node's business.
+        let own_namespaces = !sandbox.config.host_network;
+        let mut command = std::process::Command::new(&self.programs.pause);
         command
             .args([
-                "pause",
                 "--lab",
                 &self.lab,
                 "--pod",
@@ -209,7 +201,9 @@ impl Runtime {
         unsafe {
             command.pre_exec(move || {
                 setns(net.as_fd(), CloneFlags::CLONE_NEWNET)?;
-                if own_uts {
+                if own_namespaces {
+                    // A new network namespace starts with `lo` down.
+                    set_loopback_up()?;
                     unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)?;
                     nix::unistd::sethostname(&hostname)?;
                 } else {
@@ -304,6 +298,34 @@ impl Runtime {
 }
 
 /// SIGTERM, a short grace, SIGKILL; then reap it if it is our child.
+/// Set `lo` of the current network namespace up, as the CNI `loopback` plugin does (the kernel
+/// gives it 127.0.0.1 and ::1). Only system calls, so it may run between fork and exec.
+fn set_loopback_up() -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: plain system calls on a socket of our own and a zeroed `ifreq` naming `lo`.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (to, from) in request.ifr_name.iter_mut().zip(b"lo") {
+            *to = *from as libc::c_char;
+        }
+        let mut result = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request);
+        if result == 0 {
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(socket, libc::SIOCSIFFLAGS, &request);
+        }
+        let error = std::io::Error::last_os_error();
+        libc::close(socket);
+        if result != 0 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 fn stop_process(pid: u32) {
     let pid = pid as i32;
     if kernel::procs::alive(pid) {
@@ -324,6 +346,39 @@ pub fn pod_ip(result: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `lo` of a new network namespace (this thread's only) is down until set up.
+    #[test]
+    fn loopback_is_set_up_in_a_new_network_namespace() {
+        std::thread::spawn(|| {
+            if unshare(CloneFlags::CLONE_NEWNET).is_err() {
+                eprintln!("skipped: creating a network namespace needs root");
+                return;
+            }
+            let flags = || {
+                use nix::libc;
+                // SAFETY: as in set_loopback_up.
+                unsafe {
+                    let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                    let mut request: libc::ifreq = std::mem::zeroed();
+                    request.ifr_name[0] = b'l' as libc::c_char;
+                    request.ifr_name[1] = b'o' as libc::c_char;
+                    assert_eq!(libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request), 0);
+                    libc::close(socket);
+                    request.ifr_ifru.ifru_flags as libc::c_int
+                }
+            };
+            assert_eq!(
+                flags() & nix::libc::IFF_UP,
+                0,
+                "a new namespace's lo is down"
+            );
+            set_loopback_up().unwrap();
+            assert_ne!(flags() & nix::libc::IFF_UP, 0, "lo is up");
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn pod_ip_is_the_first_address_of_the_result() {

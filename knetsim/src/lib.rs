@@ -1,0 +1,178 @@
+//! What the `knetsim` command shares with knetsim's programs that run on every node or in
+//! every pod: `knetsim-kubelet`, `knetsim-pause`, `knetsim-shim`, `knetsim-agnhost` and the
+//! flannel CNI plugin `knetsim-flannel-cni` (see `src/bin/`). Kubernetes ships the kubelet,
+//! `pause`, the shim and the CNI plugins as programs of their own; so does knetsim, so that
+//! a kubelet maps and faults in only its own code and a pod start does not exec the whole
+//! `knetsim` binary four times. `knetsim kubelet …` (and the other roles) still work: both
+//! entry points parse the same flags, defined here, and call the same code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The kubelet's command line (kubelet's flags), for `knetsim kubelet` and `knetsim-kubelet`.
+#[derive(clap::Args)]
+pub struct KubeletArgs {
+    #[arg(long)]
+    pub cluster: String,
+    /// The node within the cluster (`w1`).
+    #[arg(long)]
+    pub node: String,
+    #[arg(long, default_value = "/var/lib/kubelet/kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// The Node object's name (`c0-w1`).
+    #[arg(long)]
+    pub hostname_override: String,
+    #[arg(long)]
+    pub node_ip: std::net::Ipv4Addr,
+    /// Register with the control-plane role label and `NoSchedule` taint.
+    #[arg(long)]
+    pub register_with_control_plane_taint: bool,
+    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    pub subnet_file: PathBuf,
+    /// The serving certificate for container logs on <node-ip>:10250 (with its key and the CA
+    /// client certificates must come from); without them, logs are not served.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Where the kubelet keeps the Pods' directories (`<root>/pods/<uid>/`).
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    pub root_dir: PathBuf,
+    /// The cluster DNS Service's IP that `ClusterFirst` Pods resolve with; without it they
+    /// resolve as the node does.
+    #[arg(long)]
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The node's resolver configuration, for `dnsPolicy: Default`.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+}
+
+/// Run the kubelet of `lab`'s node until SIGTERM or SIGINT.
+pub fn run_kubelet(lab: &str, args: KubeletArgs) -> anyhow::Result<()> {
+    init_logging();
+    tracing::info!(lab, cluster = %args.cluster, node = %args.node, "kubelet starting");
+    let plan = lab::read_plan(lab)?;
+    let node = plan
+        .node(&format!("{}/{}", args.cluster, args.node))
+        .map_err(anyhow::Error::msg)?;
+    let config = kubelet_lite::kubelet::Config {
+        kubeconfig: args.kubeconfig,
+        node_name: args.hostname_override,
+        node_ip: args.node_ip,
+        control_plane: args.register_with_control_plane_taint,
+        subnet_file: args.subnet_file,
+        runtime: kubelet_lite::crictl::node_runtime(lab, &node.netns)?,
+        root_dir: args.root_dir,
+        dns: kubelet_lite::kubelet::pod_files::DnsSettings {
+            cluster_dns: args.cluster_dns,
+            cluster_domain: args.cluster_domain,
+            node_resolv_conf: args.resolv_conf,
+        },
+        tls: match (
+            args.tls_cert_file,
+            args.tls_private_key_file,
+            args.client_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(client_ca)) => {
+                Some(kubelet_lite::kubelet::server::TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                })
+            }
+            (None, None, None) => None,
+            _ => anyhow::bail!(
+                "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+            ),
+        },
+    };
+    kubelet_lite::limit_malloc_arenas();
+    let runtime = kubelet_lite::kubelet::tokio_runtime()?;
+    runtime.block_on(kubelet_lite::kubelet::run(config, shutdown_signal()))
+}
+
+/// The infra process of a pod sandbox (`knetsim-pause`). Its flags only name it in `ps` (and
+/// for `knetsim down`, which finds a lab's processes by `--lab`).
+#[derive(clap::Args)]
+pub struct PauseArgs {
+    #[arg(long)]
+    pub pod: String,
+    #[arg(long)]
+    pub sandbox: String,
+}
+
+/// The parent of one container process (`knetsim-shim`).
+#[derive(clap::Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub container_dir: PathBuf,
+    /// The sandbox's pause process, whose namespaces the container joins.
+    #[arg(long)]
+    pub pause_pid: u32,
+    #[arg(long)]
+    pub hostname: String,
+}
+
+pub fn run_shim(args: &ShimArgs) -> anyhow::Result<()> {
+    kubelet_lite::shim::run(&args.container_dir, args.pause_pid, &args.hostname)
+}
+
+/// The `flannel` CNI plugin: environment and stdin in, result or error JSON out.
+pub fn flannel_cni_plugin() -> ExitCode {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let (out, code) = flannel::cni::dispatch(&|name| std::env::var(name).ok(), &stdin);
+    let _ = std::io::stdout().write_all(&out);
+    ExitCode::from(code as u8)
+}
+
+/// agnhost with its own command line (`netexec --http-port=8080`), as the image runs it.
+pub fn agnhost(args: &[String]) -> ExitCode {
+    let code = kubelet_lite::agnhost::main(args);
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Resolves on SIGTERM or SIGINT: how every long-running role is told to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Long-running roles log with `tracing` to stderr, which the supervisor sends to their file.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KNETSIM_LOG")
+        // hickory logs every DNS query at info: too much for a server under load.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A program's failure, printed as `knetsim` prints its own: `<program>: <error chain>`.
+pub fn exit_on_error(program: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
