@@ -1,6 +1,6 @@
 //! `?watch=true`: a stream of newline-delimited `{"type","object"}` events.
 //!
-//! A watch maps straight onto an etcd watch of the collection's key prefix, started at
+//! A watch is a subscription to the resource's shared etcd watch (`shared_watch.rs`) from
 //! `resourceVersion + 1`, so clients see exactly the events after the version they hold.
 //! `resourceVersion` unset or `0` (and `sendInitialEvents=true`) first replays the current
 //! objects as ADDED, as kube-apiserver does. Selectors are applied to both the new and the
@@ -169,8 +169,17 @@ pub async fn serve(
             _ => n + 1,
         }
     };
-    let progress = bookmarks.then_some(state.bookmark_interval);
-    let mut changes = state.store.backend.watch(&prefix, start, progress).await?;
+    let mut changes = state
+        .watches
+        .watch(
+            &state.store.backend,
+            &state.store.collection(t.info, None),
+            &prefix,
+            start,
+            state.bookmark_interval,
+            bookmarks,
+        )
+        .await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let requested = rv.to_string();
     let mut stopping = state.stopping.subscribe();
