@@ -15,31 +15,97 @@
 //! changes behind is ended, and its client watches again from its last version, as
 //! kube-apiserver ends a watcher too slow for its cacher. When the store watch fails (etcd
 //! restarts), every subscriber ends and the next watch starts a new shared one.
+//!
+//! Each change is decoded once, by the first watcher that needs it (`Event::decoded`), and
+//! the others match their selectors against that: a kubelet's watch of its node's Pods no
+//! longer parses every Pod of the cluster.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
+use serde_json::Value;
+
 use crate::backend::{change_key, Backend, BackendError, Change};
+use crate::error::AppError;
+use crate::storage::{meta_mut, Store};
 
 /// Changes kept per resource for watches that start a little in the past, and the most a
 /// subscriber may fall behind.
 const BUFFER: usize = 8192;
 
 /// A subscriber's end of a shared watch.
-type Subscription = broadcast::Receiver<Arc<Message>>;
+type Subscription = broadcast::Receiver<Message>;
+
+/// What a watch receives: a change, or the store's error.
+pub type Received = Result<Arc<Event>, BackendError>;
 
 /// What the pump sends its subscribers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Message {
-    Change(Change),
+    Change(Arc<Event>),
     /// The store watch's start revision has been compacted.
     Compacted {
         requested: i64,
         compacted: i64,
     },
+}
+
+/// One change, shared by every watcher that gets it.
+#[derive(Debug)]
+pub struct Event {
+    pub change: Change,
+    decoded: OnceLock<Result<Decoded, String>>,
+}
+
+/// A change's objects, resourceVersion stamped.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The object now; for a deletion, the object as it was, at the deletion's revision.
+    pub current: Value,
+    /// The object before a put (None: it is new).
+    pub previous: Option<Value>,
+}
+
+impl Event {
+    pub fn new(change: Change) -> Self {
+        Event {
+            change,
+            decoded: OnceLock::new(),
+        }
+    }
+
+    /// The change's objects, decoded by the first caller; None for a progress notification.
+    pub fn decoded(&self, store: &Store) -> Result<Option<&Decoded>, AppError> {
+        if matches!(self.change, Change::Progress { .. }) {
+            return Ok(None);
+        }
+        let decoded = self.decoded.get_or_init(|| {
+            let decode = |kv| store.decode(kv).map_err(|e| e.to_string());
+            match &self.change {
+                Change::Put { kv, prev } => Ok(Decoded {
+                    current: decode(kv)?,
+                    previous: prev.as_ref().map(decode).transpose()?,
+                }),
+                Change::Delete { prev, revision } => {
+                    let mut current = decode(prev)?;
+                    meta_mut(&mut current)
+                        .insert("resourceVersion".into(), revision.to_string().into());
+                    Ok(Decoded {
+                        current,
+                        previous: None,
+                    })
+                }
+                Change::Progress { .. } => Err("a progress notification has no object".into()),
+            }
+        });
+        decoded
+            .as_ref()
+            .map(Some)
+            .map_err(|e| AppError::Internal(e.clone()))
+    }
 }
 
 /// The shared watches, one per resource key prefix; cheap to clone.
@@ -50,11 +116,11 @@ pub struct SharedWatches {
 
 struct Shared {
     buffer: Mutex<Buffer>,
-    sender: broadcast::Sender<Arc<Message>>,
+    sender: broadcast::Sender<Message>,
 }
 
 struct Buffer {
-    changes: VecDeque<Arc<Message>>,
+    changes: VecDeque<Arc<Event>>,
     /// Every change at or after this revision is in `changes` or still to come.
     complete_from: i64,
     ended: bool,
@@ -88,7 +154,7 @@ impl SharedWatches {
         start: i64,
         progress: Duration,
         bookmarks: bool,
-    ) -> Result<mpsc::Receiver<Result<Change, BackendError>>, BackendError> {
+    ) -> Result<mpsc::Receiver<Received>, BackendError> {
         let shared = {
             let mut resources = self.resources.lock().await;
             let live = resources
@@ -106,13 +172,15 @@ impl SharedWatches {
                 }
             }
         };
+        let (tx, rx) = mpsc::channel(1024);
         let Some((backlog, receiver)) = subscribe(&shared, start) else {
             // Older than what is kept: a store watch of its own.
-            return backend
+            let own = backend
                 .watch(prefix, start, bookmarks.then_some(progress))
-                .await;
+                .await?;
+            tokio::spawn(wrap(own, tx));
+            return Ok(rx);
         };
-        let (tx, rx) = mpsc::channel(1024);
         let prefix = prefix.to_string();
         tokio::spawn(forward(backlog, receiver, tx, prefix, start, bookmarks));
         Ok(rx)
@@ -149,7 +217,7 @@ impl SharedWatches {
 
 /// The kept changes and a subscription to the ones to come, taken together; None if the
 /// changes from `start` on are no longer all kept.
-fn subscribe(shared: &Shared, start: i64) -> Option<(Vec<Arc<Message>>, Subscription)> {
+fn subscribe(shared: &Shared, start: i64) -> Option<(Vec<Arc<Event>>, Subscription)> {
     let buffer = shared.lock();
     if buffer.complete_from > start || buffer.ended {
         return None;
@@ -168,7 +236,7 @@ async fn pump(
 ) {
     loop {
         let message = match changes.recv().await {
-            Some(Ok(change)) => Message::Change(change),
+            Some(Ok(change)) => Message::Change(Arc::new(Event::new(change))),
             Some(Err(BackendError::Compacted {
                 requested,
                 compacted,
@@ -182,15 +250,14 @@ async fn pump(
             }
             None => break,
         };
-        let message = Arc::new(message);
         let mut buffer = shared.lock();
-        match &*message {
-            Message::Change(Change::Progress { .. }) => {}
-            Message::Change(_) => {
-                buffer.changes.push_back(message.clone());
+        match &message {
+            Message::Change(event) if matches!(event.change, Change::Progress { .. }) => {}
+            Message::Change(event) => {
+                buffer.changes.push_back(event.clone());
                 if buffer.changes.len() > BUFFER {
-                    if let Some(Message::Change(oldest)) = buffer.changes.pop_front().as_deref() {
-                        buffer.complete_from = revision_of(oldest) + 1;
+                    if let Some(oldest) = buffer.changes.pop_front() {
+                        buffer.complete_from = revision_of(&oldest.change) + 1;
                     }
                 }
             }
@@ -216,21 +283,23 @@ async fn pump(
 /// One subscriber: its backlog, then the live changes, under its own `prefix` and from its
 /// own `start`.
 async fn forward(
-    backlog: Vec<Arc<Message>>,
+    backlog: Vec<Arc<Event>>,
     mut receiver: Subscription,
-    tx: mpsc::Sender<Result<Change, BackendError>>,
+    tx: mpsc::Sender<Received>,
     prefix: String,
     start: i64,
     bookmarks: bool,
 ) {
-    let wanted = |message: &Message| -> Option<Result<Change, BackendError>> {
+    let wanted = |message: &Message| -> Option<Received> {
         match message {
-            Message::Change(c @ Change::Progress { revision }) => {
-                // A bookmark never claims less than the client already has.
-                (bookmarks && *revision + 1 >= start).then(|| Ok(c.clone()))
+            Message::Change(event) => {
+                let wanted = match &event.change {
+                    // A bookmark never claims less than the client already has.
+                    Change::Progress { revision } => bookmarks && *revision + 1 >= start,
+                    c => revision_of(c) >= start && change_key(c).starts_with(&prefix),
+                };
+                wanted.then(|| Ok(event.clone()))
             }
-            Message::Change(c) => (revision_of(c) >= start && change_key(c).starts_with(&prefix))
-                .then(|| Ok(c.clone())),
             Message::Compacted {
                 requested,
                 compacted,
@@ -240,8 +309,8 @@ async fn forward(
             })),
         }
     };
-    for message in backlog {
-        if let Some(item) = wanted(&message) {
+    for event in backlog {
+        if let Some(item) = wanted(&Message::Change(event)) {
             if tx.send(item).await.is_err() {
                 return;
             }
@@ -274,6 +343,24 @@ async fn forward(
     }
 }
 
+/// A store watch of its own, passed on as shared events.
+async fn wrap(mut own: mpsc::Receiver<Result<Change, BackendError>>, tx: mpsc::Sender<Received>) {
+    loop {
+        let item = tokio::select! {
+            item = own.recv() => item,
+            _ = tx.closed() => return,
+        };
+        let Some(item) = item else { return };
+        if tx
+            .send(item.map(|c| Arc::new(Event::new(c))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,7 +372,7 @@ mod tests {
         backend: &Backend,
         prefix: &str,
         start: i64,
-    ) -> mpsc::Receiver<Result<Change, BackendError>> {
+    ) -> mpsc::Receiver<Received> {
         let hour = Duration::from_secs(3600);
         shared
             .watch(backend, "/r/", prefix, start, hour, false)
@@ -293,9 +380,9 @@ mod tests {
             .expect("watch")
     }
 
-    async fn next_key(rx: &mut mpsc::Receiver<Result<Change, BackendError>>) -> String {
+    async fn next_key(rx: &mut mpsc::Receiver<Received>) -> String {
         match rx.recv().await {
-            Some(Ok(c)) => change_key(&c).to_string(),
+            Some(Ok(e)) => change_key(&e.change).to_string(),
             other => panic!("expected a change, got {other:?}"),
         }
     }
@@ -328,5 +415,31 @@ mod tests {
         let mut early = watch(&shared, &backend, "/r/", 1).await;
         assert_eq!(next_key(&mut early).await, "/r/1");
         assert_eq!(next_key(&mut early).await, "/r/2");
+    }
+
+    #[test]
+    fn an_event_is_decoded_once_and_a_deletion_is_at_its_revision() {
+        let store = Store::new(Backend::Memory(MemoryBackend::default()), "/registry");
+        let kv = crate::backend::Kv {
+            key: "/registry/configmaps/d/c".into(),
+            value: br#"{"kind":"ConfigMap","metadata":{"name":"c"}}"#.to_vec(),
+            mod_revision: 4,
+        };
+        let deleted = Event::new(Change::Delete {
+            prev: kv,
+            revision: 9,
+        });
+        let first = deleted
+            .decoded(&store)
+            .expect("decodes")
+            .expect("an object");
+        let again = deleted
+            .decoded(&store)
+            .expect("decodes")
+            .expect("an object");
+        assert!(std::ptr::eq(first, again));
+        assert_eq!(first.current["metadata"]["resourceVersion"], "9");
+        let progress = Event::new(Change::Progress { revision: 9 });
+        assert!(progress.decoded(&store).expect("no error").is_none());
     }
 }
