@@ -350,7 +350,8 @@ impl MemoryBackend {
     }
 }
 
-fn change_key(c: &Change) -> &str {
+/// The key a change is about ("" for a progress notification).
+pub(crate) fn change_key(c: &Change) -> &str {
     match c {
         Change::Put { kv, .. } => &kv.key,
         Change::Delete { prev, .. } => &prev.key,

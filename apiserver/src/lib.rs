@@ -54,6 +54,7 @@ pub mod rest;
 pub mod selector;
 pub mod serviceaccount;
 pub mod services;
+pub mod shared_watch;
 pub mod storage;
 pub mod streaming;
 pub mod table;
@@ -137,6 +138,8 @@ pub struct AppState {
     pub custom: crd::CustomResources,
     /// Issues and checks service-account tokens, when the server has a signing key.
     pub tokens: Option<std::sync::Arc<serviceaccount::Tokens>>,
+    /// One store watch per resource, shared by its HTTP watches.
+    pub watches: shared_watch::SharedWatches,
 }
 
 impl AppState {
@@ -155,6 +158,7 @@ impl AppState {
             kubelet: None,
             custom: crd::CustomResources::default(),
             tokens: None,
+            watches: shared_watch::SharedWatches::default(),
         }
     }
 

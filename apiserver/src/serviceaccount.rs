@@ -254,7 +254,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Option<UserInfo> {
 
 async fn lookup(state: &AppState, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
     let info = registry::find("", "v1", plural)?;
-    match state.store.get(info, ns, name).await {
+    match state.store.get_latest(info, ns, name).await {
         Ok(found) => found.map(|(obj, _)| obj),
         Err(e) => {
             tracing::warn!(error = %e, "cannot check a service-account token's objects");

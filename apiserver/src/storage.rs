@@ -21,6 +21,61 @@ use crate::selector::{FieldSelector, LabelSelector};
 pub struct Store {
     pub backend: Backend,
     prefix: String,
+    latest: Latest,
+}
+
+/// How many keys `Latest` keeps before it starts over.
+const LATEST_KEYS: usize = 16384;
+
+/// The newest version of each key this server has written or read (None: deleted, at that
+/// revision), so a write and admission need not read etcd first, as kube-apiserver reads
+/// them from its watch cache. A kept version older than etcd's fails the write's
+/// compare-and-swap, which hands back the current one. Every object write goes through
+/// this server, so a kept version is only ever behind while a write of it is in flight;
+/// a deletion is kept too, so a read that was in flight across it cannot bring the object
+/// back.
+#[derive(Clone, Default)]
+struct Latest(std::sync::Arc<std::sync::Mutex<KeptVersions>>);
+
+/// Key → (revision, the object then; None: deleted at that revision).
+type KeptVersions = std::collections::HashMap<String, (i64, Option<Kv>)>;
+
+impl Latest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptVersions> {
+        // Poisoned only if a holder panicked; every entry is still a version that existed.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Kv> {
+        self.lock().get(key).and_then(|(_, kv)| kv.clone())
+    }
+
+    /// `key` was at `revision` (None: deleted then); kept unless a newer version is.
+    fn record(&self, key: &str, revision: i64, kv: Option<Kv>) {
+        let mut latest = self.lock();
+        if latest.get(key).is_some_and(|(kept, _)| *kept >= revision) {
+            return;
+        }
+        if latest.len() >= LATEST_KEYS {
+            latest.clear();
+        }
+        latest.insert(key.to_string(), (revision, kv));
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// What a compare-and-swap on `key` tells about it.
+    fn record_cas(&self, key: &str, cas: &Result<Cas, BackendError>) {
+        match cas {
+            // Written: the caller records what.
+            Ok(Cas::Done(_)) => {}
+            Ok(Cas::Failed(Some(kv))) => self.record(key, kv.mod_revision, Some(kv.clone())),
+            // Gone at a revision not known, or the outcome is not known.
+            Ok(Cas::Failed(None)) | Err(_) => self.forget(key),
+        }
+    }
 }
 
 /// What a list asks for.
@@ -68,6 +123,7 @@ impl Store {
         Store {
             backend,
             prefix: prefix.trim_end_matches('/').to_string(),
+            latest: Latest::default(),
         }
     }
 
@@ -112,9 +168,32 @@ impl Store {
         name: &str,
     ) -> Result<Option<(Value, Kv)>, AppError> {
         match self.backend.get(&self.key(r, ns, name)).await? {
-            Some(kv) => Ok(Some((self.decode(&kv)?, kv))),
+            Some(kv) => {
+                self.latest
+                    .record(&kv.key, kv.mod_revision, Some(kv.clone()));
+                Ok(Some((self.decode(&kv)?, kv)))
+            }
             None => Ok(None),
         }
+    }
+
+    /// The newest version this server knows of, else etcd's (`Latest`): for writes, whose
+    /// compare-and-swap catches a version that is behind, and for admission checks.
+    pub async fn get_latest(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(Value, Kv)>, AppError> {
+        match self.latest.get(&self.key(r, ns, name)) {
+            Some(kv) => Ok(Some((self.decode(&kv)?, kv))),
+            None => self.get(r, ns, name).await,
+        }
+    }
+
+    /// Drop the kept version of an object: the next `get_latest` reads etcd.
+    pub fn forget(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) {
+        self.latest.forget(&self.key(r, ns, name));
     }
 
     /// Store a new object; AlreadyExists if the key is taken, NotFound if its namespace
@@ -128,6 +207,7 @@ impl Store {
         let name = meta_str(&obj, "name").to_string();
         let key = self.key(r, ns, &name);
         let value = Self::encode(&obj);
+        let stored = value.clone();
         let created = match ns.filter(|_| r.namespaced) {
             Some(ns) => {
                 let parent = format!("{}/namespaces/{ns}", self.prefix);
@@ -145,6 +225,12 @@ impl Store {
         };
         match created {
             Created::Done(rev) => {
+                let kv = Kv {
+                    key: key.clone(),
+                    value: stored,
+                    mod_revision: rev,
+                };
+                self.latest.record(&key, rev, Some(kv));
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
                 Ok(obj)
             }
@@ -167,12 +253,19 @@ impl Store {
             // Nothing changed: no write, no new revision, no watch event.
             return self.decode(current);
         }
-        match self
+        let result = self
             .backend
-            .update(&current.key, bytes, current.mod_revision)
-            .await?
-        {
+            .update(&current.key, bytes.clone(), current.mod_revision)
+            .await;
+        self.latest.record_cas(&current.key, &result);
+        match result? {
             Cas::Done(rev) => {
+                let kv = Kv {
+                    key: current.key.clone(),
+                    value: bytes,
+                    mod_revision: rev,
+                };
+                self.latest.record(&current.key, rev, Some(kv));
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
                 Ok(obj)
             }
@@ -189,12 +282,16 @@ impl Store {
         current: &Kv,
     ) -> Result<(), AppError> {
         let name = meta_str(obj, "name");
-        match self
+        let result = self
             .backend
             .delete(&current.key, current.mod_revision)
-            .await?
-        {
-            Cas::Done(_) => Ok(()),
+            .await;
+        self.latest.record_cas(&current.key, &result);
+        match result? {
+            Cas::Done(rev) => {
+                self.latest.record(&current.key, rev, None);
+                Ok(())
+            }
             Cas::Failed(None) => Err(AppError::not_found(r.group, r.plural, name)),
             Cas::Failed(Some(_)) => Err(AppError::conflict_modified(r.group, r.plural, name)),
         }
@@ -303,6 +400,62 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::registry::find;
+
+    #[test]
+    fn latest_keeps_the_newest_version_and_deletions() {
+        let latest = Latest::default();
+        let kv = |rev: i64| Kv {
+            key: "/k".into(),
+            value: rev.to_string().into_bytes(),
+            mod_revision: rev,
+        };
+        latest.record("/k", 5, Some(kv(5)));
+        latest.record("/k", 3, Some(kv(3)));
+        assert_eq!(latest.get("/k"), Some(kv(5)));
+        latest.record("/k", 7, None);
+        // A read that started before the deletion does not bring the object back.
+        latest.record("/k", 5, Some(kv(5)));
+        assert_eq!(latest.get("/k"), None);
+        latest.record("/k", 9, Some(kv(9)));
+        assert_eq!(latest.get("/k"), Some(kv(9)));
+        latest.record_cas("/k", &Ok(Cas::Failed(None)));
+        assert_eq!(latest.get("/k"), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_from_a_version_that_is_behind_conflicts_and_learns_the_current_one() {
+        let store = Store::new(Backend::Memory(MemoryBackend::default()), "/registry");
+        let nsr = find("", "v1", "namespaces").expect("ns");
+        let ns = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "d"}});
+        let created = store.create(nsr, None, ns).await.expect("namespace");
+        let (_, first) = store
+            .get_latest(nsr, None, "d")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(
+            meta_str(&created, "resourceVersion"),
+            first.mod_revision.to_string()
+        );
+        let mut labelled = created.clone();
+        labelled["metadata"]["labels"] = json!({"a": "1"});
+        store
+            .update(nsr, labelled.clone(), &first)
+            .await
+            .expect("update");
+        labelled["metadata"]["labels"] = json!({"a": "2"});
+        assert!(matches!(
+            store.update(nsr, labelled, &first).await,
+            Err(AppError::Conflict(..))
+        ));
+        let (now, kv) = store
+            .get_latest(nsr, None, "d")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(now["metadata"]["labels"]["a"], "1");
+        assert_eq!(kv.mod_revision, first.mod_revision + 1);
+    }
 
     #[tokio::test]
     async fn paged_list_with_selector() {

@@ -1,6 +1,6 @@
 //! `?watch=true`: a stream of newline-delimited `{"type","object"}` events.
 //!
-//! A watch maps straight onto an etcd watch of the collection's key prefix, started at
+//! A watch is a subscription to the resource's shared etcd watch (`shared_watch.rs`) from
 //! `resourceVersion + 1`, so clients see exactly the events after the version they hold.
 //! `resourceVersion` unset or `0` (and `sendInitialEvents=true`) first replays the current
 //! objects as ADDED, as kube-apiserver does. Selectors are applied to both the new and the
@@ -25,7 +25,8 @@ use crate::backend::{BackendError, Change};
 use crate::error::AppError;
 use crate::registry::ResourceInfo;
 use crate::rest::{list_query, Target};
-use crate::storage::{meta_mut, ListQuery, Store};
+use crate::shared_watch::Event;
+use crate::storage::{ListQuery, Store};
 use crate::{table, AppState};
 
 struct Encoder {
@@ -74,32 +75,32 @@ impl Encoder {
         Bytes::from(line)
     }
 
-    /// The event (if any) a store change becomes for this watch.
-    fn change(&mut self, c: Change) -> Result<Option<Bytes>, AppError> {
-        match c {
-            Change::Put { kv, prev } => {
-                let cur = self.store.decode(&kv)?;
-                let was = match &prev {
-                    Some(p) => Some(self.matches(&self.store.decode(p)?)),
-                    None => None,
-                };
-                let kind = match (was, self.matches(&cur)) {
+    /// The event (if any) a store change becomes for this watch; the objects are decoded
+    /// once for all watches, and copied only for a watch that sends them.
+    fn change(&mut self, e: &Event) -> Result<Option<Bytes>, AppError> {
+        let Some(decoded) = e.decoded(&self.store)? else {
+            return Ok(match e.change {
+                Change::Progress { revision } if self.bookmarks => {
+                    Some(self.bookmark(revision, false))
+                }
+                _ => None,
+            });
+        };
+        let cur = &decoded.current;
+        let kind = match &e.change {
+            Change::Put { .. } => {
+                let was = decoded.previous.as_ref().map(|p| self.matches(p));
+                match (was, self.matches(cur)) {
                     (None | Some(false), true) => "ADDED",
                     (Some(true), true) => "MODIFIED",
                     (Some(true), false) => "DELETED",
                     _ => return Ok(None),
-                };
-                Ok(Some(self.event(kind, cur)))
+                }
             }
-            Change::Delete { prev, revision } => {
-                let mut obj = self.store.decode(&prev)?;
-                meta_mut(&mut obj).insert("resourceVersion".into(), revision.to_string().into());
-                Ok(self.matches(&obj).then(|| self.event("DELETED", obj)))
-            }
-            Change::Progress { revision } => {
-                Ok(self.bookmarks.then(|| self.bookmark(revision, false)))
-            }
-        }
+            _ if self.matches(cur) => "DELETED",
+            _ => return Ok(None),
+        };
+        Ok(Some(self.event(kind, cur.clone())))
     }
 
     fn bookmark(&mut self, revision: i64, initial_end: bool) -> Bytes {
@@ -169,8 +170,17 @@ pub async fn serve(
             _ => n + 1,
         }
     };
-    let progress = bookmarks.then_some(state.bookmark_interval);
-    let mut changes = state.store.backend.watch(&prefix, start, progress).await?;
+    let mut changes = state
+        .watches
+        .watch(
+            &state.store.backend,
+            &state.store.collection(t.info, None),
+            &prefix,
+            start,
+            state.bookmark_interval,
+            bookmarks,
+        )
+        .await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let requested = rv.to_string();
     let mut stopping = state.stopping.subscribe();
@@ -191,7 +201,7 @@ pub async fn serve(
             };
             let line = match change {
                 None => return,
-                Some(Ok(c)) => match enc.change(c) {
+                Some(Ok(e)) => match enc.change(&e) {
                     Ok(Some(l)) => l,
                     Ok(None) => continue,
                     Err(e) => {

@@ -179,14 +179,24 @@ pub async fn update(
         check_namespace(t.info, t.namespace.as_deref(), &mut obj)?;
         check_name(name, &mut obj)?;
     }
-    let (current, kv) = get_existing(state, t, name).await?;
+    // The newest version this server knows of: one that is behind fails the write's
+    // compare-and-swap.
+    let (mut current, mut kv) = state
+        .store
+        .get_latest(t.info, t.namespace.as_deref(), name)
+        .await?
+        .ok_or_else(|| AppError::not_found(t.info.group, t.info.plural, name))?;
     let rv = meta_str(&obj, "resourceVersion");
     if !rv.is_empty() && rv != kv.mod_revision.to_string() {
-        return Err(AppError::conflict_modified(
-            t.info.group,
-            t.info.plural,
-            name,
-        ));
+        // The kept version may be behind the one the client has: etcd decides.
+        (current, kv) = get_existing(state, t, name).await?;
+        if rv != kv.mod_revision.to_string() {
+            return Err(AppError::conflict_modified(
+                t.info.group,
+                t.info.plural,
+                name,
+            ));
+        }
     }
     let mut new = if scale {
         prepare_update(t.info, &current, from_scale(t.info, &current, &obj)?, None)
@@ -213,10 +223,11 @@ pub async fn patch_object(
         .unwrap_or("");
     let kind = patch::PatchKind::from_content_type(ct)?;
     let mut last = None;
+    let mut checked_pin = false;
     for _ in 0..5 {
         let existing = state
             .store
-            .get(t.info, t.namespace.as_deref(), name)
+            .get_latest(t.info, t.namespace.as_deref(), name)
             .await?;
         let (current, kv) = match existing {
             Some(x) => x,
@@ -261,6 +272,12 @@ pub async fn patch_object(
         let owners = patched.pointer("/metadata/managedFields").cloned();
         let rv = meta_str(&patched, "resourceVersion").to_string();
         let pinned = !rv.is_empty() && rv != kv.mod_revision.to_string();
+        if pinned && !checked_pin {
+            // The kept version may be behind the one the patch names: ask etcd.
+            checked_pin = true;
+            state.store.forget(t.info, t.namespace.as_deref(), name);
+            continue;
+        }
         if pinned {
             return Err(AppError::conflict_modified(
                 t.info.group,

@@ -9,8 +9,10 @@
 //! - watch delivery: 50 watchers of one ConfigMap collection, the time from sending an
 //!   update to each watcher receiving its event.
 //!
-//! Runs on a lab of its own (one cluster, one worker). The Pods name a node that does not
-//! exist, so no kubelet runs them and no scheduler moves them: only the API is measured.
+//! Runs on a lab of its own (one cluster, one worker). The Pods are bound to a Node object
+//! the bench makes and no kubelet runs, so nothing runs them and no scheduler moves them:
+//! only the API is measured. The Node has no status and no Lease, so the node lifecycle
+//! controller leaves it alone, and it exists, so pod GC does not delete its Pods as orphans.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::WatchParams;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent};
 
@@ -29,6 +31,8 @@ const LISTS: usize = 20;
 const KUBECTL_RUNS: usize = 5;
 const WATCHERS: usize = 50;
 const WATCH_UPDATES: usize = 100;
+/// The Node the bench's Pods are bound to; no kubelet runs it.
+const NODE: &str = "bench-no-kubelet";
 
 /// Latencies of one kind of call.
 pub struct Calls {
@@ -70,6 +74,13 @@ async fn run(lab: &str) -> anyhow::Result<ApiBench> {
         kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}))?;
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .context("creating the bench's Node")?;
     let mut calls = Vec::new();
     let ms = Duration::from_millis;
 
@@ -81,7 +92,7 @@ async fn run(lab: &str) -> anyhow::Result<ApiBench> {
                 let pod: Pod = serde_json::from_value(serde_json::json!({
                     "apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": format!("bench-{i}"), "labels": {"bench": "api"}},
-                    "spec": {"nodeName": "bench-no-such-node",
+                    "spec": {"nodeName": NODE,
                              "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]},
                 }))?;
                 pods.create(&PostParams::default(), &pod)
@@ -135,7 +146,7 @@ async fn run(lab: &str) -> anyhow::Result<ApiBench> {
         let at = Instant::now();
         let body = client.request_text(request).await?;
         list.latencies.push(at.elapsed());
-        let items = body.matches("\"nodeName\":\"bench-no-such-node\"").count();
+        let items = body.matches(&format!("\"nodeName\":\"{NODE}\"")).count();
         anyhow::ensure!(items == PODS, "listed {items} pods, not {PODS}");
     }
     list.elapsed = started.elapsed();
@@ -151,6 +162,7 @@ async fn run(lab: &str) -> anyhow::Result<ApiBench> {
         &ListParams::default().labels("bench=api"),
     )
     .await?;
+    nodes.delete(NODE, &DeleteParams::default()).await?;
     Ok(ApiBench { calls })
 }
 
