@@ -123,8 +123,9 @@ pub fn is_lab_command(argv: &[String], lab: &str) -> bool {
             .file_name()
             .and_then(|name| name.to_str())
             // knetsim's own programs (`knetsim-kubelet`, `knetsim-pause`, `knetsim-shim`),
-            // and a renamed copy (`knetsim-baseline`) that someone benchmarks against.
-            .is_some_and(|name| name.starts_with("knetsim"))
+            // and a renamed copy (`knetsim-baseline`, `old-knetsim`) that someone benchmarks
+            // against: a bench's lab must go with it whatever the copy is called.
+            .is_some_and(|name| name.contains("knetsim"))
     });
     if !is_knetsim {
         return false;
@@ -190,6 +191,10 @@ mod tests {
         assert!(!is_lab_command(&argv("knetsim status"), "a"));
         assert!(is_lab_command(
             &argv("/tmp/knetsim-baseline kubelet --lab a"),
+            "a"
+        ));
+        assert!(is_lab_command(
+            &argv("/tmp/hkl-knetsim-baseline kubelet --lab=a"),
             "a"
         ));
         assert!(!is_lab_command(&argv("kubelet --lab a"), "a"));
