@@ -125,11 +125,7 @@ fn rollout_status(lab: &Lab) {
 #[test]
 fn deployments_scale_roll_out_and_cascade() {
     let lab = Lab::up("ctrl", Some(TWO_WORKERS));
-    let manifest = write_temp(&format!("{}-web.yaml", lab.name), WEB);
-    ok(lab.kubectl(
-        "c0",
-        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
-    ));
+    let manifest = lab.apply("web", WEB);
     rollout_status(&lab);
 
     // Scheduled by the scheduler, onto workers only, spread, with events.
@@ -466,11 +462,7 @@ fn deployments_scale_roll_out_and_cascade() {
 #[test]
 fn pods_leave_a_node_whose_kubelet_stops() {
     let lab = Lab::up("ctrlnode", Some(TWO_WORKERS));
-    let manifest = write_temp(&format!("{}-web.yaml", lab.name), WEB);
-    ok(lab.kubectl(
-        "c0",
-        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
-    ));
+    lab.apply("web", WEB);
     rollout_status(&lab);
     // Hold the kubelet of w1 (SIGSTOP): the supervisor would restart a killed one.
     let index = lab.process_index("kubelet", "c0", "w1");
@@ -547,11 +539,7 @@ spec:
 #[test]
 fn daemonsets_cover_workers_and_jobs_finish() {
     let lab = Lab::up("ctrljob", Some(TWO_WORKERS));
-    let manifest = write_temp(&format!("{}-ds-jobs.yaml", lab.name), DAEMONSET_AND_JOBS);
-    ok(lab.kubectl(
-        "c0",
-        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
-    ));
+    lab.apply("ds-jobs", DAEMONSET_AND_JOBS);
     ok(lab.kubectl(
         "c0",
         &["rollout", "status", "daemonset/agent", "--timeout=60s"],
@@ -572,11 +560,10 @@ fn daemonsets_cover_workers_and_jobs_finish() {
 
     // A pod whose nodeSelector nothing matches waits, with the scheduler's reasons, until a
     // node is labelled to match.
-    let picky = write_temp(
-        &format!("{}-picky.yaml", lab.name),
+    lab.apply(
+        "picky",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: picky}\nspec:\n  nodeSelector: {disk: ssd}\n  containers:\n  - {name: c, image: busybox, command: [sleep, '3600']}\n",
     );
-    ok(lab.kubectl("c0", &["apply", "-f", picky.to_str().expect("utf-8 path")]));
     let reasons = "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }.";
     let failed = eventually(Duration::from_secs(20), || {
         stdout(&lab.kubectl(
@@ -851,11 +838,7 @@ spec:
 #[test]
 fn progress_deadlines_and_paused_rollouts() {
     let lab = Lab::up_bare("ctrlprog", Some(TWO_WORKERS));
-    let manifest = write_temp(&format!("{}-stuck.yaml", lab.name), STUCK_AND_PAUSED);
-    ok(lab.kubectl(
-        "c0",
-        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
-    ));
+    lab.apply("stuck", STUCK_AND_PAUSED);
     // minReadySeconds: a Ready pod counts as available only once it has been Ready that long.
     // The moment the ReplicaSet first counts the pod ready (well within the 8 s), it must not
     // count it available yet.
@@ -993,11 +976,7 @@ spec:
 #[test]
 fn daemonset_history_and_undo() {
     let lab = Lab::up_bare("ctrlhist", Some(TWO_WORKERS));
-    let manifest = write_temp(&format!("{}-agent.yaml", lab.name), AGENT);
-    ok(lab.kubectl(
-        "c0",
-        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
-    ));
+    lab.apply("agent", AGENT);
     let rollout = || {
         ok(lab.kubectl(
             "c0",

@@ -80,8 +80,7 @@ spec:
 ---
 {WEB}"#
     );
-    let path = write_temp(&format!("{}-static.yaml", lab.name), &manifest);
-    ok(lab.kubectl("c0", &["apply", "-f", path.to_str().unwrap()]));
+    lab.apply("static", &manifest);
     let ip_a = wait_running(&lab, "web-a");
     let ip_b = wait_running(&lab, "web-b");
     wait_running(&lab, "client");
@@ -204,14 +203,12 @@ const STATIC_CLUSTER: &str = "clusters:\n  - name: c0\n    workers: 2\n    servi
 #[test]
 fn a_static_cluster_breaks_on_a_deleted_pod_and_heals_when_switched_to_dynamic() {
     let lab = Lab::up("svcswitch", Some(STATIC_CLUSTER));
-    let path = write_temp(&format!("{}-pods.yaml", lab.name), WEB_PODS);
-    ok(lab.kubectl("c0", &["apply", "-f", path.to_str().unwrap()]));
+    lab.apply("pods", WEB_PODS);
     let ip_a = wait_running(&lab, "web-a");
     let ip_b = wait_running(&lab, "web-b");
     wait_running(&lab, "client");
     // The proxies rendered once at start-up, before the Service existed, and ignore it.
-    let service = write_temp(&format!("{}-web.yaml", lab.name), WEB);
-    ok(lab.kubectl("c0", &["apply", "-f", service.to_str().unwrap()]));
+    lab.apply("web", WEB);
     std::thread::sleep(Duration::from_secs(1));
     let node_table = || stdout(&lab.exec("c0/cp", &["nft", "list", "table", "ip", "kube-proxy"]));
     assert!(

@@ -132,6 +132,17 @@ impl Lab {
             .expect("kubectl runs")
     }
 
+    /// Write `yaml` to a temporary file named after this lab and `tag`, and
+    /// `kubectl apply -f` it in cluster c0 (asserting success); the file, to apply again.
+    pub fn apply(&self, tag: &str, yaml: &str) -> PathBuf {
+        let path = write_temp(&format!("{}-{tag}.yaml", self.name), yaml);
+        ok(self.kubectl(
+            "c0",
+            &["apply", "-f", path.to_str().expect("utf-8 temp path")],
+        ));
+        path
+    }
+
     /// `knetsim exec --lab <lab> <node> -- <command…>`.
     pub fn exec(&self, node: &str, command: &[&str]) -> Output {
         let mut all = vec!["exec", "--lab", self.name.as_str(), node, "--"];
