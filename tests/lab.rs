@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -38,21 +39,25 @@ fn up_down_round_trip_leaves_nothing_behind() {
         lab.exec("c0/w1", &["sh", "-c", "exit 7"]).status.code(),
         Some(7)
     );
-    // Each cluster has its own healthy etcd, its data on a tmpfs of its own.
+    // Each cluster has its own healthy etcd, its data in the lab's tree, a tmpfs.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let tree = format!(" /tmp/knetsim/{} ", lab.name);
+    assert!(
+        mountinfo
+            .lines()
+            .any(|l| l.contains(&tree) && l.contains(" - tmpfs ")),
+        "no tmpfs at{tree}: {mountinfo}"
+    );
     for cluster in ["c0", "c1"] {
         let health = lab.run(&["etcdctl", cluster, "--", "endpoint", "health"]);
         assert!(
             stderr(&health).contains("is healthy") || stdout(&health).contains("is healthy"),
             "{health:?}"
         );
-        let data = format!(" /tmp/knetsim/{}/{cluster}/etcd ", lab.name);
-        assert!(
-            mountinfo
-                .lines()
-                .any(|l| l.contains(&data) && l.contains(" - tmpfs ")),
-            "no tmpfs at{data}: {mountinfo}"
-        );
+        let data = PathBuf::from(format!("/tmp/knetsim/{}/{cluster}/etcd", lab.name));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o700), "{}", data.display());
     }
     // flannel: one lease per node in each cluster's etcd, a subnet.env per node, and the
     // VXLAN overlay between nodes.
@@ -246,8 +251,8 @@ fn up_refuses_a_lab_that_exists_and_down_clears_a_half_made_one() {
     ok(lab.run(&["etcdctl", "c0", "--", "endpoint", "health"]));
     drop(lab);
 
-    // A half-made lab: a namespace and etcd's tmpfs, nothing else (as if `up` was killed
-    // early).
+    // A half-made lab: a namespace and a tmpfs inside its tree, nothing else (as if `up` was
+    // killed early).
     let name = lab_name("halfmade");
     ok(std::process::Command::new("ip")
         .args(["netns", "add", &format!("{name}-c0-w1")])

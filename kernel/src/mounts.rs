@@ -1,9 +1,12 @@
-//! tmpfs mounts for data that need not survive the lab: etcd's data directory.
+//! tmpfs mounts for data that need not survive the lab: a lab's whole state tree.
 //!
-//! etcd fsyncs its write-ahead log on every write; on a disk that costs milliseconds per
-//! request, which is most of an API write's latency. A lab's etcd lives only as long as the
-//! lab, so its data directory is a tmpfs (kind documents the same trick for its nodes'
-//! etcd), where fsync returns at once. `size=` bounds it; pages are only taken as written.
+//! Everything a lab writes lives only as long as the lab, and a disk file system makes it
+//! pay for durability it does not need. etcd fsyncs its write-ahead log on every write; on a
+//! disk that costs milliseconds per request, most of an API write's latency (kind documents
+//! the same trick for its nodes' etcd). Every pod start and stop creates and removes a few
+//! dozen small files (volumes, CNI leases and caches, logs); on ext4 with much churn, inode
+//! allocation alone took a sixth of the kubelet's CPU. On a tmpfs both cost next to nothing.
+//! `size=` bounds it; pages are only taken as written.
 //!
 //! Unmounting goes by `/proc/self/mountinfo`, not by what the lab wrote down, so `down`
 //! finds the mounts of a lab whose `up` stopped half-way, or that was already half removed.
@@ -14,9 +17,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::{Error, Result};
 
-/// Make `dir` (created if missing) a tmpfs of at most `size_mib` MiB, mode 0700 as etcd
-/// wants its data directory. A tmpfs already mounted there is kept.
-pub fn ensure_tmpfs(dir: &Path, size_mib: u64) -> Result<()> {
+/// Make `dir` (created if missing) a tmpfs of at most `size_mib` MiB with the permission
+/// bits `mode`. A tmpfs already mounted there is kept.
+pub fn ensure_tmpfs(dir: &Path, size_mib: u64, mode: u32) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         action: "create",
         path: dir.to_path_buf(),
@@ -25,7 +28,7 @@ pub fn ensure_tmpfs(dir: &Path, size_mib: u64) -> Result<()> {
     if mount_points().iter().any(|m| m == dir) {
         return Ok(());
     }
-    let options = format!("size={size_mib}m,mode=0700");
+    let options = format!("size={size_mib}m,mode={mode:o}");
     mount(
         Some("tmpfs"),
         dir,
@@ -67,7 +70,7 @@ pub fn unmount_under(root: &Path) -> Result<usize> {
 }
 
 /// This process's mount points.
-fn mount_points() -> Vec<PathBuf> {
+pub(crate) fn mount_points() -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     parse_mount_points(&mountinfo)
 }
@@ -143,11 +146,14 @@ mod tests {
         let root = std::env::temp_dir().join(format!("knetsim-mounts-{}", std::process::id()));
         let _cleanup = Cleanup(root.clone());
         let dir = root.join("c0").join("etcd");
-        ensure_tmpfs(&dir, 8).expect("mount");
-        ensure_tmpfs(&dir, 8).expect("mounting again keeps the mount");
+        ensure_tmpfs(&dir, 8, 0o700).expect("mount");
+        ensure_tmpfs(&dir, 8, 0o700).expect("mounting again keeps the mount");
         assert_eq!(mount_points().iter().filter(|m| **m == dir).count(), 1);
         let statfs = nix::sys::statfs::statfs(&dir).expect("statfs");
         assert_eq!(statfs.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
         assert_eq!(unmount_under(&root).expect("unmount"), 1);
         assert!(!mount_points().iter().any(|m| m.starts_with(&root)));
         assert_eq!(unmount_under(&root).expect("again"), 0);

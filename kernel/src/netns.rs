@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-use crate::{ip, Error, Result};
+use crate::{Error, Result};
 
 /// Where iproute2 keeps its named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -45,27 +45,119 @@ pub fn list() -> Vec<String> {
     names
 }
 
-/// Create the namespaces of `names` that do not exist yet, in one `ip -batch`.
+/// Create the namespaces of `names` that do not exist yet, as `ip netns add` does.
 pub fn ensure_added<S: AsRef<str>>(names: &[S]) -> Result<()> {
-    let lines: Vec<String> = names
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|name| !exists(name))
-        .map(|name| format!("netns add {name}"))
-        .collect();
-    ip::batch(None, &lines)
+    for name in names.iter().map(AsRef::as_ref) {
+        if !exists(name) {
+            add(name)?;
+        }
+    }
+    Ok(())
 }
 
-/// Delete the namespaces of `names` that still exist. Their interfaces go with them: a veth
-/// whose peer sits in a deleted namespace disappears too.
+/// Delete the namespaces of `names` that still exist, as `ip netns delete` does. Their
+/// interfaces go with them: a veth whose peer sits in a deleted namespace disappears too.
 pub fn ensure_deleted<S: AsRef<str>>(names: &[S]) -> Result<()> {
-    let lines: Vec<String> = names
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|name| exists(name))
-        .map(|name| format!("netns delete {name}"))
-        .collect();
-    ip::batch(None, &lines)
+    for name in names.iter().map(AsRef::as_ref) {
+        if exists(name) {
+            delete(name)?;
+        }
+    }
+    Ok(())
+}
+
+/// `ip netns add NAME`, in this process: a kubelet makes one per pod, and running `ip` for
+/// it cost more CPU than the rest of the sandbox's own work.
+///
+/// As iproute2 does: `/run/netns` becomes a shared mount (bound onto itself first if it is
+/// not a mount point yet), so a namespace made inside a node's mount namespace shows on the
+/// machine; then a fresh namespace, made by a thread of its own, is bind-mounted onto an
+/// empty file there, which keeps it alive without any process in it.
+pub fn add(name: &str) -> Result<()> {
+    let target = path(name);
+    let sys = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Sys {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(NETNS_DIR).map_err(|source| Error::Io {
+        action: "create",
+        path: PathBuf::from(NETNS_DIR),
+        source,
+    })?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if let Err(nix::Error::EINVAL) =
+        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
+    {
+        // Not a mount point yet.
+        mount(
+            Some(NETNS_DIR),
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("bind onto itself", Path::new(NETNS_DIR)))?;
+        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
+            .map_err(sys("make shared", Path::new(NETNS_DIR)))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|source| Error::Io {
+            action: "create",
+            path: target.clone(),
+            source,
+        })?;
+    // The thread's own network namespace changes, never the caller's.
+    let file = target.clone();
+    let made = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(sys("make a network namespace for", &file))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &file,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("bind the new network namespace onto", &file))
+    })
+    .join()
+    .map_err(|_| Error::ThreadPanicked(name.to_string()))
+    .and_then(|made| made);
+    if made.is_err() {
+        let _ = std::fs::remove_file(&target);
+    }
+    made
+}
+
+/// `ip netns delete NAME`, in this process: unmount (lazily, so a process still inside
+/// keeps the namespace until it leaves) and remove the file.
+pub fn delete(name: &str) -> Result<()> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        // Not mounted: a half-made namespace, only its file to remove.
+        Ok(()) | Err(nix::Error::EINVAL) => {}
+        Err(source) => {
+            return Err(Error::Sys {
+                action: "unmount network namespace",
+                path: target,
+                source,
+            })
+        }
+    }
+    match std::fs::remove_file(&target) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            action: "remove",
+            path: target,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The inode that identifies a named namespace, as `/proc/<pid>/ns/net` shows it.
@@ -106,16 +198,14 @@ fn c_path(p: &Path) -> Result<CString> {
     })
 }
 
-/// The mount point that holds `path`: the longest mount point of this process that is a
-/// prefix of it (`/` at worst).
-fn containing_mount(path: &Path) -> PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(PathBuf::from)
+/// The mount point that holds `path`: the longest of `mount_points` that is a prefix of it
+/// (`/` at worst).
+fn containing_mount(path: &Path, mount_points: &[PathBuf]) -> PathBuf {
+    mount_points
+        .iter()
         .filter(|mount_point| path.starts_with(mount_point))
         .max_by_key(|mount_point| mount_point.as_os_str().len())
+        .cloned()
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
@@ -156,6 +246,9 @@ pub struct Enter {
     binds: Vec<(CString, CString, bool)>,
     /// The mounts holding the bind targets, made slaves first so the binds stay private.
     slaves: Vec<CString>,
+    /// This process's mount points, read once for all binds: `/proc/self/mountinfo` lists
+    /// every pod's network namespace, so reading it per bind cost more as pods were added.
+    mount_points: Option<Vec<PathBuf>>,
     /// (target directory, overlayfs options) mounted before the binds: a writable layer over
     /// a directory of the machine, so a mount point that does not exist there can be made in
     /// the layer without touching the machine's own files.
@@ -182,6 +275,7 @@ impl Enter {
             workdir: None,
             binds: Vec::new(),
             slaves: Vec::new(),
+            mount_points: None,
             overlays: Vec::new(),
             source_fds: Vec::new(),
         })
@@ -201,6 +295,7 @@ impl Enter {
             workdir: None,
             binds: Vec::new(),
             slaves: Vec::new(),
+            mount_points: None,
             overlays: Vec::new(),
             source_fds: Vec::new(),
         })
@@ -220,11 +315,20 @@ impl Enter {
         self.source_fds.push(std::sync::atomic::AtomicI32::new(-1));
         self.binds
             .push((c_path(source)?, c_path(target)?, readonly));
-        let holder = c_path(&containing_mount(target))?;
+        self.make_holder_slave(target)?;
+        Ok(self)
+    }
+
+    /// Make the mount holding `target` a slave before anything is mounted on it.
+    fn make_holder_slave(&mut self, target: &Path) -> Result<()> {
+        let mount_points = self
+            .mount_points
+            .get_or_insert_with(crate::mounts::mount_points);
+        let holder = c_path(&containing_mount(target, mount_points))?;
         if !self.slaves.contains(&holder) {
             self.slaves.push(holder);
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Mount an overlay over the directory `target` before the binds: `target` itself below,
@@ -239,10 +343,7 @@ impl Enter {
         );
         let options = c_path(Path::new(&options))?;
         self.overlays.push((c_path(target)?, options));
-        let holder = c_path(&containing_mount(target))?;
-        if !self.slaves.contains(&holder) {
-            self.slaves.push(holder);
-        }
+        self.make_holder_slave(target)?;
         Ok(self)
     }
 
@@ -389,6 +490,8 @@ fn fd_path(fd: i32, buffer: &mut [u8; 32]) -> &std::ffi::CStr {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn fd_paths_are_written_without_allocating() {
         let mut buffer = [0u8; 32];
@@ -403,14 +506,55 @@ mod tests {
     }
 
     #[test]
+    fn adds_a_namespace_that_threads_can_enter_and_deletes_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: network namespaces need root");
+            return;
+        }
+        let name = format!("knetsim-unit-{}", std::process::id());
+        ensure_added(&[&name]).expect("add");
+        ensure_added(&[&name]).expect("adding again is nothing to do");
+        let inode = inode(&name).expect("the namespace file is there");
+        let own = std::fs::metadata("/proc/self/ns/net").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        assert_ne!(Some(inode), own.ok(), "a new namespace, not ours");
+        let inside = run_in(&name, || {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/thread-self/ns/net")
+                .map(|m| m.ino())
+                .ok()
+        })
+        .expect("enter");
+        assert_eq!(inside, Some(inode));
+        assert!(list().contains(&name));
+        ensure_deleted(&[&name]).expect("delete");
+        assert!(!exists(&name));
+        ensure_deleted(&[&name]).expect("deleting again is nothing to do");
+    }
+
+    #[test]
     fn a_path_is_held_by_its_longest_mount_point() {
+        let mounted = crate::mounts::mount_points();
         assert_eq!(
-            super::containing_mount(std::path::Path::new("/proc/self")),
-            std::path::Path::new("/proc")
+            containing_mount(Path::new("/proc/self"), &mounted),
+            Path::new("/proc")
+        );
+        assert_eq!(containing_mount(Path::new("/"), &mounted), Path::new("/"));
+        let made_up = [
+            PathBuf::from("/"),
+            PathBuf::from("/a"),
+            PathBuf::from("/a/b"),
+        ];
+        assert_eq!(
+            containing_mount(Path::new("/a/b/c"), &made_up),
+            Path::new("/a/b")
         );
         assert_eq!(
-            super::containing_mount(std::path::Path::new("/")),
-            std::path::Path::new("/")
+            containing_mount(Path::new("/a/bc"), &made_up),
+            Path::new("/a")
         );
+        assert_eq!(containing_mount(Path::new("/x"), &[]), Path::new("/"));
     }
 }

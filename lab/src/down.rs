@@ -64,11 +64,11 @@ pub fn down(lab: &str, progress: &Progress) -> anyhow::Result<DownReport> {
     })?;
 
     progress.step(|| {
-        // etcd's tmpfs, and anything else mounted in the tree, whether or not a plan says so.
+        // The lab's tmpfs, and anything else mounted in the tree, whether or not a plan says so.
         let unmounted = kernel::mounts::unmount_under(&paths.root)?;
         Ok::<_, anyhow::Error>((
             (),
-            format!("unmounted {unmounted} file systems (etcd's tmpfs)"),
+            format!("unmounted {unmounted} file systems (the lab's tmpfs)"),
         ))
     })?;
 

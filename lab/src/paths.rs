@@ -1,6 +1,6 @@
-//! The lab's state tree: `/tmp/knetsim/<lab>/`. Everything a lab writes on disk is under it,
-//! so `down` removes the lab by removing one directory (after unmounting the UTS files and
-//! etcd's tmpfs).
+//! The lab's state tree: `/tmp/knetsim/<lab>/`, a tmpfs that `up` mounts (see
+//! `kernel::mounts`). Everything a lab writes is under it, so `down` removes the lab by
+//! unmounting the UTS files and the tmpfs and removing one directory.
 //!
 //! ```text
 //! /tmp/knetsim/<lab>/
@@ -10,8 +10,9 @@
 //!   status.json         the supervisor's view of its processes, rewritten on every change
 //!   logs/               supervisor.log and <cluster>-<node>-<process>.log
 //!   ns/<cluster>-<node>.uts   the node's UTS namespace (bind mount)
-//!   nodes/<cluster>-<node>/   the node's own /run/flannel, /etc/cni/net.d, /var/lib/cni
-//!   <cluster>/etcd/     etcd's data, on a tmpfs of its own (unmounted by `down`)
+//!   nodes/<cluster>-<node>/   the node's own /run/flannel, /etc/cni/net.d, /var/lib/cni,
+//!                       /var/lib/kubelet (pods' volumes), /var/log/pods
+//!   <cluster>/etcd/     etcd's data
 //!   pki/                the lab's CA, API server and client certificates
 //!   kubeconfig          one context per cluster
 //! ```

@@ -35,9 +35,10 @@ pub struct UpOptions {
     pub skip_addons: bool,
 }
 
-/// The most memory each cluster's etcd data (a tmpfs, see `kernel::mounts`) may take.
-/// etcd's own default quota is 2 GiB; a lab stores a few MiB.
-const ETCD_TMPFS_MIB: u64 = 1024;
+/// The most memory a lab's state tree (a tmpfs, see `kernel::mounts`) may take: etcd's
+/// data of every cluster (etcd's own default quota is 2 GiB; a lab stores a few MiB, a
+/// benchmark some hundreds), logs, and the nodes' files. Pages are only taken as written.
+const LAB_TMPFS_MIB: u64 = 4096;
 
 /// How long `up` waits for every process to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -166,6 +167,16 @@ fn build(
     progress: &Progress,
 ) -> anyhow::Result<u32> {
     progress.step(|| {
+        kernel::mounts::ensure_tmpfs(&paths.root, LAB_TMPFS_MIB, 0o755)?;
+        Ok::<_, anyhow::Error>((
+            (),
+            format!(
+                "mounted a tmpfs for the lab's files on {} (at most {LAB_TMPFS_MIB} MiB)",
+                paths.root.display()
+            ),
+        ))
+    })?;
+    progress.step(|| {
         std::fs::create_dir_all(paths.logs())
             .with_context(|| format!("creating {}", paths.logs().display()))?;
         let topology_text = match &options.topology {
@@ -182,16 +193,18 @@ fn build(
     })?;
     progress.step(|| {
         for cluster in &plan.clusters {
+            // etcd refuses a data directory others may read.
             let dir = paths.etcd_data(&cluster.name);
-            kernel::mounts::ensure_tmpfs(&dir, ETCD_TMPFS_MIB)
-                .with_context(|| format!("giving {}'s etcd a tmpfs", cluster.name))?;
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                })
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
         Ok::<_, anyhow::Error>((
             (),
-            format!(
-                "mounted a tmpfs for each etcd's data ({} of at most {ETCD_TMPFS_MIB} MiB)",
-                plan.clusters.len()
-            ),
+            format!("made {} etcd data directories", plan.clusters.len()),
         ))
     })?;
     progress.step(|| {

@@ -52,9 +52,30 @@ pub fn knetsim(args: &[&str]) -> Output {
 
 /// The user kubeconfig the tests give `lab`.
 pub fn user_kubeconfig(lab: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join(format!("knetsim-tests-{}", std::process::id()))
-        .join(format!("kubeconfig-{lab}"))
+    test_files().join(format!("kubeconfig-{lab}"))
+}
+
+/// This test process's scratch directory (manifests, kubeconfigs). The test harness has no
+/// hook at exit, so the first use removes those of earlier test processes that are gone.
+fn test_files() -> PathBuf {
+    const PREFIX: &str = "knetsim-tests-";
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let temp = std::env::temp_dir();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(&temp) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(Ok(pid)) = name.strip_prefix(PREFIX).map(str::parse::<u32>) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    temp.join(format!("{PREFIX}{}", std::process::id()))
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -238,9 +259,11 @@ pub fn residue(lab: &str) -> Vec<String> {
         left.push(format!("directory {}", state.display()));
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // The lab's own tmpfs (`/tmp/knetsim/<lab> `) and anything mounted inside it.
+    let (root, inside) = (format!("/knetsim/{lab} "), format!("/knetsim/{lab}/"));
     for line in mounts
         .lines()
-        .filter(|l| l.contains(&format!("/knetsim/{lab}/")))
+        .filter(|l| l.contains(&root) || l.contains(&inside))
     {
         left.push(format!("mount {line}"));
     }
@@ -272,7 +295,7 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 pub fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("knetsim-tests-{}", std::process::id()));
+    let dir = test_files();
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     if let Some(parent) = path.parent() {

@@ -19,6 +19,7 @@ mod events;
 mod http;
 mod image_files;
 mod images;
+mod machine;
 mod node;
 mod objects;
 mod pod_cache;

@@ -73,10 +73,12 @@ pub async fn register(
 async fn post_status(client: &kube::Client, config: &Config) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = now_rfc3339();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let resources = json!({ "cpu": cpus.to_string(), "memory": memory_kib(), "pods": "110" });
+    let machine = super::machine::machine();
+    let resources = json!({
+        "cpu": machine.cpus.to_string(),
+        "memory": format!("{}Ki", machine.memory_bytes / 1024),
+        "pods": "110",
+    });
     let status = json!({
         "status": {
             "addresses": [
@@ -153,18 +155,6 @@ pub async fn heartbeat(client: kube::Client, config: Config) {
             }
         }
     }
-}
-
-fn memory_kib() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                l.strip_prefix("MemTotal:")
-                    .map(|v| v.trim().replace(" kB", "Ki"))
-            })
-        })
-        .unwrap_or_else(|| "0".into())
 }
 
 fn kernel_release() -> String {

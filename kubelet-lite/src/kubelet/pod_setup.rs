@@ -208,18 +208,12 @@ fn uses_config(pod: &Pod) -> bool {
 }
 
 pub(super) fn node_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+    super::machine::machine().cpus as f64
 }
 
-/// The node's memory in bytes, from `/proc/meminfo`.
+/// The node's memory in bytes.
 pub(super) fn node_memory() -> f64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kib| kib * 1024.0)
+    super::machine::machine().memory_bytes as f64
 }
 
 /// CNI CHECK of every sandbox this kubelet finds at start (a restarted kubelet adopting its
