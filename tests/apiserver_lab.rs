@@ -37,6 +37,38 @@ fn kubectl_reaches_each_cluster_and_objects_live_in_etcd() {
     ));
     assert_eq!(kubernetes, "10.96.0.1");
 
+    // A TokenReview tells who a service-account token the server issued stands for.
+    // (The ServiceAccount controller makes `default` soon after the namespace exists.)
+    let mut token = String::new();
+    let issued = eventually(Duration::from_secs(20), || {
+        let out = lab.kubectl("c0", &["create", "token", "default"]);
+        token = stdout(&out);
+        out.status.success()
+    });
+    assert!(issued, "no token for the default service account");
+    let review = format!(
+        r#"{{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{{"token":"{}"}}}}"#,
+        token.trim()
+    );
+    let manifest = write_temp(&format!("{}-tokenreview.json", lab.name), &review);
+    let path = manifest.to_str().expect("utf-8 temp path");
+    let answer = ok(lab.kubectl(
+        "c0",
+        &[
+            "create",
+            "--raw",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            "-f",
+            path,
+        ],
+    ));
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("a TokenReview");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"], "system:serviceaccount:default:default",
+        "{answer}"
+    );
+
     // An object is a JSON value under /registry in that cluster's etcd, and only there.
     ok(lab.kubectl(
         "c0",

@@ -47,6 +47,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod printers;
+pub mod printers_admin;
 mod protobuf;
 mod rawlist;
 pub mod registry;
@@ -229,6 +230,18 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
             axum::routing::post(auth::self_subject_rules_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(auth::subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
+            axum::routing::post(auth::local_subject_access_review),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(auth::token_review),
         )
         .route("/openapi/v2", get(openapi::v2))
         .route("/openapi/v3", get(openapi::index))

@@ -46,9 +46,9 @@ fn leaves(obj: &Value, sub: Option<&str>) -> BTreeMap<FieldPath, Value> {
     for (k, v) in m {
         let keep = match (k.as_str(), sub) {
             ("apiVersion" | "kind", _) => false,
-            ("status", Some("status")) => true,
+            ("status", Some("status" | "approval")) => true,
             ("status", _) => false,
-            (_, Some("status")) => false,
+            (_, Some("status" | "approval")) => false,
             _ => true,
         };
         if !keep {

@@ -339,7 +339,8 @@ pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option
             .cloned()
             .unwrap_or(json!([]));
         out
-    } else if sub == Some("status") {
+    } else if matches!(sub, Some("status" | "approval")) {
+        // A CertificateSigningRequest's approval is a condition in its status.
         let mut out = current.clone();
         out["status"] = new.get("status").cloned().unwrap_or(json!({}));
         out

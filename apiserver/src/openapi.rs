@@ -122,10 +122,18 @@ pub fn to_v3(v: &Value) -> Value {
     }
 }
 
+/// The resources the documents describe: the stored ones and the create-only reviews
+/// (whose one operation is a POST), so kubectl validates a review it creates from a file.
+fn documented(state: &AppState) -> Vec<&'static ResourceInfo> {
+    let mut all = state.resources();
+    all.extend(crate::registry::CREATE_ONLY.iter());
+    all
+}
+
 /// Every served group/version, core first.
 fn group_versions(state: &AppState) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for r in state.resources() {
+    for r in documented(state) {
         let gv = (r.group.to_string(), r.version.to_string());
         if !out.contains(&gv) {
             out.push(gv);
@@ -227,13 +235,18 @@ fn operations(r: &ResourceInfo, schema_ref: &Value, v3: bool) -> Vec<(String, Va
         ),
     ];
     let plural = &r.plural;
+    let collection_path = format!("/{base}/{ns}{plural}");
+    if crate::registry::CREATE_ONLY.contains(r) {
+        let create = collection.into_iter().filter(|(verb, _)| verb == "post");
+        return vec![(collection_path, Value::Object(create.collect()))];
+    }
     vec![
         (
             format!("/{base}/{ns}{plural}/{{name}}"),
             Value::Object(item.into_iter().collect()),
         ),
         (
-            format!("/{base}/{ns}{plural}"),
+            collection_path,
             Value::Object(collection.into_iter().collect()),
         ),
     ]
@@ -253,7 +266,7 @@ fn schemas_of(
         "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".to_string(),
         "io.k8s.apimachinery.pkg.apis.meta.v1.Status".to_string(),
     ];
-    for r in state.resources() {
+    for r in documented(state) {
         if r.group != group || r.version != version {
             continue;
         }
@@ -306,8 +319,7 @@ pub async fn group_version(
         .ok_or(AppError::NoRoute)?;
     let (schemas, names) = schemas_of(&state, &g, &v);
     let mut paths = Map::new();
-    for r in state
-        .resources()
+    for r in documented(&state)
         .iter()
         .filter(|r| r.group == g && r.version == v)
     {
@@ -353,8 +365,7 @@ pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response,
     for (g, v) in group_versions(&state) {
         let (schemas, names) = schemas_of(&state, &g, &v);
         definitions.extend(schemas);
-        for r in state
-            .resources()
+        for r in documented(&state)
             .iter()
             .filter(|r| r.group == g && r.version == v)
         {

@@ -11,7 +11,7 @@ use crate::registry::ResourceInfo;
 use crate::storage::meta_str;
 use crate::table::human_duration;
 
-fn age(obj: &Value) -> String {
+pub(crate) fn age(obj: &Value) -> String {
     let ts = meta_str(obj, "creationTimestamp");
     match ts.parse::<jiff::Timestamp>() {
         Ok(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
@@ -19,15 +19,15 @@ fn age(obj: &Value) -> String {
     }
 }
 
-fn s<'a>(obj: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn s<'a>(obj: &'a Value, pointer: &str) -> &'a str {
     obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn n(obj: &Value, pointer: &str) -> i64 {
+pub(crate) fn n(obj: &Value, pointer: &str) -> i64 {
     obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn or_none(v: String) -> String {
+pub(crate) fn or_none(v: String) -> String {
     if v.is_empty() {
         "<none>".into()
     } else {
@@ -35,7 +35,7 @@ fn or_none(v: String) -> String {
     }
 }
 
-fn items<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
+pub(crate) fn items<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
     obj.pointer(pointer)
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
@@ -59,6 +59,8 @@ fn containers_and_images(obj: &Value, pointer: &str) -> (String, String) {
 
 /// `(name, type, priority)` per column and the cells of one row.
 pub type Columns = &'static [(&'static str, &'static str, u8)];
+/// The cells of one object's row.
+pub type Row = fn(&Value) -> Vec<Value>;
 
 fn pod_row(o: &Value) -> Vec<Value> {
     let statuses = items(o, "/status/containerStatuses");
@@ -455,12 +457,12 @@ fn name_age(o: &Value) -> Vec<Value> {
 
 /// Column types, short so the table below keeps one resource per line. Each column is
 /// `(name, type, priority)`; priority 1 shows only with `-o wide`.
-const S: &str = "string";
-const I: &str = "integer";
+pub(crate) const S: &str = "string";
+pub(crate) const I: &str = "integer";
 
 /// Columns and row renderer for a resource.
 #[rustfmt::skip]
-pub fn printer(info: &ResourceInfo) -> (Columns, fn(&Value) -> Vec<Value>) {
+pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
     match (info.group, info.plural) {
         ("", "pods") => (&[("Name", S, 0), ("Ready", S, 0), ("Status", S, 0), ("Restarts", I, 0), ("Age", S, 0), ("IP", S, 1), ("Node", S, 1), ("Nominated Node", S, 1), ("Readiness Gates", S, 1)], pod_row),
         ("", "services") => (&[("Name", S, 0), ("Type", S, 0), ("Cluster-IP", S, 0), ("External-IP", S, 0), ("Port(s)", S, 0), ("Age", S, 0), ("Selector", S, 1)], service_row),
@@ -482,7 +484,7 @@ pub fn printer(info: &ResourceInfo) -> (Columns, fn(&Value) -> Vec<Value>) {
         ("networking.k8s.io", "ingresses") => (&[("Name", S, 0), ("Class", S, 0), ("Hosts", S, 0), ("Address", S, 0), ("Ports", S, 0), ("Age", S, 0)], ingress_row),
         ("networking.k8s.io", "ingressclasses") => (&[("Name", S, 0), ("Controller", S, 0), ("Parameters", S, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(s(o, "/spec/controller")), json!("<none>"), json!(age(o))]),
         ("networking.k8s.io", "networkpolicies") => (&[("Name", S, 0), ("Pod-Selector", S, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(selector(o.pointer("/spec/podSelector/matchLabels"))), json!(age(o))]),
-        _ => (&[("Name", S, 0), ("Age", S, 0)], name_age),
+        (group, plural) => crate::printers_admin::printer(group, plural).unwrap_or((&[("Name", S, 0), ("Age", S, 0)], name_age)),
     }
 }
 

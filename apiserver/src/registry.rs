@@ -62,6 +62,7 @@ const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 
 macro_rules! row {
     ($g:expr, $v:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr) => {
@@ -101,8 +102,11 @@ macro_rules! row {
 #[rustfmt::skip]
 pub static CREATE_ONLY: &[ResourceInfo] = &[
     row!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, NONE, NONE, NONE),
+    row!("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, NONE, NONE, NONE),
+    row!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true, NONE, NONE, NONE),
     row!("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, NONE, NONE, NONE),
     row!("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false, NONE, NONE, NONE),
+    row!("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", false, NONE, NONE, NONE),
 ];
 
 /// Every served resource, one row each, sorted by group then name as `kubectl
@@ -124,7 +128,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("", "v1", "secrets", "secret", "Secret", true, NONE, NONE, NONE),
     row!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], NONE, &["token"]),
     row!("", "v1", "services", "service", "Service", true, &["svc"], ALL, STATUS, NameRule::Label1035),
-    row!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], &["api-extensions"], STATUS),
+    row!("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", "MutatingWebhookConfiguration", false, NONE, API_EXTENSIONS, NONE),
+    row!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "validatingadmissionpolicy", "ValidatingAdmissionPolicy", false, NONE, API_EXTENSIONS, STATUS),
+    row!("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", "ValidatingAdmissionPolicyBinding", false, NONE, API_EXTENSIONS, NONE),
+    row!("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration", "ValidatingWebhookConfiguration", false, NONE, API_EXTENSIONS, NONE),
+    row!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", false, &["crd", "crds"], API_EXTENSIONS, STATUS),
+    row!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", false, NONE, API_EXTENSIONS, STATUS),
     row!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", true, NONE, NONE, NONE),
     row!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], ALL, STATUS),
     row!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], ALL, STATUS_SCALE),
@@ -133,18 +142,26 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, &["hpa"], ALL, STATUS),
     row!("batch", "v1", "cronjobs", "cronjob", "CronJob", true, &["cj"], ALL, STATUS),
     row!("batch", "v1", "jobs", "job", "Job", true, NONE, ALL, STATUS),
+    row!("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, &["csr"], NONE, &["approval", "status"]),
     row!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, NONE, NONE, NONE),
     row!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, NONE, NONE, NONE),
+    row!("flowcontrol.apiserver.k8s.io", "v1", "flowschemas", "flowschema", "FlowSchema", false, NONE, NONE, STATUS),
+    row!("flowcontrol.apiserver.k8s.io", "v1", "prioritylevelconfigurations", "prioritylevelconfiguration", "PriorityLevelConfiguration", false, NONE, NONE, STATUS),
     row!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, NONE, NONE, NONE),
     row!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], NONE, STATUS),
     row!("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"], NONE, NONE),
+    row!("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", false, NONE, NONE, NONE),
     row!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], NONE, STATUS),
     row!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, NONE, NONE, NONE, NameRule::PathSegment),
     row!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, NONE, NONE, NONE, NameRule::PathSegment),
     row!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, NONE, NONE, NONE, NameRule::PathSegment),
     row!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, NONE, NONE, NONE, NameRule::PathSegment),
     row!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass", false, &["pc"], NONE, NONE),
+    row!("storage.k8s.io", "v1", "csidrivers", "csidriver", "CSIDriver", false, NONE, NONE, NONE),
+    row!("storage.k8s.io", "v1", "csinodes", "csinode", "CSINode", false, NONE, NONE, NONE),
+    row!("storage.k8s.io", "v1", "csistoragecapacities", "csistoragecapacity", "CSIStorageCapacity", true, NONE, NONE, NONE),
     row!("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false, &["sc"], NONE, NONE),
+    row!("storage.k8s.io", "v1", "volumeattachments", "volumeattachment", "VolumeAttachment", false, NONE, NONE, STATUS),
 ];
 
 /// The row for `group/version` `plural`.

@@ -25,6 +25,7 @@ use crate::{table, watch, write, AppState};
 /// Subresources this handler serves (the registry also names ones still to come).
 pub const SERVED_SUBRESOURCES: &[&str] = &[
     "status",
+    "approval",
     "scale",
     "binding",
     "log",
@@ -200,6 +201,12 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
                 ));
             }
             Ok(render(t.info, obj, h, &query))
+        }
+        (&Method::POST, None)
+            if t.info.kind == "CertificateSigningRequest" && t.info.custom.is_none() =>
+        {
+            let user = parts.extensions.get::<crate::tls::UserInfo>();
+            write::create_certificate_request(&state, &t, user, h, &body).await
         }
         (&Method::POST, None) => write::create(&state, &t, ns, h, &body).await,
         (&Method::PUT, Some(name)) => write::update(&state, &t, name, h, &body).await,

@@ -52,6 +52,32 @@ pub async fn create(
     Ok(json_response(StatusCode::CREATED, created))
 }
 
+/// Create a CertificateSigningRequest: its requestor is whoever sends it, whatever the body
+/// says, and its status starts empty (kube's `PrepareForCreate` of certificates).
+pub async fn create_certificate_request(
+    state: &AppState,
+    t: &Target,
+    user: Option<&crate::tls::UserInfo>,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, AppError> {
+    let mut obj = decode_body(h, body)?;
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        for field in ["username", "uid", "groups", "extra"] {
+            spec.remove(field);
+        }
+        if let Some(user) = user {
+            spec.insert("username".into(), json!(user.name));
+            spec.insert("groups".into(), json!(crate::auth::groups(user)));
+        }
+    }
+    if let Some(fields) = obj.as_object_mut() {
+        fields.remove("status");
+    }
+    let created = create_object(state, t, None, obj, false).await?;
+    Ok(json_response(StatusCode::CREATED, created))
+}
+
 /// Check, prepare, allocate and store a new object; `applied`: it is a server-side apply
 /// configuration, whose fields its manager then owns as Apply.
 async fn create_object(

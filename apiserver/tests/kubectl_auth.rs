@@ -14,6 +14,22 @@ fn rows(table: &str) -> Vec<String> {
         .collect()
 }
 
+/// `kubectl api-resources -o wide` lists `name group namespaced kind` with the one verb
+/// `create`.
+fn assert_create_only(resources: &str, row: [&str; 4]) {
+    let listed = resources
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", row[0])))
+        .unwrap_or_default();
+    let mut want = row.to_vec();
+    want.push("create");
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        want,
+        "{resources}"
+    );
+}
+
 #[test]
 fn whoami_and_can_i() {
     let c = Cluster::start();
@@ -37,15 +53,7 @@ fn whoami_and_can_i() {
             "SelfSubjectRulesReview",
         ),
     ] {
-        let row = resources
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_default();
-        assert_eq!(
-            row.split_whitespace().collect::<Vec<_>>(),
-            [name, group, "false", kind, "create"],
-            "{resources}"
-        );
+        assert_create_only(&resources, [name, group, "false", kind]);
     }
 
     // The harness's kubeconfig holds a certificate for CN=admin, O=system:masters.
@@ -127,6 +135,96 @@ fn whoami_and_can_i() {
         err.contains(
             "exactly one of nonResourceAttributes or resourceAttributes must be specified"
         ),
+        "{err}"
+    );
+}
+
+/// The reviews a webhook authorizer or authenticator sends about someone else: listed in
+/// discovery, answered as AlwaysAllow and the server's own token authentication answer,
+/// with kube's errors for what they must hold.
+#[test]
+fn reviews_about_other_subjects_and_tokens() {
+    let c = Cluster::start();
+    let resources = c.ok(&["api-resources", "-o", "wide"]);
+    for (name, group, namespaced, kind) in [
+        (
+            "tokenreviews",
+            "authentication.k8s.io/v1",
+            "false",
+            "TokenReview",
+        ),
+        (
+            "localsubjectaccessreviews",
+            "authorization.k8s.io/v1",
+            "true",
+            "LocalSubjectAccessReview",
+        ),
+        (
+            "subjectaccessreviews",
+            "authorization.k8s.io/v1",
+            "false",
+            "SubjectAccessReview",
+        ),
+    ] {
+        assert_create_only(&resources, [name, group, namespaced, kind]);
+    }
+    let create = |path: &str, body: &str| {
+        let out = c.kubectl_stdin(&["create", "--raw", path, "-f", "-"], body);
+        let answer = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok();
+        (answer, text(&out.stderr))
+    };
+
+    let (answer, err) = create(
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        r#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"user":"alice","resourceAttributes":{"verb":"get","resource":"pods","namespace":"web"}}}"#,
+    );
+    assert_eq!(
+        answer.map(|a| a["status"].clone()),
+        Some(serde_json::json!({"allowed": true})),
+        "{err}"
+    );
+    let (answer, err) = create(
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        r#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"verb":"get","resource":"pods"}}}"#,
+    );
+    assert!(answer.is_none());
+    assert!(
+        err.contains("at least one of user or group must be specified"),
+        "{err}"
+    );
+
+    let (answer, err) = create(
+        "/apis/authorization.k8s.io/v1/namespaces/web/localsubjectaccessreviews",
+        r#"{"kind":"LocalSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"groups":["devs"],"resourceAttributes":{"verb":"list","resource":"secrets"}}}"#,
+    );
+    let answer = answer.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(answer["metadata"]["namespace"], "web");
+    assert_eq!(answer["status"]["allowed"], true);
+    let (_, err) = create(
+        "/apis/authorization.k8s.io/v1/namespaces/web/localsubjectaccessreviews",
+        r#"{"kind":"LocalSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"user":"bob","resourceAttributes":{"verb":"list","resource":"secrets","namespace":"db"}}}"#,
+    );
+    assert!(
+        err.contains("spec.resourceAttributes.namespace must match namespace: web"),
+        "{err}"
+    );
+
+    // This server signs no service-account tokens: any token is unknown to it.
+    let (answer, err) = create(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"not.a.token"}}"#,
+    );
+    assert_eq!(
+        answer.map(|a| a["status"].clone()),
+        Some(serde_json::json!({"user": {}})),
+        "{err}"
+    );
+    let (_, err) = create(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{}}"#,
+    );
+    assert!(
+        err.contains("token is required for TokenReview in authentication"),
         "{err}"
     );
 }

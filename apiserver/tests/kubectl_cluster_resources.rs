@@ -1,0 +1,115 @@
+//! The cluster-administration resources a fresh 1.32 cluster serves beside the workloads
+//! (storage, admission, API priority and fairness, certificates, runtime classes): listed by
+//! `kubectl api-resources`, stored like every other object, printed with kube's columns.
+
+mod common;
+
+use common::{text, Cluster};
+
+/// The lines of a table with runs of spaces made one.
+fn rows(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+const OBJECTS: &str = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: sandboxed}
+handler: runsc
+---
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: alice}
+spec:
+  signerName: kubernetes.io/kube-apiserver-client
+  expirationSeconds: 86400
+  usages: [client auth]
+  request: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0KTUlJQ1ZqQ0NBVDRDQVFBd0VURVBNQTBHQTFVRUF3d0dZVzVuWld4aE1JSUJJakFOQmdrcWhraUc5dzBCQVFFRgpBQU9DQVE4QU1JSUJDZ0tDQVFFQTByczhJTHRHdTYxakx2dHhWTTJSVlRWMDNHWlJTWWw0dWluVWo4RElaWjBOCnR2MUZtRVFSd3VoaUZsOFEzcWl0Qm0wMUFSMkNJVXBGd2ZzSjZ4MXF3ckJzVkhZbGlBNVhwRVpZM3ExcGswSDQKM3Z3aGJlK1o2MVNrVHF5SVBYUUwrTUM5T1Nsbm5aUjlHaGcrR1NMZjhoYzN6Y0RrUm9ESzJiMHN1RktIdWtKNwozbFlROU5HWGIwUmJjdElpdEJxMmFWMnl2MWRpRnNaNGc2NWxTMEhRakVMRzdPbExyMi9rSm5yenlmOEttUURuCnBUT3BHdzRoVnRWVm1reWhvNWxNYXhEM1NVQXlnUnV6dW5VNGJXNGVXL2U1MXRKdWNyWHVMMXJPdjNsUlV6YlUKMWVaM3JGM1lxZFdrSFl2aDc2S2JCcXRVY0Y0eUFNRFlvSnRjUU1SYjlRSURBUUFCb0FBd0RRWUpLb1pJaHZjTgpBUUVMQlFBRGdnRUJBQ3g0eHdpMWhQcW5Hc2FHMmJHR2xYb1JiTWJ3VXhJcUw0S1VkQXE4TGxXQmwzeVQ2WmxMCmtWM1E9Ci0tLS0tRU5EIENFUlRJRklDQVRFIFJFUVVFU1QtLS0tLQo=
+---
+apiVersion: flowcontrol.apiserver.k8s.io/v1
+kind: FlowSchema
+metadata: {name: batch}
+spec:
+  priorityLevelConfiguration: {name: workload-low}
+  matchingPrecedence: 1000
+  distinguisherMethod: {type: ByUser}
+"#;
+
+#[test]
+fn admin_resources_are_listed_stored_and_printed_with_their_columns() {
+    let c = Cluster::start();
+    let resources = c.ok(&["api-resources"]);
+    for name in [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+        "apiservices",
+        "certificatesigningrequests",
+        "flowschemas",
+        "prioritylevelconfigurations",
+        "runtimeclasses",
+        "csidrivers",
+        "csinodes",
+        "csistoragecapacities",
+        "volumeattachments",
+    ] {
+        assert!(
+            resources
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing from: {resources}"
+        );
+    }
+
+    let created = c.kubectl_stdin(&["create", "-f", "-"], OBJECTS);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let classes = rows(&c.ok(&["get", "sc"]));
+    assert_eq!(
+        classes[0],
+        "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE"
+    );
+    assert!(
+        classes[1].starts_with(
+            "local (default) rancher.io/local-path Delete WaitForFirstConsumer false "
+        ),
+        "{classes:?}"
+    );
+    let runtime = c.ok(&["get", "runtimeclass", "sandboxed", "--no-headers"]);
+    assert!(
+        rows(&runtime)[0].starts_with("sandboxed runsc "),
+        "{runtime}"
+    );
+    let flows = c.ok(&["get", "flowschemas"]);
+    assert!(
+        rows(&flows)[0]
+            == "NAME PRIORITYLEVEL MATCHINGPRECEDENCE DISTINGUISHERMETHOD AGE MISSINGPL"
+            && rows(&flows)[1].starts_with("batch workload-low 1000 ByUser "),
+        "{flows}"
+    );
+
+    // A CSR goes from Pending to Approved through its approval subresource, as
+    // `kubectl certificate approve` does it.
+    let pending = c.ok(&["get", "csr", "alice", "--no-headers"]);
+    assert!(
+        rows(&pending)[0].ends_with("kubernetes.io/kube-apiserver-client admin 24h Pending"),
+        "{pending}"
+    );
+    c.ok(&["certificate", "approve", "alice"]);
+    let approved = c.ok(&["get", "csr", "alice", "--no-headers"]);
+    assert!(rows(&approved)[0].ends_with(" 24h Approved"), "{approved}");
+    let spec = c.ok(&["get", "csr", "alice", "-o", "jsonpath={.spec.signerName}"]);
+    assert_eq!(spec, "kubernetes.io/kube-apiserver-client");
+}
