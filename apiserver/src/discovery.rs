@@ -61,13 +61,6 @@ fn verbs_json(verbs: &[&str]) -> Value {
     json!(verbs)
 }
 
-/// What discovery lists: the served resources and the create-only reviews.
-fn discoverable(state: &AppState) -> Vec<&'static ResourceInfo> {
-    let mut all = state.resources();
-    all.extend(registry::CREATE_ONLY.iter());
-    all
-}
-
 fn verbs_of(r: &ResourceInfo) -> &'static [&'static str] {
     if registry::CREATE_ONLY.contains(r) {
         &["create"]
@@ -109,7 +102,7 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
 
 /// The aggregated discovery list for the core group (`/api`) or the named groups (`/apis`).
 fn aggregated(state: &AppState, core: bool) -> Response {
-    let all = discoverable(state);
+    let all = state.resources_and_create_only();
     let groups: Vec<(&str, Vec<&str>)> = if core {
         vec![("", vec!["v1"])]
     } else {
@@ -175,7 +168,7 @@ pub async fn api_groups(State(state): State<AppState>, h: HeaderMap) -> Response
         return aggregated(&state, false);
     }
     to_json(&APIGroupList {
-        groups: registry::groups_of(&discoverable(&state))
+        groups: registry::groups_of(&state.resources_and_create_only())
             .iter()
             .map(|(g, vs)| group_doc(g, vs))
             .collect(),
@@ -186,7 +179,7 @@ pub async fn api_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Response, AppError> {
-    let groups = registry::groups_of(&discoverable(&state));
+    let groups = registry::groups_of(&state.resources_and_create_only());
     let (g, vs) = groups
         .iter()
         .find(|(g, _)| *g == group)
@@ -260,7 +253,8 @@ fn resources(r: &ResourceInfo) -> Vec<APIResource> {
 }
 
 fn resource_list(state: &AppState, group: &str, version: &str) -> Result<Response, AppError> {
-    let list: Vec<APIResource> = discoverable(state)
+    let list: Vec<APIResource> = state
+        .resources_and_create_only()
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(resources)

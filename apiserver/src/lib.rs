@@ -188,6 +188,14 @@ impl AppState {
         all
     }
 
+    /// The served resources and the create-only ones (reviews, bindings): what discovery
+    /// and the OpenAPI documents list.
+    pub fn resources_and_create_only(&self) -> Vec<&'static registry::ResourceInfo> {
+        let mut all = self.resources();
+        all.extend(registry::CREATE_ONLY.iter());
+        all
+    }
+
     /// The served resource `plural` of `group/version`.
     pub fn find(
         &self,
@@ -238,6 +246,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
             axum::routing::post(auth::local_subject_access_review),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/bindings",
+            axum::routing::post(write::create_binding),
         )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",

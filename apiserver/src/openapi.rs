@@ -122,18 +122,10 @@ pub fn to_v3(v: &Value) -> Value {
     }
 }
 
-/// The resources the documents describe: the stored ones and the create-only reviews
-/// (whose one operation is a POST), so kubectl validates a review it creates from a file.
-fn documented(state: &AppState) -> Vec<&'static ResourceInfo> {
-    let mut all = state.resources();
-    all.extend(crate::registry::CREATE_ONLY.iter());
-    all
-}
-
 /// Every served group/version, core first.
 fn group_versions(state: &AppState) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for r in documented(state) {
+    for r in state.resources_and_create_only() {
         let gv = (r.group.to_string(), r.version.to_string());
         if !out.contains(&gv) {
             out.push(gv);
@@ -266,7 +258,7 @@ fn schemas_of(
         "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".to_string(),
         "io.k8s.apimachinery.pkg.apis.meta.v1.Status".to_string(),
     ];
-    for r in documented(state) {
+    for r in state.resources_and_create_only() {
         if r.group != group || r.version != version {
             continue;
         }
@@ -319,7 +311,8 @@ pub async fn group_version(
         .ok_or(AppError::NoRoute)?;
     let (schemas, names) = schemas_of(&state, &g, &v);
     let mut paths = Map::new();
-    for r in documented(&state)
+    for r in state
+        .resources_and_create_only()
         .iter()
         .filter(|r| r.group == g && r.version == v)
     {
@@ -365,7 +358,8 @@ pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response,
     for (g, v) in group_versions(&state) {
         let (schemas, names) = schemas_of(&state, &g, &v);
         definitions.extend(schemas);
-        for r in documented(&state)
+        for r in state
+            .resources_and_create_only()
             .iter()
             .filter(|r| r.group == g && r.version == v)
         {

@@ -97,10 +97,11 @@ macro_rules! row {
     };
 }
 
-/// Resources that are only ever created, answered at once and stored nowhere (`auth.rs`):
-/// listed in discovery with the one verb `create`, never routed to storage.
+/// Resources that are only ever created (`auth.rs`, and `bindings`, which binds the pod it
+/// names): listed in discovery with the one verb `create`, never stored as themselves.
 #[rustfmt::skip]
 pub static CREATE_ONLY: &[ResourceInfo] = &[
+    row!("", "v1", "bindings", "binding", "Binding", true, NONE, NONE, NONE),
     row!("authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false, NONE, NONE, NONE),
     row!("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, NONE, NONE, NONE),
     row!("authorization.k8s.io", "v1", "localsubjectaccessreviews", "localsubjectaccessreview", "LocalSubjectAccessReview", true, NONE, NONE, NONE),

@@ -65,3 +65,25 @@ async fn binding_then_graceful_delete() {
     let (s, _) = call(&app, Method::GET, &format!("{pods}/q"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// `bindings`, the older form of the binding subresource: the Binding's name is the pod's.
+#[tokio::test]
+async fn a_binding_posted_to_bindings_binds_the_pod_it_names() {
+    let app = setup().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let bindings = "/api/v1/namespaces/default/bindings";
+    let (s, _) = call(&app, Method::POST, pods, Some(pod("q"))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let binding = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "w2"}})
+    };
+    let (s, b) = call(&app, Method::POST, bindings, Some(binding("q"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, b) = call(&app, Method::GET, &format!("{pods}/q"), None).await;
+    assert_eq!(b["spec"]["nodeName"], json!("w2"));
+    let (s, b) = call(&app, Method::POST, bindings, Some(binding("missing"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    let (s, b) = call(&app, Method::POST, bindings, Some(binding(""))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+}

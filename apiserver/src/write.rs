@@ -527,6 +527,27 @@ pub async fn delete_collection(
 }
 
 /// `POST pods/<name>/binding`: the scheduler's way to put a Pod on a node.
+/// `POST /api/v1/namespaces/<ns>/bindings`: the older form of `pods/<name>/binding`, the
+/// pod named by the Binding's own name.
+pub async fn create_binding(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(namespace): axum::extract::Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let binding = decode_body(&h, &body)?;
+    let pod = meta_str(&binding, "name");
+    if pod.is_empty() {
+        return Err(AppError::BadRequest(
+            "a Binding must name the pod it binds in metadata.name".into(),
+        ));
+    }
+    let t = crate::rest::parse_path(&format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/binding"
+    ))?;
+    bind(&state, &t, pod, &h, &body).await
+}
+
 pub async fn bind(
     state: &AppState,
     t: &Target,

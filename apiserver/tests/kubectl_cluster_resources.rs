@@ -51,6 +51,7 @@ fn admin_resources_are_listed_stored_and_printed_with_their_columns() {
     let c = Cluster::start();
     let resources = c.ok(&["api-resources"]);
     for name in [
+        "bindings",
         "mutatingwebhookconfigurations",
         "validatingwebhookconfigurations",
         "validatingadmissionpolicies",
