@@ -48,6 +48,7 @@ pub mod patch;
 pub mod pki;
 pub mod printers;
 pub mod printers_admin;
+pub mod printers_workloads;
 mod protobuf;
 mod rawlist;
 pub mod registry;

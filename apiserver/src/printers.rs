@@ -41,7 +41,7 @@ pub(crate) fn items<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-fn selector(map: Option<&Value>) -> String {
+pub(crate) fn selector(map: Option<&Value>) -> String {
     let pairs = map.and_then(Value::as_object).map(|m| {
         m.iter()
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
@@ -51,7 +51,7 @@ fn selector(map: Option<&Value>) -> String {
     or_none(pairs.unwrap_or_default())
 }
 
-fn containers_and_images(obj: &Value, pointer: &str) -> (String, String) {
+pub(crate) fn containers_and_images(obj: &Value, pointer: &str) -> (String, String) {
     let cs = items(obj, pointer);
     let join = |f: &str| cs.iter().map(|c| s(c, f)).collect::<Vec<_>>().join(",");
     (or_none(join("/name")), or_none(join("/image")))
@@ -484,19 +484,25 @@ pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
         ("networking.k8s.io", "ingresses") => (&[("Name", S, 0), ("Class", S, 0), ("Hosts", S, 0), ("Address", S, 0), ("Ports", S, 0), ("Age", S, 0)], ingress_row),
         ("networking.k8s.io", "ingressclasses") => (&[("Name", S, 0), ("Controller", S, 0), ("Parameters", S, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(s(o, "/spec/controller")), json!("<none>"), json!(age(o))]),
         ("networking.k8s.io", "networkpolicies") => (&[("Name", S, 0), ("Pod-Selector", S, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(selector(o.pointer("/spec/podSelector/matchLabels"))), json!(age(o))]),
-        (group, plural) => crate::printers_admin::printer(group, plural).unwrap_or((&[("Name", S, 0), ("Age", S, 0)], name_age)),
+        (group, plural) => crate::printers_workloads::printer(group, plural)
+            .or_else(|| crate::printers_admin::printer(group, plural))
+            .unwrap_or((&[("Name", S, 0), ("Age", S, 0)], name_age)),
     }
+}
+
+/// The cells `get` prints for `o`, a `plural` of `group`: for the printers' tests.
+#[cfg(test)]
+pub(crate) fn row(group: &str, plural: &str, o: Value) -> Vec<Value> {
+    let r = crate::registry::RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+        .expect("a built-in resource");
+    (printer(r).1)(&o)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::find;
-
-    fn row(group: &str, plural: &str, o: Value) -> Vec<Value> {
-        let r = find(group, "v1", plural).expect("resource");
-        (printer(r).1)(&o)
-    }
 
     #[test]
     fn ingress_and_slices() {

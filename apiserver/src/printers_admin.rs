@@ -1,6 +1,6 @@
-//! Table columns of the cluster-administration resources (storage, admission, API
-//! priority and fairness, certificates, RBAC, scheduling), as kube-apiserver 1.32's printers
-//! write them; `printers.rs` has the workloads and networking ones.
+//! Table columns of the cluster-administration resources (volumes and storage, quotas,
+//! admission, API priority and fairness, certificates, RBAC, scheduling), as kube-apiserver
+//! 1.32's printers write them; `printers.rs` and `printers_workloads.rs` have the others.
 
 use serde_json::{json, Value};
 
@@ -14,6 +14,10 @@ const B: &str = "boolean";
 #[rustfmt::skip]
 pub fn printer(group: &str, plural: &str) -> Option<(Columns, Row)> {
     Some(match (group, plural) {
+        ("", "persistentvolumes") => (&[("Name", S, 0), ("Capacity", S, 0), ("Access Modes", S, 0), ("Reclaim Policy", S, 0), ("Status", S, 0), ("Claim", S, 0), ("StorageClass", S, 0), ("VolumeAttributesClass", S, 0), ("Reason", S, 0), ("Age", S, 0), ("VolumeMode", S, 1)], persistent_volume_row),
+        ("", "persistentvolumeclaims") => (&[("Name", S, 0), ("Status", S, 0), ("Volume", S, 0), ("Capacity", S, 0), ("Access Modes", S, 0), ("StorageClass", S, 0), ("VolumeAttributesClass", S, 0), ("Age", S, 0), ("VolumeMode", S, 1)], claim_row),
+        ("", "resourcequotas") => (&[("Name", S, 0), ("Age", S, 0), ("Request", S, 0), ("Limit", S, 0)], resource_quota_row),
+        ("", "limitranges") => (&[("Name", S, 0), ("Created At", "date", 0)], |o| vec![json!(meta_str(o, "name")), json!(meta_str(o, "creationTimestamp"))]),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations" | "validatingwebhookconfigurations") => (&[("Name", S, 0), ("Webhooks", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(items(o, "/webhooks").len()), json!(age(o))]),
         ("admissionregistration.k8s.io", "validatingadmissionpolicies") => (&[("Name", S, 0), ("Validations", I, 0), ("ParamKind", S, 0), ("Age", S, 0)], admission_policy_row),
         ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => (&[("Name", S, 0), ("PolicyName", S, 0), ("ParamRef", S, 0), ("Age", S, 0)], policy_binding_row),
@@ -32,6 +36,114 @@ pub fn printer(group: &str, plural: &str) -> Option<(Columns, Row)> {
         ("storage.k8s.io", "volumeattachments") => (&[("Name", S, 0), ("Attacher", S, 0), ("PV", S, 0), ("Node", S, 0), ("Attached", B, 0), ("Age", S, 0)], volume_attachment_row),
         _ => return None,
     })
+}
+
+/// `RWO,ROX`: access modes as kubectl abbreviates them.
+fn access_modes(o: &Value, pointer: &str) -> String {
+    let modes: Vec<&str> = items(o, pointer)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|mode| match mode {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    modes.join(",")
+}
+
+fn unset_if_empty(v: &str) -> String {
+    if v.is_empty() {
+        "<unset>".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn persistent_volume_row(o: &Value) -> Vec<Value> {
+    let claim = match o.pointer("/spec/claimRef") {
+        Some(c) => format!("{}/{}", s(c, "/namespace"), s(c, "/name")),
+        None => String::new(),
+    };
+    vec![
+        json!(meta_str(o, "name")),
+        json!(s(o, "/spec/capacity/storage")),
+        json!(access_modes(o, "/spec/accessModes")),
+        json!(o
+            .pointer("/spec/persistentVolumeReclaimPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Retain")),
+        json!(s(o, "/status/phase")),
+        json!(claim),
+        json!(s(o, "/spec/storageClassName")),
+        json!(unset_if_empty(s(o, "/spec/volumeAttributesClassName"))),
+        json!(s(o, "/status/reason")),
+        json!(age(o)),
+        json!(o
+            .pointer("/spec/volumeMode")
+            .and_then(Value::as_str)
+            .unwrap_or("Filesystem")),
+    ]
+}
+
+/// A claim shows its capacity and access modes once it is bound.
+fn claim_row(o: &Value) -> Vec<Value> {
+    let phase = s(o, "/status/phase");
+    let bound = phase == "Bound";
+    vec![
+        json!(meta_str(o, "name")),
+        json!(phase),
+        json!(s(o, "/spec/volumeName")),
+        json!(if bound {
+            s(o, "/status/capacity/storage")
+        } else {
+            ""
+        }),
+        json!(if bound {
+            access_modes(o, "/status/accessModes")
+        } else {
+            String::new()
+        }),
+        json!(s(o, "/spec/storageClassName")),
+        json!(unset_if_empty(s(o, "/spec/volumeAttributesClassName"))),
+        json!(age(o)),
+        json!(o
+            .pointer("/spec/volumeMode")
+            .and_then(Value::as_str)
+            .unwrap_or("Filesystem")),
+    ]
+}
+
+/// `pods: 1/10, requests.cpu: 0/1`: used over hard, `limits.*` in a column of their own.
+fn resource_quota_row(o: &Value) -> Vec<Value> {
+    let (mut requests, mut limits) = (Vec::new(), Vec::new());
+    if let Some(hard) = o.pointer("/status/hard").and_then(Value::as_object) {
+        let mut names: Vec<&String> = hard.keys().collect();
+        names.sort();
+        for name in names {
+            let used = o
+                .pointer(&format!(
+                    "/status/used/{}",
+                    name.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                .unwrap_or("0");
+            let entry = format!("{name}: {used}/{}", hard[name].as_str().unwrap_or(""));
+            if name.starts_with("limits.") {
+                limits.push(entry);
+            } else {
+                requests.push(entry);
+            }
+        }
+    }
+    vec![
+        json!(meta_str(o, "name")),
+        json!(age(o)),
+        json!(requests.join(", ")),
+        json!(limits.join(", ")),
+    ]
 }
 
 fn flag(o: &Value, pointer: &str, default: bool) -> Value {
@@ -283,10 +395,7 @@ fn volume_attachment_row(o: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(group: &str, plural: &str, o: Value) -> Vec<Value> {
-        (printer(group, plural).expect("a printer").1)(&o)
-    }
+    use crate::printers::row;
 
     #[test]
     fn certificate_signing_requests_show_their_conditions() {
@@ -360,6 +469,43 @@ mod tests {
             [
                 json!("kube-system/metrics-server"),
                 json!("False (MissingEndpoints)")
+            ]
+        );
+    }
+
+    #[test]
+    fn volumes_claims_and_quotas_read_like_kubectl() {
+        let pv = json!({"metadata": {"name": "pv1"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+            "claimRef": {"namespace": "web", "name": "data"}, "storageClassName": "local"}, "status": {"phase": "Bound"}});
+        assert_eq!(
+            row("", "persistentvolumes", pv)[1..8],
+            [
+                json!("1Gi"),
+                json!("RWO,ROX"),
+                json!("Retain"),
+                json!("Bound"),
+                json!("web/data"),
+                json!("local"),
+                json!("<unset>")
+            ]
+        );
+        let pending = json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "local"}, "status": {"phase": "Pending"}});
+        assert_eq!(
+            row("", "persistentvolumeclaims", pending)[1..6],
+            [
+                json!("Pending"),
+                json!(""),
+                json!(""),
+                json!(""),
+                json!("local")
+            ]
+        );
+        let quota = json!({"metadata": {"name": "q"}, "status": {"hard": {"pods": "10", "limits.cpu": "2", "requests.cpu": "1"}, "used": {"pods": "3"}}});
+        assert_eq!(
+            row("", "resourcequotas", quota)[2..],
+            [
+                json!("pods: 3/10, requests.cpu: 0/1"),
+                json!("limits.cpu: 0/2")
             ]
         );
     }
