@@ -64,23 +64,40 @@ fn order_of(key: &str) -> &'static [&'static str] {
 struct Ordered<'a> {
     value: &'a Value,
     first: &'static [&'static str],
+    /// A key of this object left out.
+    skip: Option<&'static str>,
+    /// A key of this object's `metadata` left out.
+    skip_in_metadata: Option<&'static str>,
+}
+
+impl<'a> Ordered<'a> {
+    fn new(value: &'a Value, first: &'static [&'static str]) -> Self {
+        Ordered {
+            value,
+            first,
+            skip: None,
+            skip_in_metadata: None,
+        }
+    }
 }
 
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.value {
             Value::Object(m) => {
-                let mut map = s.serialize_map(Some(m.len()))?;
+                let skipped = usize::from(self.skip.is_some_and(|k| m.contains_key(k)));
+                let mut map = s.serialize_map(Some(m.len() - skipped))?;
                 let leading = self.first.iter().filter_map(|k| m.get_key_value(*k));
                 let rest = m.iter().filter(|(k, _)| !self.first.contains(&k.as_str()));
-                for (k, v) in leading.chain(rest) {
-                    map.serialize_entry(
-                        k,
-                        &Ordered {
-                            value: v,
-                            first: order_of(k),
-                        },
-                    )?;
+                for (k, v) in leading
+                    .chain(rest)
+                    .filter(|(k, _)| Some(k.as_str()) != self.skip)
+                {
+                    let mut child = Ordered::new(v, order_of(k));
+                    if k == "metadata" {
+                        child.skip = self.skip_in_metadata;
+                    }
+                    map.serialize_entry(k, &child)?;
                 }
                 map.end()
             }
@@ -88,10 +105,7 @@ impl Serialize for Ordered<'_> {
             Value::Array(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a {
-                    seq.serialize_element(&Ordered {
-                        value: v,
-                        first: self.first,
-                    })?;
+                    seq.serialize_element(&Ordered::new(v, self.first))?;
                 }
                 seq.end()
             }
@@ -102,20 +116,20 @@ impl Serialize for Ordered<'_> {
 
 /// An object (or any value) as Kubernetes writes it.
 pub fn to_vec(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(&Ordered {
-        value: v,
-        first: DEFAULT,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&Ordered::new(v, DEFAULT)).unwrap_or_default()
+}
+
+/// An object as `to_vec` writes it, without `metadata.resourceVersion`: the stored form,
+/// written without first copying the object to remove that field.
+pub fn to_vec_without_resource_version(v: &Value) -> Vec<u8> {
+    let mut ordered = Ordered::new(v, DEFAULT);
+    ordered.skip_in_metadata = Some("resourceVersion");
+    serde_json::to_vec(&ordered).unwrap_or_default()
 }
 
 /// A `metav1.Status` as Kubernetes writes it.
 pub fn status_to_vec(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(&Ordered {
-        value: v,
-        first: STATUS,
-    })
-    .unwrap_or_default()
+    serde_json::to_vec(&Ordered::new(v, STATUS)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -130,6 +144,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(to_vec(&v)).unwrap_or_default(),
             r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"n","uid":"u"},"data":{"a":"2","b":"1"}}"#
+        );
+    }
+
+    #[test]
+    fn without_resource_version_leaves_out_only_metadatas() {
+        let v = json!({"kind": "ConfigMap", "apiVersion": "v1",
+                       "metadata": {"name": "n", "resourceVersion": "7", "labels": {"resourceVersion": "x"}},
+                       "data": {"resourceVersion": "y"}});
+        assert_eq!(
+            String::from_utf8(to_vec_without_resource_version(&v)).unwrap_or_default(),
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"n","labels":{"resourceVersion":"x"}},"data":{"resourceVersion":"y"}}"#
+        );
+        let only_rv = json!({"kind": "ConfigMap", "metadata": {"resourceVersion": "7"}});
+        assert_eq!(
+            String::from_utf8(to_vec_without_resource_version(&only_rv)).unwrap_or_default(),
+            r#"{"kind":"ConfigMap","metadata":{}}"#
         );
     }
 }

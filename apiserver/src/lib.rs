@@ -128,8 +128,9 @@ impl Config {
 pub struct AppState {
     pub store: Store,
     pub alloc: Allocator,
-    /// `host:port` strings for discovery's serverAddressByClientCIDRs.
-    pub advertise: Vec<String>,
+    /// `host:port` strings for discovery's serverAddressByClientCIDRs (shared: the state is
+    /// cloned several times per request).
+    pub advertise: std::sync::Arc<[String]>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
     /// Set to true at shutdown so long-running watches end and graceful shutdown completes.
@@ -154,7 +155,7 @@ impl AppState {
         AppState {
             store: Store::new(backend.clone(), prefix),
             alloc: Allocator::new(backend, prefix, service_cidr, node_ports),
-            advertise: Vec::new(),
+            advertise: std::sync::Arc::new([]),
             bookmark_interval: Duration::from_secs(5),
             stopping: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
             kubelet: None,
@@ -307,7 +308,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = tls::server_config(&config.tls).context("loading TLS certificates")?;
-    let backend = Backend::Etcd(Box::new(connect_etcd(&config).await?));
+    let backend = Backend::Etcd(std::sync::Arc::new(connect_etcd(&config).await?));
     let mut state = AppState::new(
         backend,
         &config.etcd_prefix,

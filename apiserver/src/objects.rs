@@ -300,14 +300,15 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
     }
 }
 
-/// Everything but metadata and status: what `generation` counts changes of.
-fn spec_part(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Value::Object(m) = &mut v {
-        m.remove("metadata");
-        m.remove("status");
-    }
-    v
+/// Whether `a` and `b` differ outside metadata and status: what `generation` counts changes
+/// of. Compared in place: copying both objects to compare them was a visible share of an
+/// update's CPU.
+fn spec_differs(a: &Value, b: &Value) -> bool {
+    let (Value::Object(a), Value::Object(b)) = (a, b) else {
+        return a != b;
+    };
+    let counted = |(k, _): &(&String, &Value)| k.as_str() != "metadata" && k.as_str() != "status";
+    !a.iter().filter(counted).eq(b.iter().filter(counted))
 }
 
 /// `metadata.uid` cannot change (`ValidateObjectMetaUpdate`): an update or patch naming
@@ -376,7 +377,7 @@ pub fn prepare_update(r: &ResourceInfo, current: &Value, new: Value, sub: Option
     }
     meta.remove("managedFields");
     drop_empty_metadata(meta);
-    if spec_part(current) != spec_part(&out) {
+    if spec_differs(current, &out) {
         let g = meta_generation(current) + 1;
         meta_mut(&mut out).insert("generation".into(), g.into());
     }

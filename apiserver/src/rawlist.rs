@@ -145,6 +145,51 @@ pub fn list_item(
             return Ok(false);
         }
     }
+    write_object(&top, &meta, revision, false, out);
+    Ok(true)
+}
+
+/// One stored object whole (`kind` and `apiVersion` kept), `resourceVersion` set to
+/// `revision`: the object of a watch event, as `json.rs` writes the parsed object. None: not
+/// understood.
+pub fn object(stored: &[u8], revision: i64) -> Option<Vec<u8>> {
+    let top = fields(stored)?;
+    let meta = match top.iter().find(|(k, _)| *k == "metadata") {
+        Some((_, m)) => fields(m)?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(stored.len() + 32);
+    write_object(&top, &meta, revision, true, &mut out);
+    Some(out)
+}
+
+/// The value at `path` (object keys, outermost first) of the stored object, parsed; Ok(None)
+/// if a key is absent. Err(()): not understood, or the path leads through something other
+/// than an object (the caller parses the whole object then).
+pub fn value_at(stored: &[u8], path: &[&str]) -> Result<Option<Value>, ()> {
+    let mut current = stored;
+    for key in path {
+        match fields(current)
+            .ok_or(())?
+            .into_iter()
+            .find(|(k, _)| k == key)
+        {
+            Some((_, value)) => current = value,
+            None => return Ok(None),
+        }
+    }
+    serde_json::from_slice(current).map(Some).map_err(|_| ())
+}
+
+/// The fields of `top` (and `meta`, its metadata's) written as one object, without
+/// `kind`/`apiVersion` unless `keep_type`, `resourceVersion` set to `revision`.
+fn write_object(
+    top: &[(&str, &[u8])],
+    meta: &[(&str, &[u8])],
+    revision: i64,
+    keep_type: bool,
+    out: &mut Vec<u8>,
+) {
     let rv = format!("\"{revision}\"");
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
@@ -154,13 +199,19 @@ pub fn list_item(
     };
     out.push(b'{');
     let mut wrote_meta = false;
-    for (key, value) in &top {
+    for (key, value) in top {
         match *key {
-            "kind" | "apiVersion" => {}
+            "kind" | "apiVersion" if !keep_type => {}
+            // `json.rs` writes them before metadata, so they come first in a stored object.
+            "kind" | "apiVersion" => {
+                sep(out);
+                push_key(out, key);
+                out.extend_from_slice(value);
+            }
             "metadata" => {
                 sep(out);
                 push_key(out, "metadata");
-                write_meta(&meta, &rv, out);
+                write_meta(meta, &rv, out);
                 wrote_meta = true;
             }
             _ => {
@@ -184,7 +235,6 @@ pub fn list_item(
         write_meta(&[], &rv, out);
     }
     out.push(b'}');
-    Ok(true)
 }
 
 /// `metadata` with `"resourceVersion":<rv>` in its Go place.
@@ -263,6 +313,44 @@ mod tests {
                 "{obj}"
             );
         }
+    }
+
+    #[test]
+    fn whole_objects_are_the_parsed_ones() {
+        let objects = [
+            json!({"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": "p", "namespace": "d", "labels": {"a\"b": "q\\z"}},
+                "spec": {"nodeName": "n", "containers": [{"name": "c", "command": ["}{"]}]}}),
+            json!({"kind": "ConfigMap", "apiVersion": "v1", "data": {"k": "v"}}),
+            json!({"apiVersion": "v1", "metadata": {"generation": 2}}),
+        ];
+        for obj in objects {
+            let stored = crate::storage::Store::encode(&obj);
+            let mut parsed: Value = serde_json::from_slice(&stored).expect("json");
+            crate::storage::meta_mut(&mut parsed).insert("resourceVersion".into(), "42".into());
+            assert_eq!(
+                object(&stored, 42).map(|b| String::from_utf8_lossy(&b).into_owned()),
+                Some(String::from_utf8_lossy(&crate::json::to_vec(&parsed)).into_owned()),
+                "{obj}"
+            );
+        }
+        assert_eq!(object(b"[1]", 1), None);
+    }
+
+    #[test]
+    fn values_at_a_path() {
+        let stored =
+            br#"{"metadata":{"name":"p","labels":{"a":"b"}},"spec":{"nodeName":"n","list":[1]}}"#;
+        assert_eq!(
+            value_at(stored, &["spec", "nodeName"]),
+            Ok(Some(json!("n")))
+        );
+        assert_eq!(
+            value_at(stored, &["metadata", "labels"]),
+            Ok(Some(json!({"a": "b"})))
+        );
+        assert_eq!(value_at(stored, &["spec", "missing"]), Ok(None));
+        assert_eq!(value_at(stored, &["spec", "list", "0"]), Err(()));
     }
 
     #[test]

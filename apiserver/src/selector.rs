@@ -147,6 +147,11 @@ impl FieldSelector {
             .iter()
             .all(|(k, eq, v)| (field_value(obj, k) == *v) == *eq)
     }
+
+    /// The fields (`spec.nodeName`, …) the selector reads.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _, _)| k.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use crate::storage::meta_str;
 #[derive(Clone)]
 pub struct Allocator {
     backend: Backend,
-    prefix: String,
+    /// Shared: the Allocator is cloned with `AppState`, several times per request.
+    prefix: std::sync::Arc<str>,
     pub cidr: Ipv4Net,
     pub node_ports: RangeInclusive<u16>,
 }
@@ -61,7 +62,7 @@ impl Allocator {
     ) -> Self {
         Allocator {
             backend,
-            prefix: prefix.trim_end_matches('/').to_string(),
+            prefix: prefix.trim_end_matches('/').into(),
             cidr,
             node_ports,
         }

@@ -18,12 +18,15 @@
 //!
 //! Each change is decoded once, by the first watcher that needs it (`Event::decoded`), and
 //! the others match their selectors against that: a kubelet's watch of its node's Pods no
-//! longer parses every Pod of the cluster.
+//! longer parses every Pod of the cluster. Plain JSON watches need not parse it at all: they
+//! read what their selectors ask for from the stored bytes, and send the object spliced
+//! from them once for all (`Event::object_json`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use serde_json::Value;
@@ -58,6 +61,8 @@ enum Message {
 pub struct Event {
     pub change: Change,
     decoded: OnceLock<Result<Decoded, String>>,
+    /// The object as a plain JSON watch sends it (`Event::object_json`).
+    object_json: OnceLock<Option<Bytes>>,
 }
 
 /// A change's objects, resourceVersion stamped.
@@ -74,7 +79,25 @@ impl Event {
         Event {
             change,
             decoded: OnceLock::new(),
+            object_json: OnceLock::new(),
         }
+    }
+
+    /// The change's object (for a deletion, the object as it was, at the deletion's
+    /// revision) as JSON, written once from the stored bytes with its resourceVersion set,
+    /// for every plain JSON watch that sends it; None for a progress notification, or a
+    /// stored value the splicer does not understand (then the watch writes `decoded`).
+    pub fn object_json(&self) -> Option<&Bytes> {
+        self.object_json
+            .get_or_init(|| {
+                let (stored, revision) = match &self.change {
+                    Change::Put { kv, .. } => (&kv.value, kv.mod_revision),
+                    Change::Delete { prev, revision } => (&prev.value, *revision),
+                    Change::Progress { .. } => return None,
+                };
+                crate::rawlist::object(stored, revision).map(Bytes::from)
+            })
+            .as_ref()
     }
 
     /// The change's objects, decoded by the first caller; None for a progress notification.

@@ -20,7 +20,8 @@ use crate::selector::{FieldSelector, LabelSelector};
 #[derive(Clone)]
 pub struct Store {
     pub backend: Backend,
-    prefix: String,
+    /// Shared: a Store is cloned with `AppState`, several times per request.
+    prefix: std::sync::Arc<str>,
     latest: Latest,
 }
 
@@ -122,7 +123,7 @@ impl Store {
     pub fn new(backend: Backend, prefix: &str) -> Self {
         Store {
             backend,
-            prefix: prefix.trim_end_matches('/').to_string(),
+            prefix: prefix.trim_end_matches('/').into(),
             latest: Latest::default(),
         }
     }
@@ -156,6 +157,10 @@ impl Store {
 
     /// The stored form: no resourceVersion, `kind` first.
     pub fn encode(obj: &Value) -> Vec<u8> {
+        if obj.get("metadata").is_some_and(Value::is_object) {
+            return crate::json::to_vec_without_resource_version(obj);
+        }
+        // No metadata (or not an object): stored with an empty one, as `meta_mut` makes it.
         let mut v = obj.clone();
         meta_mut(&mut v).remove("resourceVersion");
         crate::json::to_vec(&v)

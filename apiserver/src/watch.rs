@@ -78,6 +78,14 @@ impl Encoder {
     /// The event (if any) a store change becomes for this watch; the objects are decoded
     /// once for all watches, and copied only for a watch that sends them.
     fn change(&mut self, e: &Event) -> Result<Option<Bytes>, AppError> {
+        match self.change_from_stored(e) {
+            Some(event) => Ok(event),
+            None => self.change_decoded(e),
+        }
+    }
+
+    /// `change` from the decoded objects: what every watch can take.
+    fn change_decoded(&mut self, e: &Event) -> Result<Option<Bytes>, AppError> {
         let Some(decoded) = e.decoded(&self.store)? else {
             return Ok(match e.change {
                 Change::Progress { revision } if self.bookmarks => {
@@ -103,6 +111,67 @@ impl Encoder {
         Ok(Some(self.event(kind, cur.clone())))
     }
 
+    /// `change` for a plain JSON watch, from the stored bytes: the selectors read only the
+    /// fields they name, and the object is the one `Event::object_json` spliced for every
+    /// watch, the same bytes the parsing path writes. None: use the parsing path (another
+    /// format, a custom resource's version, or bytes the splicer does not understand).
+    fn change_from_stored(&self, e: &Event) -> Option<Option<Bytes>> {
+        if self.table || self.metadata_only || self.info.custom.is_some() {
+            return None;
+        }
+        let kind = match &e.change {
+            Change::Put { kv, prev } => {
+                let was = match prev {
+                    Some(p) => Some(self.matches_stored(&p.value)?),
+                    None => None,
+                };
+                match (was, self.matches_stored(&kv.value)?) {
+                    (None | Some(false), true) => "ADDED",
+                    (Some(true), true) => "MODIFIED",
+                    (Some(true), false) => "DELETED",
+                    _ => return Some(None),
+                }
+            }
+            Change::Delete { prev, .. } if self.matches_stored(&prev.value)? => "DELETED",
+            Change::Delete { .. } => return Some(None),
+            Change::Progress { .. } => return None,
+        };
+        let object = e.object_json()?;
+        let mut line = Vec::with_capacity(object.len() + 40);
+        line.extend_from_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
+        line.extend_from_slice(object);
+        line.extend_from_slice(b"}\n");
+        Some(Some(Bytes::from(line)))
+    }
+
+    /// Whether the stored object matches the selectors, read from its bytes: only the
+    /// fields they name are parsed, into an object holding just those. None: not understood,
+    /// or a field that is not in the stored bytes as it is in the object (resourceVersion).
+    fn matches_stored(&self, stored: &[u8]) -> Option<bool> {
+        let (labels, fields) = (&self.query.labels, &self.query.fields);
+        if labels.is_empty() && fields.is_empty() {
+            return Some(true);
+        }
+        let mut probe = Value::Object(serde_json::Map::new());
+        let mut read = |path: &[&str]| -> Option<()> {
+            if let Some(value) = crate::rawlist::value_at(stored, path).ok()? {
+                put_at(&mut probe, path, value)?;
+            }
+            Some(())
+        };
+        if !labels.is_empty() {
+            read(&["metadata", "labels"])?;
+        }
+        for path in fields.paths() {
+            // `field_value` reads a JSON pointer, which unescapes `~`.
+            if path == "metadata.resourceVersion" || path.contains('~') {
+                return None;
+            }
+            read(&path.split('.').collect::<Vec<_>>())?;
+        }
+        Some(labels.matches(&probe) && fields.matches(&probe))
+    }
+
     fn bookmark(&mut self, revision: i64, initial_end: bool) -> Bytes {
         let mut meta = json!({"resourceVersion": revision.to_string()});
         if initial_end {
@@ -111,6 +180,21 @@ impl Encoder {
         let obj = json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta});
         self.event("BOOKMARK", obj)
     }
+}
+
+/// Set `value` at `path` in `obj`, making the objects on the way. None if something on the way
+/// is not an object.
+fn put_at(obj: &mut Value, path: &[&str], value: Value) -> Option<()> {
+    let (last, parents) = path.split_last()?;
+    let mut current = obj;
+    for key in parents {
+        current = current
+            .as_object_mut()?
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+    current.as_object_mut()?.insert(last.to_string(), value);
+    Some(())
 }
 
 fn gone(requested: &str) -> AppError {
@@ -238,4 +322,99 @@ fn stream_response(body: Body) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Kv, MemoryBackend};
+    use crate::selector::{FieldSelector, LabelSelector};
+
+    fn encoder(labels: &str, fields: &str) -> Encoder {
+        Encoder {
+            info: crate::registry::find("", "v1", "pods").expect("pods"),
+            store: Store::new(
+                crate::Backend::Memory(MemoryBackend::default()),
+                "/registry",
+            ),
+            query: ListQuery {
+                labels: LabelSelector::parse(labels).expect("labels"),
+                fields: FieldSelector::parse(fields).expect("fields"),
+                ..Default::default()
+            },
+            table: false,
+            metadata_only: false,
+            sent_columns: false,
+            bookmarks: false,
+        }
+    }
+
+    fn kv(obj: Value, revision: i64) -> Kv {
+        Kv {
+            key: "/registry/pods/d/p".into(),
+            value: Store::encode(&obj),
+            mod_revision: revision,
+        }
+    }
+
+    #[test]
+    fn events_from_the_stored_bytes_are_the_parsed_ones() {
+        let pod = |node: &str, app: &str| {
+            json!({"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": "p", "namespace": "d", "uid": "u", "labels": {"app": app},
+                             "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Pending"}})
+        };
+        let changes = [
+            Change::Put {
+                kv: kv(pod("n1", "web"), 5),
+                prev: None,
+            },
+            Change::Put {
+                kv: kv(pod("n1", "db"), 6),
+                prev: Some(kv(pod("n1", "web"), 5)),
+            },
+            Change::Put {
+                kv: kv(pod("n2", "web"), 7),
+                prev: Some(kv(pod("n1", "web"), 6)),
+            },
+            Change::Put {
+                kv: kv(pod("n1", "web"), 8),
+                prev: Some(kv(pod("n2", "web"), 7)),
+            },
+            Change::Delete {
+                prev: kv(pod("n1", "web"), 8),
+                revision: 9,
+            },
+        ];
+        let selectors = [
+            ("", ""),
+            ("app=web", ""),
+            ("", "spec.nodeName=n1"),
+            ("app in (web,db)", "spec.nodeName!=n2,status.phase=Pending"),
+            ("", "metadata.name=p,spec.missing.deeper="),
+            ("", "metadata.resourceVersion=8"),
+            ("", "spec.containers.name=c"),
+        ];
+        let mut spliced = 0;
+        for (labels, fields) in selectors {
+            for change in &changes {
+                let event = Event::new(change.clone());
+                let mut enc = encoder(labels, fields);
+                let parsed = enc.change_decoded(&event).expect("decodes");
+                match enc.change_from_stored(&event) {
+                    Some(from_stored) => {
+                        spliced += 1;
+                        assert_eq!(from_stored, parsed, "{labels} {fields} {change:?}");
+                    }
+                    None => assert!(
+                        fields.contains("resourceVersion") || fields.contains("containers"),
+                        "{labels} {fields}: not spliced"
+                    ),
+                }
+            }
+        }
+        assert_eq!(spliced, 5 * 5);
+    }
 }

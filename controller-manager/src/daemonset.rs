@@ -66,7 +66,9 @@ pub fn run(
     informers: &Informers,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.daemon_sets.subscribe();
-    let pod_changes = informers.pods.subscribe();
+    let pod_changes = informers
+        .pods
+        .subscribe_where(crate::informers::owned_by("DaemonSet"));
     let node_changes = informers.nodes.subscribe();
     let store = informers.daemon_sets.store.clone();
     let ctx = Arc::new(Context {

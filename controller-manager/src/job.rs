@@ -43,7 +43,9 @@ pub fn run(
     informers: &Informers,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.jobs.subscribe();
-    let pod_changes = informers.pods.subscribe();
+    let pod_changes = informers
+        .pods
+        .subscribe_where(crate::informers::owned_by("Job"));
     let store = informers.jobs.store.clone();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), "job-controller"),

@@ -44,8 +44,13 @@ pub fn run(
     informers: &Informers,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
     let changes = informers.replica_sets.subscribe();
-    let pod_changes = informers.pods.subscribe();
-    let orphan_changes = informers.pods.subscribe();
+    let pod_changes = informers
+        .pods
+        .subscribe_where(crate::informers::owned_by("ReplicaSet"));
+    // `claims::selecting` maps only pods without a controller.
+    let orphan_changes = informers
+        .pods
+        .subscribe_where(|pod: &Pod| crate::pods::controller_of(pod.meta()).is_none());
     let store = informers.replica_sets.store.clone();
     let selecting = store.clone();
     let ctx = Arc::new(Context {

@@ -57,7 +57,8 @@ pub fn run(
     client: kube::Client,
     informers: &Informers,
 ) -> impl std::future::Future<Output = ()> + Send + use<> {
-    let pod_changes = informers.pods.subscribe();
+    // A pod that needs no scheduling reconciles to nothing: it is not sent.
+    let pod_changes = informers.pods.subscribe_where(needs_scheduling);
     let node_changes = informers.nodes.subscribe();
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), SCHEDULER_NAME),
