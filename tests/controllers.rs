@@ -487,8 +487,9 @@ fn pods_leave_a_node_whose_kubelet_stops() {
                 .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
                 .filter(|p| p["spec"]["nodeName"] == "c0-w2")
                 .count();
-            on_w2 == 3
-                && ready_pod_ips(&lab, "default", "web") == ready_slice_ips(&lab, "default", "web")
+            // Bound is not enough: the three must be ready, and in the slice.
+            let ready = ready_slice_ips(&lab, "default", "web");
+            on_w2 == 3 && ready.len() == 3 && ready_pod_ips(&lab, "default", "web") == ready
         });
     let report = ok(lab.kubectl("c0", &["get", "nodes,pods", "-o", "wide"]));
     ok(std::process::Command::new("kill")
