@@ -1,5 +1,6 @@
 //! What nft costs on a large table, without a lab: renders `services` × `endpoints`, writes
-//! the JSON of a full sync and of one partial sync (one endpoint of one Service replaced) to
+//! the JSON of a full sync (of a new table, `full.json`, and of a restart that finds the same
+//! table, `restart.json`) and of one partial sync (one endpoint of one Service replaced) to
 //! `dir`, and with `--apply` (as root, inside a throwaway namespace) times them through
 //! libnftables in this process and through the `nft` binary:
 //!
@@ -53,11 +54,15 @@ fn main() -> anyhow::Result<()> {
         cluster_cidr: "10.244.0.0/16".parse()?,
         node_ips: vec!["172.20.0.13".parse()?],
     };
-    let mut all = Vec::new();
-    for i in 0..services {
-        let (svc, sl) = (service(i)?, slice(i, endpoints, 0)?);
-        all.push(render_service(&svc, &[&sl], &node));
-    }
+    let objects: Vec<(Service, EndpointSlice)> = (0..services)
+        .map(|i| Ok((service(i)?, slice(i, endpoints, 0)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let all: Vec<_> = objects
+        .iter()
+        .map(|(svc, sl)| render_service(svc, &[sl], &node))
+        .collect();
+    eprintln!("rendering the Services: {:?}", started.elapsed());
     let started = std::time::Instant::now();
     let full = full_sync(&node, all.iter(), &Existing::default()).to_json();
     eprintln!(
@@ -66,6 +71,14 @@ fn main() -> anyhow::Result<()> {
         started.elapsed()
     );
     std::fs::write(out.join("full.json"), full)?;
+    // What a restart finds: the same table, written by the run before.
+    let mut left = kubeproxy_lite::transaction::skeleton_names();
+    for rules in &all {
+        left.chains.extend(rules.chains.keys().cloned());
+        left.sets.extend(rules.affinity_sets.keys().cloned());
+    }
+    let restart = full_sync(&node, all.iter(), &left).to_json();
+    std::fs::write(out.join("restart.json"), restart)?;
     let (svc, changed) = (service(0)?, slice(0, endpoints, 1_000_000)?);
     let after = render_service(&svc, &[&changed], &node);
     let partial = partial_sync([(&all[0], &after)]).to_json();
@@ -90,16 +103,16 @@ fn cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn timed(what: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+fn timed<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let (started, cpu_before) = (Instant::now(), cpu());
-    f()?;
+    let result = f()?;
     let elapsed = started.elapsed();
     eprintln!(
         "{what}: {:.1} ms wall, {:.1} ms CPU in this process",
         elapsed.as_secs_f64() * 1e3,
         (cpu() - cpu_before).as_secs_f64() * 1e3
     );
-    Ok(elapsed)
+    Ok(result)
 }
 
 fn apply(
@@ -116,8 +129,15 @@ fn apply(
         Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
     })?;
     timed("full sync, restart, library", || {
-        let existing = library.existing()?;
-        Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
+        let existing = timed("  listing", || Ok(library.existing()?))?;
+        let transaction = timed("  building the commands", || {
+            Ok(full_sync(node, all.iter(), &existing))
+        })?;
+        timed("  serialising", || Ok(transaction.to_json().len()))?;
+        timed(
+            "  libnftables (the JSON again, parsing, evaluation, kernel)",
+            || Ok(library.apply(&transaction)?),
+        )
     })?;
     timed("full sync, restart, nft binary", || {
         let existing = NftCommand.existing()?;
