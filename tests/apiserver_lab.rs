@@ -37,6 +37,22 @@ fn kubectl_reaches_each_cluster_and_objects_live_in_etcd() {
     ));
     assert_eq!(kubernetes, "10.96.0.1");
 
+    // The control plane's parts are healthy, as `kubectl get cs` probes them.
+    let statuses = ok(lab.kubectl("c0", &["get", "cs", "--no-headers"]));
+    let healthy: Vec<String> = statuses
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        healthy,
+        [
+            "scheduler Healthy ok",
+            "controller-manager Healthy ok",
+            "etcd-0 Healthy ok"
+        ],
+        "{statuses}"
+    );
+
     // A TokenReview tells who a service-account token the server issued stands for.
     // (The ServiceAccount controller makes `default` soon after the namespace exists.)
     let mut token = String::new();

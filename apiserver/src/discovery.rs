@@ -64,6 +64,8 @@ fn verbs_json(verbs: &[&str]) -> Value {
 fn verbs_of(r: &ResourceInfo) -> &'static [&'static str] {
     if registry::CREATE_ONLY.contains(r) {
         &["create"]
+    } else if registry::READ_ONLY.contains(r) {
+        &["get", "list"]
     } else {
         VERBS
     }
@@ -102,7 +104,7 @@ fn resource_discovery(r: &ResourceInfo) -> Value {
 
 /// The aggregated discovery list for the core group (`/api`) or the named groups (`/apis`).
 fn aggregated(state: &AppState, core: bool) -> Response {
-    let all = state.resources_and_create_only();
+    let all = state.listed_resources();
     let groups: Vec<(&str, Vec<&str>)> = if core {
         vec![("", vec!["v1"])]
     } else {
@@ -168,7 +170,7 @@ pub async fn api_groups(State(state): State<AppState>, h: HeaderMap) -> Response
         return aggregated(&state, false);
     }
     to_json(&APIGroupList {
-        groups: registry::groups_of(&state.resources_and_create_only())
+        groups: registry::groups_of(&state.listed_resources())
             .iter()
             .map(|(g, vs)| group_doc(g, vs))
             .collect(),
@@ -179,7 +181,7 @@ pub async fn api_group(
     State(state): State<AppState>,
     Path(group): Path<String>,
 ) -> Result<Response, AppError> {
-    let groups = registry::groups_of(&state.resources_and_create_only());
+    let groups = registry::groups_of(&state.listed_resources());
     let (g, vs) = groups
         .iter()
         .find(|(g, _)| *g == group)
@@ -254,7 +256,7 @@ fn resources(r: &ResourceInfo) -> Vec<APIResource> {
 
 fn resource_list(state: &AppState, group: &str, version: &str) -> Result<Response, AppError> {
     let list: Vec<APIResource> = state
-        .resources_and_create_only()
+        .listed_resources()
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(resources)

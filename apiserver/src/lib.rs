@@ -33,6 +33,7 @@ use ipnet::Ipv4Net;
 pub mod auth;
 pub mod backend;
 mod bootstrap;
+mod componentstatus;
 pub mod crd;
 mod crd_schema;
 pub mod discovery;
@@ -190,11 +191,12 @@ impl AppState {
         all
     }
 
-    /// The served resources and the create-only ones (reviews, bindings): what discovery
-    /// and the OpenAPI documents list.
-    pub fn resources_and_create_only(&self) -> Vec<&'static registry::ResourceInfo> {
+    /// The stored resources, the create-only ones (reviews, bindings) and the read-only
+    /// ones (component statuses): what discovery and the OpenAPI documents list.
+    pub fn listed_resources(&self) -> Vec<&'static registry::ResourceInfo> {
         let mut all = self.resources();
         all.extend(registry::CREATE_ONLY.iter());
+        all.extend(registry::READ_ONLY.iter());
         all
     }
 
@@ -248,6 +250,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
             axum::routing::post(auth::local_subject_access_review),
+        )
+        .route("/api/v1/componentstatuses", get(componentstatus::list))
+        .route(
+            "/api/v1/componentstatuses/{name}",
+            get(componentstatus::get),
         )
         .route(
             "/api/v1/namespaces/{namespace}/bindings",

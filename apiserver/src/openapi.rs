@@ -125,7 +125,7 @@ pub fn to_v3(v: &Value) -> Value {
 /// Every served group/version, core first.
 fn group_versions(state: &AppState) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for r in state.resources_and_create_only() {
+    for r in state.listed_resources() {
         let gv = (r.group.to_string(), r.version.to_string());
         if !out.contains(&gv) {
             out.push(gv);
@@ -232,6 +232,17 @@ fn operations(r: &ResourceInfo, schema_ref: &Value, v3: bool) -> Vec<(String, Va
         let create = collection.into_iter().filter(|(verb, _)| verb == "post");
         return vec![(collection_path, Value::Object(create.collect()))];
     }
+    if crate::registry::READ_ONLY.contains(r) {
+        let get = item.into_iter().filter(|(verb, _)| verb == "get");
+        let list = collection.into_iter().filter(|(verb, _)| verb == "get");
+        return vec![
+            (
+                format!("/{base}/{ns}{plural}/{{name}}"),
+                Value::Object(get.collect()),
+            ),
+            (collection_path, Value::Object(list.collect())),
+        ];
+    }
     vec![
         (
             format!("/{base}/{ns}{plural}/{{name}}"),
@@ -258,7 +269,7 @@ fn schemas_of(
         "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions".to_string(),
         "io.k8s.apimachinery.pkg.apis.meta.v1.Status".to_string(),
     ];
-    for r in state.resources_and_create_only() {
+    for r in state.listed_resources() {
         if r.group != group || r.version != version {
             continue;
         }
@@ -312,7 +323,7 @@ pub async fn group_version(
     let (schemas, names) = schemas_of(&state, &g, &v);
     let mut paths = Map::new();
     for r in state
-        .resources_and_create_only()
+        .listed_resources()
         .iter()
         .filter(|r| r.group == g && r.version == v)
     {
@@ -359,7 +370,7 @@ pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response,
         let (schemas, names) = schemas_of(&state, &g, &v);
         definitions.extend(schemas);
         for r in state
-            .resources_and_create_only()
+            .listed_resources()
             .iter()
             .filter(|r| r.group == g && r.version == v)
         {

@@ -495,6 +495,7 @@ pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
 pub(crate) fn row(group: &str, plural: &str, o: Value) -> Vec<Value> {
     let r = crate::registry::RESOURCES
         .iter()
+        .chain(crate::registry::READ_ONLY)
         .find(|r| r.group == group && r.plural == plural)
         .expect("a built-in resource");
     (printer(r).1)(&o)

@@ -16,6 +16,7 @@ pub fn printer(group: &str, plural: &str) -> Option<(Columns, Row)> {
     Some(match (group, plural) {
         ("", "persistentvolumes") => (&[("Name", S, 0), ("Capacity", S, 0), ("Access Modes", S, 0), ("Reclaim Policy", S, 0), ("Status", S, 0), ("Claim", S, 0), ("StorageClass", S, 0), ("VolumeAttributesClass", S, 0), ("Reason", S, 0), ("Age", S, 0), ("VolumeMode", S, 1)], persistent_volume_row),
         ("", "persistentvolumeclaims") => (&[("Name", S, 0), ("Status", S, 0), ("Volume", S, 0), ("Capacity", S, 0), ("Access Modes", S, 0), ("StorageClass", S, 0), ("VolumeAttributesClass", S, 0), ("Age", S, 0), ("VolumeMode", S, 1)], claim_row),
+        ("", "componentstatuses") => (&[("Name", S, 0), ("Status", S, 0), ("Message", S, 0), ("Error", S, 0)], component_status_row),
         ("", "resourcequotas") => (&[("Name", S, 0), ("Age", S, 0), ("Request", S, 0), ("Limit", S, 0)], resource_quota_row),
         ("", "limitranges") => (&[("Name", S, 0), ("Created At", "date", 0)], |o| vec![json!(meta_str(o, "name")), json!(meta_str(o, "creationTimestamp"))]),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations" | "validatingwebhookconfigurations") => (&[("Name", S, 0), ("Webhooks", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(items(o, "/webhooks").len()), json!(age(o))]),
@@ -36,6 +37,23 @@ pub fn printer(group: &str, plural: &str) -> Option<(Columns, Row)> {
         ("storage.k8s.io", "volumeattachments") => (&[("Name", S, 0), ("Attacher", S, 0), ("PV", S, 0), ("Node", S, 0), ("Attached", B, 0), ("Age", S, 0)], volume_attachment_row),
         _ => return None,
     })
+}
+
+fn component_status_row(o: &Value) -> Vec<Value> {
+    let healthy = items(o, "/conditions")
+        .iter()
+        .find(|c| s(c, "/type") == "Healthy");
+    let status = match healthy.map(|c| s(c, "/status")) {
+        Some("True") => "Healthy",
+        Some(_) => "Unhealthy",
+        None => "Unknown",
+    };
+    vec![
+        json!(meta_str(o, "name")),
+        json!(status),
+        json!(healthy.map_or("", |c| s(c, "/message"))),
+        json!(healthy.map_or("", |c| s(c, "/error"))),
+    ]
 }
 
 /// `RWO,ROX`: access modes as kubectl abbreviates them.

@@ -110,6 +110,12 @@ pub static CREATE_ONLY: &[ResourceInfo] = &[
     row!("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview", "SubjectAccessReview", false, NONE, NONE, NONE),
 ];
 
+/// Resources computed when asked, never stored: only `get` and `list`.
+#[rustfmt::skip]
+pub static READ_ONLY: &[ResourceInfo] = &[
+    row!("", "v1", "componentstatuses", "componentstatus", "ComponentStatus", false, &["cs"], NONE, NONE),
+];
+
 /// Every served resource, one row each, sorted by group then name as `kubectl
 /// api-resources` lists them.
 #[rustfmt::skip]

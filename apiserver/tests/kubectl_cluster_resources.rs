@@ -114,3 +114,35 @@ fn admin_resources_are_listed_stored_and_printed_with_their_columns() {
     let spec = c.ok(&["get", "csr", "alice", "-o", "jsonpath={.spec.signerName}"]);
     assert_eq!(spec, "kubernetes.io/kube-apiserver-client");
 }
+
+/// `kubectl get cs`: probed when asked, with kube's deprecation warning. This harness runs
+/// no controller-manager, so its probe fails as kube's does.
+#[test]
+fn component_statuses_are_probed_when_asked() {
+    let c = Cluster::start();
+    let out = c.kubectl(&["get", "componentstatuses"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Warning: v1 ComponentStatus is deprecated in v1.19+"),
+        "{}",
+        text(&out.stderr)
+    );
+    let table = rows(&text(&out.stdout));
+    assert_eq!(table[0], "NAME STATUS MESSAGE ERROR");
+    assert!(
+        table.contains(&"etcd-0 Healthy ok".to_string()),
+        "{table:?}"
+    );
+    assert!(
+        table.iter().any(|l| l
+            .starts_with("controller-manager Unhealthy Get \"http://127.0.0.1:10257/healthz\"")),
+        "{table:?}"
+    );
+    let missing = c.kubectl(&["get", "cs", "kube-proxy"]);
+    assert!(
+        text(&missing.stderr)
+            .contains("Error from server (NotFound): componentstatuses \"kube-proxy\" not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
