@@ -10,6 +10,7 @@
 //!    and container logs, exec, attach and port-forward over HTTPS on `<node IP>:10250` for
 //!    the API server ([`server`]).
 
+mod api_client;
 mod atomic_writer;
 mod attach;
 pub mod channels;
@@ -39,8 +40,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use anyhow::Context as _;
 
 use crate::runtime::Runtime;
 
@@ -132,18 +131,7 @@ async fn serve(config: Config, registered: Arc<AtomicBool>) -> anyhow::Result<()
 const API_REQUESTS_IN_FLIGHT: usize = 4;
 
 async fn connect(config: &Config) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
-        .with_context(|| format!("reading {}", config.kubeconfig.display()))?;
-    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .with_context(|| format!("loading {}", config.kubeconfig.display()))?;
-    let builder =
-        kube::client::ClientBuilder::try_from(client_config).context("creating the API client")?;
-    Ok(builder
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(
-            API_REQUESTS_IN_FLIGHT,
-        ))
-        .build())
+    api_client::connect(&config.kubeconfig, API_REQUESTS_IN_FLIGHT).await
 }
 
 /// The node's pod CIDR from flannel's `subnet.env`, waiting until flannel has a lease.
