@@ -24,10 +24,13 @@ spec:
     metadata: {labels: {app: web}}
     spec:
       containers:
+      # As Kubernetes' own e2e tests run it for traffic that must not drop: ready only once
+      # it serves, and serving on for a while after SIGTERM, until its endpoint is gone.
       - name: netexec
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
-        args: ["netexec", "--http-port=8080"]
+        args: ["netexec", "--http-port=8080", "--delay-shutdown=5"]
         ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /readyz, port: 8080}, periodSeconds: 1}
 ---
 apiVersion: v1
 kind: Service
@@ -226,6 +229,23 @@ fn deployments_scale_roll_out_and_cascade() {
             "netexec=registry.k8s.io/e2e-test-images/agnhost:2.52",
         ],
     ));
+    // Requests to the Service from a node, all through the rollout.
+    let cluster_ip = ok(lab.kubectl(
+        "c0",
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    ));
+    let stop = write_temp(&format!("{}-traffic", lab.name), "").with_extension("stop");
+    let traffic = format!(
+        "while [ ! -e {stop} ]; do curl -s -m 2 -o /dev/null -w '%{{http_code}}\\n' http://{cluster_ip}/hostname; sleep 0.05; done",
+        stop = stop.display()
+    );
+    let client = std::process::Command::new(KNETSIM)
+        .args([
+            "exec", "--lab", &lab.name, "c0/w1", "--", "sh", "-c", &traffic,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("knetsim exec runs");
     let mut fewest_ready = usize::MAX;
     let finished = eventually(Duration::from_secs(60), || {
         fewest_ready = fewest_ready.min(ready_slice_ips(&lab, "default", "web").len());
@@ -235,10 +255,19 @@ fn deployments_scale_roll_out_and_cascade() {
             && d["status"]["replicas"] == 3
             && d["status"]["observedGeneration"] == d["metadata"]["generation"]
     });
+    // The old pods serve on for their --delay-shutdown after the rollout: keep asking.
+    std::thread::sleep(Duration::from_secs(6));
+    std::fs::write(&stop, "").expect("stop file");
+    let answers = stdout(&client.wait_with_output().expect("the client ends"));
     assert!(finished, "the rolling update did not finish");
     assert!(
         fewest_ready >= 2,
         "only {fewest_ready} ready endpoints during the rollout"
+    );
+    let codes: Vec<&str> = answers.lines().collect();
+    assert!(
+        codes.len() >= 20 && codes.iter().all(|code| *code == "200"),
+        "requests failed during the rollout: {codes:?}"
     );
     rollout_status(&lab);
     assert_slices_follow_ready_pods(&lab, 3);
