@@ -15,7 +15,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use crate::error::AppError;
-use crate::rest::json_response;
+use crate::rest::{as_list_item, json_response};
 use crate::{registry, table, AppState};
 
 /// kube-apiserver's warning on every use of the API.
@@ -98,18 +98,7 @@ pub async fn list(State(state): State<AppState>, h: HeaderMap) -> Response {
     for name in COMPONENTS {
         items.push(status(name, probe(&state, name).await));
     }
-    // Items of a typed list carry no kind/apiVersion on the wire.
-    let bare: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let mut item = item.clone();
-            if let Value::Object(fields) = &mut item {
-                fields.remove("kind");
-                fields.remove("apiVersion");
-            }
-            item
-        })
-        .collect();
+    let bare: Vec<Value> = items.iter().cloned().map(as_list_item).collect();
     let listed =
         json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": bare});
     respond(&h, listed, items)

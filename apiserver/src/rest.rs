@@ -111,6 +111,15 @@ pub fn parse_path_with(
     })
 }
 
+/// An object as an item of a typed list, which carries no kind/apiVersion on the wire.
+pub fn as_list_item(mut obj: Value) -> Value {
+    if let Value::Object(fields) = &mut obj {
+        fields.remove("kind");
+        fields.remove("apiVersion");
+    }
+    obj
+}
+
 /// A JSON response, keys in Kubernetes order (`kind`, `apiVersion`, `metadata` first).
 pub fn json_response(code: StatusCode, v: Value) -> Response {
     let mut body = crate::json::to_vec(&v);
@@ -315,18 +324,7 @@ async fn list(
             json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
         ));
     }
-    let items: Vec<Value> = page
-        .items
-        .into_iter()
-        .map(|mut o| {
-            // Items of a typed list carry no kind/apiVersion on the wire.
-            if let Value::Object(m) = &mut o {
-                m.remove("kind");
-                m.remove("apiVersion");
-            }
-            o
-        })
-        .collect();
+    let items: Vec<Value> = page.items.into_iter().map(as_list_item).collect();
     Ok(json_response(
         StatusCode::OK,
         json!({"kind": t.info.list_kind(), "apiVersion": t.info.api_version(), "metadata": meta, "items": items}),
@@ -361,10 +359,7 @@ async fn list_spliced(state: &AppState, t: &Target, lq: &ListQuery) -> Result<Re
                     if !lq.labels.matches(&obj) {
                         return Ok(None);
                     }
-                    if let Value::Object(m) = &mut obj {
-                        m.remove("kind");
-                        m.remove("apiVersion");
-                    }
+                    obj = as_list_item(obj);
                     Ok(Some(crate::json::to_vec(&obj)))
                 }
             }

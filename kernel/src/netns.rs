@@ -75,35 +75,12 @@ pub fn ensure_deleted<S: AsRef<str>>(names: &[S]) -> Result<()> {
 /// empty file there, which keeps it alive without any process in it.
 pub fn add(name: &str) -> Result<()> {
     let target = path(name);
-    let sys = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Sys {
-            action,
-            path,
-            source,
-        }
-    };
     std::fs::create_dir_all(NETNS_DIR).map_err(|source| Error::Io {
         action: "create",
         path: PathBuf::from(NETNS_DIR),
         source,
     })?;
-    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
-    if let Err(nix::Error::EINVAL) =
-        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
-    {
-        // Not a mount point yet.
-        mount(
-            Some(NETNS_DIR),
-            NETNS_DIR,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(sys("bind onto itself", Path::new(NETNS_DIR)))?;
-        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
-            .map_err(sys("make shared", Path::new(NETNS_DIR)))?;
-    }
+    share_netns_dir()?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -133,6 +110,45 @@ pub fn add(name: &str) -> Result<()> {
         let _ = std::fs::remove_file(&target);
     }
     made
+}
+
+/// Turns a failed system call on `path` into an [`Error::Sys`] saying what was done.
+fn sys(action: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Sys {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Make `/run/netns` a shared mount (bound onto itself first if it is not a mount point), as
+/// `ip netns add` does. Once per process: the change walks every namespace mounted there, and
+/// a kubelet adds one per pod.
+fn share_netns_dir() -> Result<()> {
+    static SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SHARED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let netns_dir = Path::new(NETNS_DIR);
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if let Err(nix::Error::EINVAL) =
+        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
+    {
+        // Not a mount point yet.
+        mount(
+            Some(NETNS_DIR),
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys("bind onto itself", netns_dir))?;
+        mount(None::<&str>, NETNS_DIR, None::<&str>, shared, None::<&str>)
+            .map_err(sys("make shared", netns_dir))?;
+    }
+    SHARED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// `ip netns delete NAME`, in this process: unmount (lazily, so a process still inside
