@@ -384,22 +384,7 @@ pub fn check_object(info: &ResourceInfo, obj: &mut Value, strict: bool) -> Resul
             v = info.version
         )));
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Invalid(
-            target(info.group, info.kind, meta_str(obj, "name")),
-            causes,
-        ))
-    }
-}
-
-/// A custom object as the version it is read through: all versions of a CRD share one
-/// storage and convert with strategy `None`, which only changes `apiVersion`.
-pub fn as_version(info: &ResourceInfo, obj: &mut Value) {
-    if info.custom.is_some() && obj.is_object() {
-        obj["apiVersion"] = json!(info.api_version());
-    }
+    AppError::invalid_if_any(info.group, info.kind, obj, causes)
 }
 
 /// Evaluate a printer column's JSONPath (`.spec.x`, `.a[0].b`,

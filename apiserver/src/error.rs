@@ -94,6 +94,20 @@ fn invalid_message(t: &Target, causes: &[FieldError]) -> String {
 }
 
 impl AppError {
+    /// 422 Invalid for `obj` of `kind` with these causes; Ok if there are none.
+    pub fn invalid_if_any(
+        group: &str,
+        kind: &str,
+        obj: &serde_json::Value,
+        causes: Vec<FieldError>,
+    ) -> Result<(), AppError> {
+        if causes.is_empty() {
+            return Ok(());
+        }
+        let name = crate::storage::meta_str(obj, "name");
+        Err(AppError::Invalid(target(group, kind, name), causes))
+    }
+
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         AppError::NotFound(target(group, plural, name))
     }

@@ -34,11 +34,13 @@ pub mod auth;
 pub mod backend;
 mod bootstrap;
 mod componentstatus;
+mod conversion;
 pub mod crd;
 mod crd_schema;
 pub mod discovery;
 pub mod error;
 pub mod etcd;
+mod events;
 mod json;
 pub mod kubeconfig;
 pub mod logs;
@@ -63,6 +65,8 @@ pub mod streaming;
 pub mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_events;
 #[cfg(test)]
 mod tests_pods;
 pub mod tls;

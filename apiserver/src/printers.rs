@@ -472,6 +472,11 @@ pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
         ("", "configmaps") => (&[("Name", S, 0), ("Data", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(data_count(o)), json!(age(o))]),
         ("", "secrets") => (&[("Name", S, 0), ("Type", S, 0), ("Data", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(s(o, "/type")), json!(data_count(o)), json!(age(o))]),
         ("", "events") => (&[("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Message", S, 0)], event_row),
+        ("events.k8s.io", "events") => (&[("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Message", S, 0)], |o| {
+            let mut core = o.clone();
+            crate::events::to_core(&mut core);
+            event_row(&core)
+        }),
         ("", "serviceaccounts") => (&[("Name", S, 0), ("Secrets", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(items(o, "/secrets").len()), json!(age(o))]),
         ("apps", "deployments") => (&[("Name", S, 0), ("Ready", S, 0), ("Up-to-date", I, 0), ("Available", I, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)], deployment_row),
         ("apps", "replicasets") => (&[("Name", S, 0), ("Desired", I, 0), ("Current", I, 0), ("Ready", I, 0), ("Age", S, 0), ("Containers", S, 1), ("Images", S, 1), ("Selector", S, 1)], replicaset_row),

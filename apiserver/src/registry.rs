@@ -152,6 +152,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     row!("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", false, &["csr"], NONE, &["approval", "status"]),
     row!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, NONE, NONE, NONE),
     row!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, NONE, NONE, NONE),
+    // Stored with the core Events (same key), converted on the way (`events.rs`).
+    row!("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], NONE, NONE),
     row!("flowcontrol.apiserver.k8s.io", "v1", "flowschemas", "flowschema", "FlowSchema", false, NONE, NONE, STATUS),
     row!("flowcontrol.apiserver.k8s.io", "v1", "prioritylevelconfigurations", "prioritylevelconfiguration", "PriorityLevelConfiguration", false, NONE, NONE, STATUS),
     row!("networking.k8s.io", "v1", "ingressclasses", "ingressclass", "IngressClass", false, NONE, NONE, NONE),

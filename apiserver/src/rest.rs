@@ -250,13 +250,7 @@ pub fn query_bool(q: &HashMap<String, String>, key: &str) -> bool {
 }
 
 /// One object as JSON, or as a one-row Table when the client asks for one.
-fn render(
-    info: &ResourceInfo,
-    mut obj: Value,
-    h: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> Response {
-    crate::crd::as_version(info, &mut obj);
+fn render(info: &ResourceInfo, obj: Value, h: &HeaderMap, q: &HashMap<String, String>) -> Response {
     if table::wants_table(h) {
         let rv = meta_str(&obj, "resourceVersion").to_string();
         let t = table::to_table(info, &[obj], &rv, None, table::include_object(q));
@@ -298,7 +292,8 @@ async fn list(
     h: &HeaderMap,
 ) -> Result<Response, AppError> {
     let lq = list_query(q)?;
-    if !table::wants_table(h) && !table::wants_metadata(h) && lq.fields.is_empty() {
+    let spliceable = !crate::conversion::reshapes(t.info);
+    if spliceable && !table::wants_table(h) && !table::wants_metadata(h) && lq.fields.is_empty() {
         return list_spliced(state, t, &lq).await;
     }
     let page = state

@@ -155,6 +155,24 @@ impl Store {
         Ok(v)
     }
 
+    /// A stored value as `r`'s version serves it (`conversion.rs`), its resourceVersion
+    /// stamped.
+    pub fn decode_as(&self, r: &ResourceInfo, kv: &Kv) -> Result<Value, AppError> {
+        let mut v = self.decode(kv)?;
+        crate::conversion::to_served(r, &mut v);
+        Ok(v)
+    }
+
+    /// What an object written through `r`'s version is stored as.
+    fn encode_as(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
+        if !crate::conversion::reshapes(r) {
+            return Self::encode(obj);
+        }
+        let mut stored = obj.clone();
+        crate::conversion::to_stored(r, &mut stored);
+        Self::encode(&stored)
+    }
+
     /// The stored form: no resourceVersion, `kind` first.
     pub fn encode(obj: &Value) -> Vec<u8> {
         if obj.get("metadata").is_some_and(Value::is_object) {
@@ -176,7 +194,7 @@ impl Store {
             Some(kv) => {
                 self.latest
                     .record(&kv.key, kv.mod_revision, Some(kv.clone()));
-                Ok(Some((self.decode(&kv)?, kv)))
+                Ok(Some((self.decode_as(r, &kv)?, kv)))
             }
             None => Ok(None),
         }
@@ -191,7 +209,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<(Value, Kv)>, AppError> {
         match self.latest.get(&self.key(r, ns, name)) {
-            Some(kv) => Ok(Some((self.decode(&kv)?, kv))),
+            Some(kv) => Ok(Some((self.decode_as(r, &kv)?, kv))),
             None => self.get(r, ns, name).await,
         }
     }
@@ -211,7 +229,7 @@ impl Store {
     ) -> Result<Value, AppError> {
         let name = meta_str(&obj, "name").to_string();
         let key = self.key(r, ns, &name);
-        let value = Self::encode(&obj);
+        let value = Self::encode_as(r, &obj);
         let stored = value.clone();
         let created = match ns.filter(|_| r.namespaced) {
             Some(ns) => {
@@ -253,10 +271,10 @@ impl Store {
         current: &Kv,
     ) -> Result<Value, AppError> {
         let name = meta_str(&obj, "name").to_string();
-        let bytes = Self::encode(&obj);
+        let bytes = Self::encode_as(r, &obj);
         if bytes == current.value {
             // Nothing changed: no write, no new revision, no watch event.
-            return self.decode(current);
+            return self.decode_as(r, current);
         }
         let result = self
             .backend
@@ -310,7 +328,7 @@ impl Store {
         q: &ListQuery,
     ) -> Result<ListPage, AppError> {
         self.list_with(r, ns, q, |kv| {
-            let obj = self.decode(kv)?;
+            let obj = self.decode_as(r, kv)?;
             Ok((q.labels.matches(&obj) && q.fields.matches(&obj)).then_some(obj))
         })
         .await

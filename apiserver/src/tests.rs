@@ -17,7 +17,7 @@ pub(crate) async fn setup() -> Router {
     app(state)
 }
 
-fn request(method: Method, uri: &str, body: Option<&Value>) -> Request<Body> {
+pub(crate) fn request(method: Method, uri: &str, body: Option<&Value>) -> Request<Body> {
     let mut r = Request::builder()
         .method(method.clone())
         .uri(uri)
@@ -38,7 +38,7 @@ fn request(method: Method, uri: &str, body: Option<&Value>) -> Request<Body> {
     r
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String) {
+pub(crate) async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String) {
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
@@ -53,6 +53,15 @@ pub(crate) async fn call(
 ) -> (StatusCode, Value) {
     let (s, b) = send(app, request(method, uri, body.as_ref())).await;
     (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+}
+
+/// The events of a watch that ends by itself (`timeoutSeconds`), parsed.
+pub(crate) async fn watch_events(app: &Router, uri: &str) -> Vec<Value> {
+    let (s, body) = send(app, request(Method::GET, uri, None)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn cm(name: &str) -> Value {
@@ -344,13 +353,8 @@ async fn watch_streams_events_after_version() {
     let uri = format!(
         "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"
     );
-    let (s, body) = send(&app, request(Method::GET, &uri, None)).await;
-    assert_eq!(s, StatusCode::OK);
-    let events: Vec<Value> = body
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(events.len(), 1, "{body}");
+    let events = watch_events(&app, &uri).await;
+    assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], json!("ADDED"));
     assert_eq!(events[0]["object"]["metadata"]["name"], json!("b"));
 }
@@ -362,22 +366,18 @@ async fn watch_bookmarks_and_initial_events() {
     state.bootstrap(None).await.expect("bootstrap");
     let app = app(state);
     let uri = "/api/v1/namespaces?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1";
-    let (_, body) = send(&app, request(Method::GET, uri, None)).await;
-    let events: Vec<Value> = body
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = watch_events(&app, uri).await;
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(
         &types[..5],
         ["ADDED", "ADDED", "ADDED", "ADDED", "BOOKMARK"],
-        "{body}"
+        "{events:?}"
     );
     assert_eq!(
         events[4]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
         json!("true")
     );
-    assert!(types.len() > 6, "periodic bookmarks: {body}");
+    assert!(types.len() > 6, "periodic bookmarks: {types:?}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! kube-apiserver sends it. Bookmarks come from
 //! etcd progress notifications, so a bookmark never claims an event not yet sent.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -42,13 +43,24 @@ struct Encoder {
 }
 
 impl Encoder {
+    /// A decoded object in the form selectors and clients see (`regarding.name` of an
+    /// `events.k8s.io` Event); borrowed when that is the stored form.
+    fn served<'a>(&self, obj: &'a Value) -> Cow<'a, Value> {
+        if !crate::conversion::reshapes(self.info) {
+            return Cow::Borrowed(obj);
+        }
+        let mut obj = obj.clone();
+        crate::conversion::to_served(self.info, &mut obj);
+        Cow::Owned(obj)
+    }
+
     fn matches(&self, obj: &Value) -> bool {
         self.query.labels.matches(obj) && self.query.fields.matches(obj)
     }
 
     fn event(&mut self, kind: &str, mut obj: Value) -> Bytes {
         if kind != "ERROR" && kind != "BOOKMARK" {
-            crate::crd::as_version(self.info, &mut obj);
+            crate::conversion::to_served(self.info, &mut obj);
         }
         let obj = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
             let rv = crate::storage::meta_str(&obj, "resourceVersion").to_string();
@@ -94,21 +106,24 @@ impl Encoder {
                 _ => None,
             });
         };
-        let cur = &decoded.current;
+        let cur = self.served(&decoded.current);
         let kind = match &e.change {
             Change::Put { .. } => {
-                let was = decoded.previous.as_ref().map(|p| self.matches(p));
-                match (was, self.matches(cur)) {
+                let was = decoded
+                    .previous
+                    .as_ref()
+                    .map(|p| self.matches(&self.served(p)));
+                match (was, self.matches(&cur)) {
                     (None | Some(false), true) => "ADDED",
                     (Some(true), true) => "MODIFIED",
                     (Some(true), false) => "DELETED",
                     _ => return Ok(None),
                 }
             }
-            _ if self.matches(cur) => "DELETED",
+            _ if self.matches(&cur) => "DELETED",
             _ => return Ok(None),
         };
-        Ok(Some(self.event(kind, cur.clone())))
+        Ok(Some(self.event(kind, cur.into_owned())))
     }
 
     /// `change` for a plain JSON watch, from the stored bytes: the selectors read only the
@@ -116,7 +131,11 @@ impl Encoder {
     /// watch, the same bytes the parsing path writes. None: use the parsing path (another
     /// format, a custom resource's version, or bytes the splicer does not understand).
     fn change_from_stored(&self, e: &Event) -> Option<Option<Bytes>> {
-        if self.table || self.metadata_only || self.info.custom.is_some() {
+        if self.table
+            || self.metadata_only
+            || self.info.custom.is_some()
+            || crate::conversion::reshapes(self.info)
+        {
             return None;
         }
         let kind = match &e.change {

@@ -100,6 +100,9 @@ async fn create_object(
         }
     }
     crd::check_object(info, &mut obj, t.strict)?;
+    if crate::events::is_events_v1(info) {
+        crate::events::validate_create(info, &obj)?;
+    }
     if applied {
         let target = crate::error::target(info.group, info.plural, meta_str(&obj, "name"));
         obj = managed::apply(None, &obj, &t.field_manager, t.force, None, target)?;

@@ -146,3 +146,64 @@ fn component_statuses_are_probed_when_asked() {
         text(&missing.stderr)
     );
 }
+
+const NEW_EVENT: &str = r#"
+apiVersion: events.k8s.io/v1
+kind: Event
+metadata: {name: w1.probe}
+eventTime: "2026-11-24T08:00:00.000000Z"
+regarding: {kind: Node, name: w1}
+note: disk is slow
+reportingController: example.com/prober
+reportingInstance: prober-1
+action: Probe
+reason: SlowDisk
+type: Warning
+"#;
+
+/// Events are one collection served in two shapes: core `v1` and `events.k8s.io/v1`.
+#[test]
+fn events_are_served_in_both_group_versions() {
+    let c = Cluster::start();
+    let resources = rows(&c.ok(&["api-resources", "--api-group=events.k8s.io"]));
+    assert_eq!(resources[1], "events ev events.k8s.io/v1 true Event");
+
+    let created = c.kubectl_stdin(&["create", "-f", "-"], NEW_EVENT);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let core = rows(&c.ok(&["get", "events"]));
+    assert_eq!(core[0], "LAST SEEN TYPE REASON OBJECT MESSAGE");
+    assert!(
+        core[1].ends_with(" Warning SlowDisk node/w1 disk is slow"),
+        "{core:?}"
+    );
+    let message = c.ok(&["get", "events", "w1.probe", "-o", "jsonpath={.message}"]);
+    assert_eq!(message, "disk is slow");
+    let note = c.ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={.items[*].note} {.items[*].regarding.name}",
+    ]);
+    assert_eq!(note, "disk is slow w1");
+
+    let invalid = NEW_EVENT
+        .replace("w1.probe", "bad")
+        .replace("reason: SlowDisk\n", "");
+    let refused = c.kubectl_stdin(&["create", "-f", "-"], &invalid);
+    assert!(
+        text(&refused.stderr).contains("reason: Required value"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(c.fails(&["get", "events", "bad"]).contains("NotFound"));
+
+    let explained = c.ok(&[
+        "explain",
+        "events.regarding",
+        "--api-version=events.k8s.io/v1",
+    ]);
+    assert!(
+        explained.contains("GROUP:      events.k8s.io"),
+        "{explained}"
+    );
+}
