@@ -75,6 +75,8 @@ pub enum AppError {
         "the body of the request was in an unknown format - accepted media types include: {0}"
     )]
     UnsupportedMediaType(String),
+    #[error("only the following media types are accepted: {0}")]
+    NotAcceptable(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
     #[error("storage failed: {0}")]
@@ -137,6 +139,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
+            AppError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             AppError::Internal(_) | AppError::Storage(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }

@@ -47,6 +47,7 @@ pub mod logs;
 pub mod managed;
 pub mod objects;
 pub mod openapi;
+mod openapi_pb;
 pub mod patch;
 pub mod pki;
 pub mod printers;

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use crate::error::AppError;
@@ -158,8 +158,13 @@ pub async fn index(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, json!({"paths": paths}))
 }
 
-fn param(name: &str, location: &str) -> Value {
-    json!({"name": name, "in": location, "schema": {"type": "string", "uniqueItems": true}})
+/// A string parameter; v2 gives its type inline, v3 in a schema.
+fn param(name: &str, location: &str, v3: bool) -> Value {
+    if v3 {
+        json!({"name": name, "in": location, "schema": {"type": "string", "uniqueItems": true}})
+    } else {
+        json!({"name": name, "in": location, "type": "string", "uniqueItems": true})
+    }
 }
 
 /// The operations of one resource, as kube-apiserver names them.
@@ -173,9 +178,9 @@ fn operations(r: &ResourceInfo, schema_ref: &Value, v3: bool) -> Vec<(String, Va
     let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
     let ns_kind = if r.namespaced { "Namespaced" } else { "" };
     let write_params = vec![
-        param("dryRun", "query"),
-        param("fieldManager", "query"),
-        param("fieldValidation", "query"),
+        param("dryRun", "query", v3),
+        param("fieldManager", "query", v3),
+        param("fieldValidation", "query", v3),
     ];
     let response = |code: &str| {
         if v3 {
@@ -205,7 +210,7 @@ fn operations(r: &ResourceInfo, schema_ref: &Value, v3: bool) -> Vec<(String, Va
             "patch",
             "patch",
             format!("patch{ns_kind}{k}"),
-            [write_params.clone(), vec![param("force", "query")]].concat(),
+            [write_params.clone(), vec![param("force", "query", v3)]].concat(),
             "200",
         ),
         op(
@@ -347,22 +352,29 @@ pub async fn group_version(
     Ok(resp)
 }
 
-/// `GET /openapi/v2`: one swagger document for everything. Only JSON is served: a client
-/// that accepts nothing but the protobuf form (kubectl's fallback from v3) gets 404, which
-/// kubectl takes as "no v2 schema" rather than as a failure.
+/// `GET /openapi/v2`: one swagger document for everything, as JSON or in the protobuf
+/// form client-go asks for (`openapi_pb.rs`).
 pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response, AppError> {
-    let accepts_json = h
+    let accepted: Vec<String> = h
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t.is_empty() || t.starts_with("application/json") || t.starts_with("*/*")
-        })
-        || h.get(header::ACCEPT).is_none();
-    if !accepts_json {
-        return Err(AppError::NoRoute);
+        .map(|t| t.trim().to_string())
+        .collect();
+    let protobuf = accepted.iter().any(|t| {
+        t.starts_with(crate::openapi_pb::MEDIA_TYPE)
+            || t.starts_with(crate::openapi_pb::MEDIA_TYPE_ASKED)
+    });
+    let json = accepted.is_empty()
+        || accepted
+            .iter()
+            .any(|t| t.is_empty() || t.starts_with("application/json") || t.starts_with("*/*"));
+    if !protobuf && !json {
+        return Err(AppError::NotAcceptable(format!(
+            "application/json, {}",
+            crate::openapi_pb::MEDIA_TYPE
+        )));
     }
     let mut definitions = definitions().clone();
     let mut paths = Map::new();
@@ -386,7 +398,15 @@ pub async fn v2(State(state): State<AppState>, h: HeaderMap) -> Result<Response,
         "paths": paths,
         "definitions": definitions,
     });
-    Ok(json_response(StatusCode::OK, doc))
+    if !protobuf {
+        return Ok(json_response(StatusCode::OK, doc));
+    }
+    let mut resp = (StatusCode::OK, crate::openapi_pb::encode(&doc)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::openapi_pb::MEDIA_TYPE),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]

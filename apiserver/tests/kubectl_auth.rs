@@ -168,14 +168,15 @@ fn reviews_about_other_subjects_and_tokens() {
     ] {
         assert_create_only(&resources, [name, group, namespaced, kind]);
     }
-    let create = |path: &str, body: &str| {
-        let out = c.kubectl_stdin(&["create", "--raw", path, "-f", "-"], body);
+    // As a user creates them: kubectl validates each against the OpenAPI v2 schema first.
+    let create = |body: &str| {
+        let args = ["create", "-n", "web", "-f", "-", "-o", "json"];
+        let out = c.kubectl_stdin(&args, body);
         let answer = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok();
         (answer, text(&out.stderr))
     };
 
     let (answer, err) = create(
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
         r#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"user":"alice","resourceAttributes":{"verb":"get","resource":"pods","namespace":"web"}}}"#,
     );
     assert_eq!(
@@ -184,7 +185,16 @@ fn reviews_about_other_subjects_and_tokens() {
         "{err}"
     );
     let (answer, err) = create(
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        r#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"usr":"alice"}}"#,
+    );
+    assert!(answer.is_none());
+    assert!(
+        err.contains(
+            r#"unknown field "usr" in io.k8s.api.authorization.v1.SubjectAccessReviewSpec"#
+        ),
+        "kubectl's own validation, from the protobuf OpenAPI v2 document: {err}"
+    );
+    let (answer, err) = create(
         r#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"resourceAttributes":{"verb":"get","resource":"pods"}}}"#,
     );
     assert!(answer.is_none());
@@ -194,14 +204,12 @@ fn reviews_about_other_subjects_and_tokens() {
     );
 
     let (answer, err) = create(
-        "/apis/authorization.k8s.io/v1/namespaces/web/localsubjectaccessreviews",
         r#"{"kind":"LocalSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"groups":["devs"],"resourceAttributes":{"verb":"list","resource":"secrets"}}}"#,
     );
     let answer = answer.unwrap_or_else(|| panic!("{err}"));
     assert_eq!(answer["metadata"]["namespace"], "web");
     assert_eq!(answer["status"]["allowed"], true);
     let (_, err) = create(
-        "/apis/authorization.k8s.io/v1/namespaces/web/localsubjectaccessreviews",
         r#"{"kind":"LocalSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"user":"bob","resourceAttributes":{"verb":"list","resource":"secrets","namespace":"db"}}}"#,
     );
     assert!(
@@ -211,7 +219,6 @@ fn reviews_about_other_subjects_and_tokens() {
 
     // This server signs no service-account tokens: any token is unknown to it.
     let (answer, err) = create(
-        "/apis/authentication.k8s.io/v1/tokenreviews",
         r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"not.a.token"}}"#,
     );
     assert_eq!(
@@ -219,10 +226,8 @@ fn reviews_about_other_subjects_and_tokens() {
         Some(serde_json::json!({"user": {}})),
         "{err}"
     );
-    let (_, err) = create(
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{}}"#,
-    );
+    let (_, err) =
+        create(r#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{}}"#);
     assert!(
         err.contains("token is required for TokenReview in authentication"),
         "{err}"
