@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{json, Value};
 
 use crate::error::{target, AppError, FieldError};
+use crate::fields::FieldValidation;
 use crate::registry::{NameRule, ResourceInfo};
 use crate::storage::{meta_str, ListQuery};
 use crate::AppState;
@@ -361,10 +362,12 @@ pub async fn delete_objects(state: &AppState, crd: &Value) -> Result<(), AppErro
 }
 
 /// A custom object about to be written: validated, pruned and defaulted against the
-/// version's schema.
-/// With `strict` (`fieldValidation=Strict`), an unknown field is a 400 instead of being
-/// dropped quietly.
-pub fn check_object(info: &ResourceInfo, obj: &mut Value, strict: bool) -> Result<(), AppError> {
+/// version's schema; the unknown fields pruned are judged by `fieldValidation`.
+pub fn check_object(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    field_validation: FieldValidation,
+) -> Result<(), AppError> {
     let Some(custom) = info.custom else {
         return Ok(());
     };
@@ -372,18 +375,7 @@ pub fn check_object(info: &ResourceInfo, obj: &mut Value, strict: bool) -> Resul
         return Ok(());
     };
     let (causes, unknown) = crate::crd_schema::validate(schema, obj);
-    if strict && !unknown.is_empty() {
-        let fields: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
-        return Err(AppError::BadRequest(format!(
-            "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
-            fields.join(", "),
-            kind = info.kind,
-            v = info.version
-        )));
-    }
+    field_validation.judge(info, &unknown)?;
     AppError::invalid_if_any(info.group, info.kind, obj, causes)
 }
 

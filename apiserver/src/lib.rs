@@ -41,6 +41,7 @@ pub mod discovery;
 pub mod error;
 pub mod etcd;
 mod events;
+pub mod fields;
 mod json;
 pub mod kubeconfig;
 pub mod logs;
@@ -71,6 +72,7 @@ mod tests_events;
 #[cfg(test)]
 mod tests_pods;
 pub mod tls;
+mod warning;
 pub mod watch;
 mod write;
 

@@ -103,7 +103,7 @@ pub async fn pod_log(
         dry_run: false,
         field_manager: String::new(),
         force: false,
-        strict: false,
+        field_validation: Default::default(),
     };
     let (node_obj, _) = get_existing(state, &node_target, node).await?;
     let address = internal_ip(&node_obj)

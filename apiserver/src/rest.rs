@@ -52,8 +52,8 @@ pub struct Target {
     pub field_manager: String,
     /// `?force=true`: server-side apply takes fields other managers own.
     pub force: bool,
-    /// `?fieldValidation=Strict`: unknown fields are an error, not dropped.
-    pub strict: bool,
+    /// `?fieldValidation=`: what an unknown field in the body makes of the request.
+    pub field_validation: crate::fields::FieldValidation,
 }
 
 /// `/api/v1/...` or `/apis/<group>/<version>/...` to a Target, among the built-ins.
@@ -107,7 +107,7 @@ pub fn parse_path_with(
         dry_run: false,
         field_manager: String::new(),
         force: false,
-        strict: false,
+        field_validation: Default::default(),
     })
 }
 
@@ -165,6 +165,10 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
 
 /// The entry point for every resource path.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Response, AppError> {
+    crate::warning::collect(handle_request(state, req)).await
+}
+
+async fn handle_request(state: AppState, req: Request) -> Result<Response, AppError> {
     let (parts, body) = req.into_parts();
     let mut t = parse_path_with(parts.uri.path(), |g, v, p| state.find(g, v, p))?;
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
@@ -172,7 +176,8 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
     t.force = query_bool(&query, "force");
-    t.strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
+    t.field_validation =
+        crate::fields::FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
     t.field_manager = crate::managed::manager_of(
         query.get("fieldManager").map(String::as_str),
         parts

@@ -36,6 +36,13 @@ pub(crate) async fn ensure_namespace(state: &AppState, ns: &str) -> Result<(), A
     }
 }
 
+/// Drop the fields a built-in object's type does not have, as decoding into the Go type
+/// does; `fieldValidation` decides whether that fails the request or warns.
+fn check_fields(t: &Target, obj: &mut Value) -> Result<(), AppError> {
+    let unknown = crate::fields::prune_unknown(t.info, obj);
+    t.field_validation.judge(t.info, &unknown)
+}
+
 fn is_service(info: &ResourceInfo) -> bool {
     info.group.is_empty() && info.kind == "Service"
 }
@@ -89,6 +96,7 @@ async fn create_object(
 ) -> Result<Value, AppError> {
     let info = t.info;
     check_type(info, &mut obj)?;
+    check_fields(t, &mut obj)?;
     check_namespace(info, ns, &mut obj)?;
     prepare_create(info, &mut obj)?;
     if is_crd(info) {
@@ -99,7 +107,7 @@ async fn create_object(
             m.remove("status");
         }
     }
-    crd::check_object(info, &mut obj, t.strict)?;
+    crd::check_object(info, &mut obj, t.field_validation)?;
     if crate::events::is_events_v1(info) {
         crate::events::validate_create(info, &obj)?;
     }
@@ -152,7 +160,7 @@ async fn finish_update(
     if is_crd(t.info) {
         crd::prepare(&mut new)?;
     }
-    crd::check_object(t.info, &mut new, t.strict)?;
+    crd::check_object(t.info, &mut new, t.field_validation)?;
     if t.dry_run {
         return Ok(new);
     }
@@ -205,6 +213,7 @@ pub async fn update(
     let scale = is_scale(t);
     if !scale {
         check_type(t.info, &mut obj)?;
+        check_fields(t, &mut obj)?;
         check_namespace(t.info, t.namespace.as_deref(), &mut obj)?;
         check_name(name, &mut obj)?;
     }
@@ -323,6 +332,7 @@ pub async fn patch_object(
             )
         } else {
             check_type(t.info, &mut patched)?;
+            check_fields(t, &mut patched)?;
             check_namespace(t.info, t.namespace.as_deref(), &mut patched)?;
             check_name(name, &mut patched)?;
             check_uid_unchanged(t.info, &current, &patched)?;

@@ -66,3 +66,50 @@ fn base64_std(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// `--validate` sends `fieldValidation`: strict (kubectl's default) refuses an unknown
+/// field, warn drops it with a warning, false (Ignore) drops it silently.
+#[test]
+fn unknown_fields_follow_field_validation() {
+    let c = Cluster::start();
+    let manifest = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, colour: red}}\ndata: {{a: b}}\nbogus: 1\n"
+        )
+    };
+    let strict = c.kubectl_stdin(&["create", "-f", "-"], &manifest("strict"));
+    let refused = common::text(&strict.stderr);
+    assert!(
+        refused.starts_with("Error from server (BadRequest): error when creating \"STDIN\": ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: ")
+            && refused.contains("unknown field \"bogus\"")
+            && refused.contains("unknown field \"metadata.colour\""),
+        "{refused}"
+    );
+    assert!(c.fails(&["get", "cm", "strict"]).contains("NotFound"));
+
+    let warned = c.kubectl_stdin(
+        &["create", "--validate=warn", "-f", "-"],
+        &manifest("warned"),
+    );
+    assert!(warned.status.success());
+    let stderr = common::text(&warned.stderr);
+    assert!(
+        stderr.contains("Warning: unknown field \"bogus\"")
+            && stderr.contains("Warning: unknown field \"metadata.colour\""),
+        "{stderr}"
+    );
+    let ignored = c.kubectl_stdin(
+        &["create", "--validate=false", "-f", "-"],
+        &manifest("ignored"),
+    );
+    assert!(ignored.status.success() && ignored.stderr.is_empty());
+    for name in ["warned", "ignored"] {
+        let stored = c.ok(&["get", "cm", name, "-o", "json"]);
+        assert!(
+            !stored.contains("bogus")
+                && !stored.contains("colour")
+                && stored.contains("\"a\": \"b\""),
+            "{stored}"
+        );
+    }
+}
