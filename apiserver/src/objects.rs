@@ -185,6 +185,44 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) -> Result<(), AppError>
     meta.insert("generation".into(), 1.into());
     drop_empty_metadata(meta);
     apply_defaults(r, obj, &name);
+    if (r.group, r.kind) == ("batch", "Job") {
+        generate_job_selector(r, obj, &name)?;
+    }
+    Ok(())
+}
+
+/// A Job's selector and pod labels, as kube's Job strategy generates them on create unless
+/// `spec.manualSelector` is true: the Job's uid selects its pods, and the pods also carry
+/// the Job's name (with the legacy label names beside the `batch.kubernetes.io/` ones).
+fn generate_job_selector(r: &ResourceInfo, obj: &mut Value, name: &str) -> Result<(), AppError> {
+    if obj.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return Ok(());
+    }
+    if let Some(selector) = obj.pointer("/spec/selector").filter(|s| !s.is_null()) {
+        return Err(AppError::Invalid(
+            target(r.group, r.kind, name),
+            vec![FieldError {
+                field: "spec.selector".into(),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {selector}: `selector` not auto-generated"),
+            }],
+        ));
+    }
+    let uid = meta_str(obj, "uid").to_string();
+    default(obj, "/spec/template", json!({}));
+    default(obj, "/spec/template/metadata", json!({}));
+    default(obj, "/spec/template/metadata/labels", json!({}));
+    if let Some(Value::Object(labels)) = obj.pointer_mut("/spec/template/metadata/labels") {
+        for (key, value) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name.to_string()),
+            ("controller-uid", &uid),
+            ("job-name", &name.to_string()),
+        ] {
+            labels.insert(key.into(), json!(value));
+        }
+    }
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
     Ok(())
 }
 
@@ -279,10 +317,27 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             }
             obj["status"] = json!({});
         }
-        ("apps", "ReplicaSet" | "StatefulSet") => {
+        ("apps", "ReplicaSet") => {
             default(obj, "/spec", json!({}));
             default(obj, "/spec/replicas", 1.into());
             obj["status"] = json!({"replicas": 0});
+        }
+        ("apps", "StatefulSet") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/replicas", 1.into());
+            default(obj, "/spec/podManagementPolicy", "OrderedReady".into());
+            default(obj, "/spec/revisionHistoryLimit", 10.into());
+            default(
+                obj,
+                "/spec/updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            default(
+                obj,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
         }
         ("apps", "DaemonSet") => {
             default(obj, "/spec", json!({}));
@@ -294,7 +349,31 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             );
             obj["status"] = json!({});
         }
-        ("batch", _) => obj["status"] = json!({}),
+        ("batch", "Job") => {
+            default(obj, "/spec", json!({}));
+            let counts = ["completions", "parallelism"].map(|f| obj["spec"].get(f).is_some());
+            if counts == [false, false] {
+                default(obj, "/spec/completions", 1.into());
+            }
+            default(obj, "/spec/parallelism", 1.into());
+            default(obj, "/spec/backoffLimit", 6.into());
+            default(obj, "/spec/completionMode", "NonIndexed".into());
+            default(obj, "/spec/suspend", false.into());
+            let replacement = match obj.pointer("/spec/podFailurePolicy") {
+                Some(_) => "Failed",
+                None => "TerminatingOrFailed",
+            };
+            default(obj, "/spec/podReplacementPolicy", replacement.into());
+            obj["status"] = json!({});
+        }
+        ("batch", "CronJob") => {
+            default(obj, "/spec", json!({}));
+            default(obj, "/spec/concurrencyPolicy", "Allow".into());
+            default(obj, "/spec/suspend", false.into());
+            default(obj, "/spec/successfulJobsHistoryLimit", 3.into());
+            default(obj, "/spec/failedJobsHistoryLimit", 1.into());
+            obj["status"] = json!({});
+        }
         ("networking.k8s.io", "Ingress") => obj["status"] = json!({"loadBalancer": {}}),
         _ => {}
     }
@@ -490,6 +569,42 @@ mod tests {
         let st = prepare_update(r, &o, new, Some("status"));
         assert_eq!(st.pointer("/status/replicas"), Some(&json!(9)));
         assert_eq!(st.pointer("/spec/replicas"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn a_job_gets_its_selector_and_pod_labels_from_its_uid() {
+        let r = find("batch", "v1", "jobs").expect("jobs");
+        let mut job = json!({"metadata": {"name": "pi"}, "spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "pi", "image": "busybox"}]}}}});
+        prepare_create(r, &mut job).expect("create");
+        let uid = meta_str(&job, "uid").to_string();
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        );
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], json!("pi"));
+        assert_eq!(labels["controller-uid"], json!(uid));
+        for (field, value) in [
+            ("completions", json!(1)),
+            ("parallelism", json!(1)),
+            ("backoffLimit", json!(6)),
+            ("completionMode", json!("NonIndexed")),
+            ("podReplacementPolicy", json!("TerminatingOrFailed")),
+        ] {
+            assert_eq!(job["spec"][field], value, "{field}");
+        }
+
+        let mut chosen =
+            json!({"metadata": {"name": "x"}, "spec": {"selector": {"matchLabels": {"a": "b"}}}});
+        let Err(AppError::Invalid(_, causes)) = prepare_create(r, &mut chosen) else {
+            panic!("a selector without manualSelector is refused");
+        };
+        assert_eq!(causes[0].field, "spec.selector");
+        let mut manual = json!({"metadata": {"name": "x"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        prepare_create(r, &mut manual).expect("manual selectors are the user's");
+        assert_eq!(manual["spec"]["selector"]["matchLabels"], json!({"a": "b"}));
     }
 
     #[test]
