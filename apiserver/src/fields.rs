@@ -83,6 +83,11 @@ struct Shapes {
     kinds: HashMap<(String, String, String), usize>,
 }
 
+/// Compile the schemas now rather than in the first write.
+pub fn compile_schemas() {
+    shapes();
+}
+
 fn shapes() -> &'static Shapes {
     static SHAPES: OnceLock<Shapes> = OnceLock::new();
     SHAPES.get_or_init(|| {

@@ -345,6 +345,7 @@ pub async fn run(
         .iter()
         .map(|a| a.to_string())
         .collect();
+    fields::compile_schemas();
     // Bootstrap retries: etcd may still be electing a leader right after start.
     let mut tries = 0;
     while let Err(e) = state.bootstrap(config.advertise_address).await {
