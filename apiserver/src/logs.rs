@@ -103,6 +103,7 @@ pub async fn pod_log(
         dry_run: false,
         field_manager: String::new(),
         force: false,
+        user: None,
         field_validation: Default::default(),
     };
     let (node_obj, _) = get_existing(state, &node_target, node).await?;

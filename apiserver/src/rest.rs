@@ -52,6 +52,8 @@ pub struct Target {
     pub field_manager: String,
     /// `?force=true`: server-side apply takes fields other managers own.
     pub force: bool,
+    /// Who sends the request (None in-process, before authentication).
+    pub user: Option<crate::tls::UserInfo>,
     /// `?fieldValidation=`: what an unknown field in the body makes of the request.
     pub field_validation: crate::fields::FieldValidation,
 }
@@ -107,6 +109,7 @@ pub fn parse_path_with(
         dry_run: false,
         field_manager: String::new(),
         force: false,
+        user: None,
         field_validation: Default::default(),
     })
 }
@@ -176,6 +179,7 @@ async fn handle_request(state: AppState, req: Request) -> Result<Response, AppEr
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
     t.force = query_bool(&query, "force");
+    t.user = parts.extensions.get::<crate::tls::UserInfo>().cloned();
     t.field_validation =
         crate::fields::FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
     t.field_manager = crate::managed::manager_of(
@@ -215,12 +219,6 @@ async fn handle_request(state: AppState, req: Request) -> Result<Response, AppEr
                 ));
             }
             Ok(render(t.info, obj, h, &query))
-        }
-        (&Method::POST, None)
-            if t.info.kind == "CertificateSigningRequest" && t.info.custom.is_none() =>
-        {
-            let user = parts.extensions.get::<crate::tls::UserInfo>();
-            write::create_certificate_request(&state, &t, user, h, &body).await
         }
         (&Method::POST, None) => write::create(&state, &t, ns, h, &body).await,
         (&Method::PUT, Some(name)) => write::update(&state, &t, name, h, &body).await,

@@ -59,16 +59,9 @@ pub async fn create(
     Ok(json_response(StatusCode::CREATED, created))
 }
 
-/// Create a CertificateSigningRequest: its requestor is whoever sends it, whatever the body
+/// A new CertificateSigningRequest: its requestor is whoever sends it, whatever the body
 /// says, and its status starts empty (kube's `PrepareForCreate` of certificates).
-pub async fn create_certificate_request(
-    state: &AppState,
-    t: &Target,
-    user: Option<&crate::tls::UserInfo>,
-    h: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, AppError> {
-    let mut obj = decode_body(h, body)?;
+fn stamp_requestor(user: Option<&crate::tls::UserInfo>, obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
         for field in ["username", "uid", "groups", "extra"] {
             spec.remove(field);
@@ -81,8 +74,6 @@ pub async fn create_certificate_request(
     if let Some(fields) = obj.as_object_mut() {
         fields.remove("status");
     }
-    let created = create_object(state, t, None, obj, false).await?;
-    Ok(json_response(StatusCode::CREATED, created))
 }
 
 /// Check, prepare, allocate and store a new object; `applied`: it is a server-side apply
@@ -99,6 +90,11 @@ async fn create_object(
     check_fields(t, &mut obj)?;
     check_namespace(info, ns, &mut obj)?;
     prepare_create(info, &mut obj)?;
+    if (info.group, info.kind) == ("certificates.k8s.io", "CertificateSigningRequest")
+        && info.custom.is_none()
+    {
+        stamp_requestor(t.user.as_ref(), &mut obj);
+    }
     if is_crd(info) {
         crd::prepare(&mut obj)?;
     } else if info.custom.is_some() && info.has_status() {
