@@ -139,6 +139,25 @@ fn apply(
             || Ok(library.apply(&transaction)?),
         )
     })?;
+    let warmed = NftLibrary::load()?.with_warm_up(&node.node_ips);
+    for round in 0..3 {
+        timed(
+            &format!("full sync, restart, library, cold cache ({round})"),
+            || {
+                let existing = library.existing()?;
+                Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
+            },
+        )?;
+        timed(
+            &format!("full sync, restart, library, cache warmed first ({round})"),
+            || {
+                let existing = library.existing()?;
+                let transaction = full_sync(node, all.iter(), &existing);
+                timed("  warm-up", || Ok(warmed.warm_cache()?))?;
+                timed("  apply", || Ok(warmed.apply(&transaction)?))
+            },
+        )?;
+    }
     timed("full sync, restart, nft binary", || {
         let existing = NftCommand.existing()?;
         Ok(NftCommand.apply(&full_sync(node, all.iter(), &existing))?)

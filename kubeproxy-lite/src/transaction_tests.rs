@@ -613,3 +613,45 @@ fn narrowed_partial_syncs_apply_in_a_real_kernel() {
     };
     assert_eq!(sorted_lines(listed), sorted_lines(expected.list()));
 }
+
+#[test]
+fn a_full_sync_writes_its_rules_as_the_crate_does_and_each_sets_elements_at_once() {
+    let node = node();
+    let services = [
+        web(80, &["10.244.1.2", "10.244.2.2"]),
+        sticky(&["10.244.1.5"]),
+    ];
+    let full = full_sync(&node, &services, &Existing::default());
+    let json: serde_json::Value = serde_json::from_str(&full.to_json()).unwrap();
+    let commands = json["nftables"].as_array().unwrap();
+    for rules in &services {
+        for (chain, statements) in &rules.chains {
+            for statements in statements {
+                let expected = serde_json::to_value(rule(chain, statements.clone())).unwrap();
+                assert!(commands.contains(&expected), "{expected} not in {json}");
+            }
+        }
+    }
+    let element_commands: Vec<&str> = commands
+        .iter()
+        .filter_map(|command| command["add"]["element"]["name"].as_str())
+        .collect();
+    let containers: std::collections::BTreeSet<&str> = element_commands.iter().copied().collect();
+    assert_eq!(
+        element_commands.len(),
+        containers.len(),
+        "one command per set or map: {element_commands:?}"
+    );
+    let service_ips = commands
+        .iter()
+        .find(|command| command["add"]["element"]["name"] == names::SERVICE_IPS_MAP)
+        .expect("the services' elements");
+    assert_eq!(
+        service_ips["add"]["element"]["elem"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{service_ips}"
+    );
+}
