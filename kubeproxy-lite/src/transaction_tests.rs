@@ -613,3 +613,95 @@ fn narrowed_partial_syncs_apply_in_a_real_kernel() {
     };
     assert_eq!(sorted_lines(listed), sorted_lines(expected.list()));
 }
+
+#[test]
+fn a_full_sync_writes_its_rules_as_the_crate_does_and_each_sets_elements_at_once() {
+    let node = node();
+    let services = [
+        web(80, &["10.244.1.2", "10.244.2.2"]),
+        sticky(&["10.244.1.5"]),
+    ];
+    let full = full_sync(&node, &services, &Existing::default());
+    let json: serde_json::Value = serde_json::from_str(&full.to_json()).unwrap();
+    let commands = json["nftables"].as_array().unwrap();
+    for rules in &services {
+        for (chain, statements) in &rules.chains {
+            for statements in statements {
+                let expected = serde_json::to_value(rule(chain, statements.clone())).unwrap();
+                assert!(commands.contains(&expected), "{expected} not in {json}");
+            }
+        }
+    }
+    let element_commands: Vec<&str> = commands
+        .iter()
+        .filter_map(|command| command["add"]["element"]["name"].as_str())
+        .collect();
+    let containers: std::collections::BTreeSet<&str> = element_commands.iter().copied().collect();
+    assert_eq!(
+        element_commands.len(),
+        containers.len(),
+        "one command per set or map: {element_commands:?}"
+    );
+    let service_ips = commands
+        .iter()
+        .find(|command| command["add"]["element"]["name"] == names::SERVICE_IPS_MAP)
+        .expect("the services' elements");
+    assert_eq!(
+        service_ips["add"]["element"]["elem"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{service_ips}"
+    );
+}
+
+#[test]
+fn a_restarts_full_sync_applies_on_the_cache_its_listing_warmed() {
+    if !is_root() {
+        return;
+    }
+    let netns = ThrowawayNetns::new("restart");
+    let node = node();
+    let web = service("web", "10.96.0.20", &[("http", 80, Some(30080))]);
+    let two = render_service(
+        &web,
+        &[&slice("web", "http", 8080, &["10.244.1.2", "10.244.2.2"])],
+        &node,
+    );
+    let one = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
+    let list = || {
+        let output = std::process::Command::new("nft")
+            .args(["list", "table", "ip", TABLE])
+            .output()
+            .expect("nft runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let listed = kernel::netns::run_in(&netns.0, move || {
+        // No table yet: nothing to warm, the listing is empty.
+        let first = crate::nft::NftLibrary::load()
+            .expect("libnftables.so.1 loads")
+            .with_warm_up(&node.node_ips);
+        let existing = first.list_for_full_sync().expect("listing");
+        assert!(existing.chains.is_empty(), "{existing:?}");
+        first
+            .apply(&full_sync(&node, [&two], &existing))
+            .expect("first full sync");
+        // A new process: listed (and warmed), then the full sync on that cache.
+        let restarted = crate::nft::NftLibrary::load()
+            .expect("libnftables.so.1 loads")
+            .with_warm_up(&node.node_ips);
+        let existing = restarted.list_for_full_sync().expect("listing");
+        assert!(
+            existing.chains.iter().any(|c| c.contains("10.244.1.2")),
+            "{existing:?}"
+        );
+        restarted
+            .apply(&full_sync(&node, [&one], &existing))
+            .expect("full sync after the warm-up");
+        list()
+    })
+    .expect("entering the test namespace");
+    assert!(listed.contains("dnat to 10.244.2.2:8080"), "{listed}");
+    assert!(!listed.contains("10.244.1.2"), "{listed}");
+}

@@ -280,11 +280,20 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
         kernel::netns::run_in(&netns, move || {
             let mut through_service = Vec::new();
             let mut direct = Vec::new();
-            for _ in 0..requests {
-                through_service.push(timed_request(service_address)?.0);
-                direct.push(timed_request(pod_address)?.0);
+            for request in 1..=requests {
+                for (address, what, times) in [
+                    (service_address, "the probe Service's ClusterIP", &mut through_service),
+                    (pod_address, "server-a's pod IP", &mut direct),
+                ] {
+                    // Which request failed, and where to: a refused connection through the
+                    // ClusterIP and one to the pod have different causes.
+                    let (elapsed, _) = timed_request(address).with_context(|| {
+                        format!("request {request} of {requests} to {what} {address} from the client pod")
+                    })?;
+                    times.push(elapsed);
+                }
             }
-            Ok::<_, std::io::Error>((through_service, direct))
+            Ok::<_, anyhow::Error>((through_service, direct))
         })
     })
     .await???;
