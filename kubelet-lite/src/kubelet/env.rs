@@ -18,9 +18,13 @@ use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 use super::downward;
 use super::volumes::Resolve;
+use super::watched::Watched;
 
 /// The service environment variables the Pod's containers get, by name.
-pub fn service_env(pod: &Pod, services: &[std::sync::Arc<Service>]) -> BTreeMap<String, String> {
+pub fn service_env(
+    pod: &Pod,
+    services: &[std::sync::Arc<Watched<Service>>],
+) -> BTreeMap<String, String> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let links = pod
         .spec
@@ -273,7 +277,7 @@ mod tests {
 
     #[test]
     fn services_give_docker_link_variables() {
-        let service = |ns: &str, name: &str, ip: &str| -> std::sync::Arc<Service> {
+        let service = |ns: &str, name: &str, ip: &str| -> std::sync::Arc<Watched<Service>> {
             std::sync::Arc::new(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name, "namespace": ns},

@@ -35,6 +35,8 @@ mod status;
 mod stream;
 mod stream_spdy;
 mod volumes;
+mod watched;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
