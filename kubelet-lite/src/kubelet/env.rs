@@ -50,10 +50,10 @@ pub fn service_env(
     }
     let mut env = BTreeMap::new();
     for (name, service) in chosen {
-        let spec = service.spec.clone().unwrap_or_default();
-        let ip = spec.cluster_ip.unwrap_or_default();
+        let spec = service.spec.as_ref();
+        let ip = spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
         let prefix = name.to_uppercase().replace('-', "_");
-        let ports = spec.ports.unwrap_or_default();
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
         env.insert(format!("{prefix}_SERVICE_HOST"), ip.clone());
         for (index, port) in ports.iter().enumerate() {
             if index == 0 {

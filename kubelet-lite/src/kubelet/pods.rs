@@ -385,7 +385,9 @@ async fn sync_pod(
     // sync when a volume follows API objects (ConfigMap and Secret updates).
     let mut prepared = None;
     if has_updating_volumes(&pod) {
-        prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+        // Boxed: its future (token and config watches' requests) would make every Pod
+        // worker as large as itself.
+        prepared = Some(Box::pin(prepare_pod(&pod, &sandbox, &config, &shared.objects)).await);
     }
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
@@ -428,7 +430,7 @@ async fn sync_pod(
             continue;
         }
         if prepared.is_none() {
-            prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+            prepared = Some(Box::pin(prepare_pod(&pod, &sandbox, &config, &shared.objects)).await);
         }
         let Some(current) = prepared.as_ref() else {
             continue;

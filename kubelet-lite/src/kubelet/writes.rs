@@ -79,8 +79,11 @@ impl Collection {
         self.send(request).await
     }
 
-    /// Sends the request; an error status comes back as [`kube::Error::Api`].
+    /// Sends the request; an error status comes back as [`kube::Error::Api`]. The request's
+    /// future (the HTTP client's, several KiB) is allocated while it runs, not made part of
+    /// the caller's: a Pod worker, which the kubelet spawns for every Pod at each full sync,
+    /// stays small when it has nothing to post.
     async fn send(&self, request: http::Request<Vec<u8>>) -> kube::Result<()> {
-        self.client.request_text(request).await.map(drop)
+        Box::pin(self.client.request_text(request)).await.map(drop)
     }
 }
