@@ -17,7 +17,7 @@ pub struct Runtime {
 /// A `fieldRef.fieldPath`'s value; none for an unsupported path.
 pub fn field(pod: &Pod, path: &str, at: &Runtime) -> Option<String> {
     let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
     let keyed = |prefix: &str| -> Option<String> {
         path.strip_prefix(prefix)?
             .strip_suffix("']")
@@ -41,8 +41,10 @@ pub fn field(pod: &Pod, path: &str, at: &Runtime) -> Option<String> {
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
         "metadata.labels" => key_values(meta.labels.as_ref()),
         "metadata.annotations" => key_values(meta.annotations.as_ref()),
-        "spec.nodeName" => spec.node_name.unwrap_or_default(),
-        "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => at.host_ip.clone(),
         "status.podIP" | "status.podIPs" => at.pod_ip.clone().unwrap_or_default(),
         _ => return None,

@@ -18,9 +18,13 @@ use k8s_openapi::api::core::v1::{Container, Pod, Service};
 
 use super::downward;
 use super::volumes::Resolve;
+use super::watched::Watched;
 
 /// The service environment variables the Pod's containers get, by name.
-pub fn service_env(pod: &Pod, services: &[std::sync::Arc<Service>]) -> BTreeMap<String, String> {
+pub fn service_env(
+    pod: &Pod,
+    services: &[std::sync::Arc<Watched<Service>>],
+) -> BTreeMap<String, String> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let links = pod
         .spec
@@ -46,10 +50,10 @@ pub fn service_env(pod: &Pod, services: &[std::sync::Arc<Service>]) -> BTreeMap<
     }
     let mut env = BTreeMap::new();
     for (name, service) in chosen {
-        let spec = service.spec.clone().unwrap_or_default();
-        let ip = spec.cluster_ip.unwrap_or_default();
+        let spec = service.spec.as_ref();
+        let ip = spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
         let prefix = name.to_uppercase().replace('-', "_");
-        let ports = spec.ports.unwrap_or_default();
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
         env.insert(format!("{prefix}_SERVICE_HOST"), ip.clone());
         for (index, port) in ports.iter().enumerate() {
             if index == 0 {
@@ -273,7 +277,7 @@ mod tests {
 
     #[test]
     fn services_give_docker_link_variables() {
-        let service = |ns: &str, name: &str, ip: &str| -> std::sync::Arc<Service> {
+        let service = |ns: &str, name: &str, ip: &str| -> std::sync::Arc<Watched<Service>> {
             std::sync::Arc::new(
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name, "namespace": ns},

@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use serde_json::json;
+
+use super::writes::Collection;
 
 /// A repeat within this long is not posted.
 const SPAM_INTERVAL: Duration = Duration::from_secs(5);
@@ -137,20 +139,12 @@ async fn write_events(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Write>,
 ) {
     while let Some(write) = queue.recv().await {
-        let api: Api<Event> = Api::namespaced(client.clone(), &write.namespace);
+        let api = Collection::of(Api::<Event>::namespaced(client.clone(), &write.namespace));
         let result = if write.count == 1 {
-            match serde_json::from_value::<Event>(write.event) {
-                Ok(event) => api.create(&PostParams::default(), &event).await.map(drop),
-                Err(e) => {
-                    tracing::warn!("building an event: {e}");
-                    continue;
-                }
-            }
+            api.create(&write.event).await
         } else {
             let patch = json!({ "count": write.count, "lastTimestamp": write.time });
-            api.patch(&write.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(drop)
+            api.merge(&write.name, &patch).await
         };
         if let Err(e) = result {
             tracing::debug!("posting event {}: {e}", write.name);

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use serde_json::json;
 
+use super::writes::Collection;
 use super::Config;
 
 const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -25,7 +26,7 @@ pub async fn register(
     config: &Config,
     pod_cidr: &ipnet::Ipv4Net,
 ) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes = Collection::of(Api::<Node>::all(client.clone()));
     let mut labels = json!({
         "kubernetes.io/hostname": config.node_name,
         "kubernetes.io/os": "linux",
@@ -36,27 +37,21 @@ pub async fn register(
         labels["node-role.kubernetes.io/control-plane"] = json!("");
         taints = json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
     }
-    let node: Node = serde_json::from_value(json!({
+    let node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": { "name": config.node_name, "labels": labels },
         "spec": { "podCIDR": pod_cidr.to_string(), "podCIDRs": [pod_cidr.to_string()], "taints": taints },
-    }))?;
+    });
     loop {
-        match nodes.get_opt(&config.node_name).await {
-            Ok(Some(_)) => {
+        match nodes.exists(&config.node_name).await {
+            Ok(true) => {
                 let patch = json!({ "metadata": { "labels": labels }, "spec": { "podCIDR": pod_cidr.to_string(), "podCIDRs": [pod_cidr.to_string()], "taints": taints } });
-                nodes
-                    .patch(
-                        &config.node_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?;
+                nodes.merge(&config.node_name, &patch).await?;
                 break;
             }
-            Ok(None) => {
-                nodes.create(&PostParams::default(), &node).await?;
+            Ok(false) => {
+                nodes.create(&node).await?;
                 break;
             }
             Err(e) => {
@@ -71,7 +66,7 @@ pub async fn register(
 
 /// Addresses, capacity, node info and a `Ready` condition with a fresh heartbeat.
 async fn post_status(client: &kube::Client, config: &Config) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes = Collection::of(Api::<Node>::all(client.clone()));
     let now = now_rfc3339();
     let machine = super::machine::machine();
     let resources = json!({
@@ -101,38 +96,24 @@ async fn post_status(client: &kube::Client, config: &Config) -> anyhow::Result<(
             },
         }
     });
-    nodes
-        .patch_status(
-            &config.node_name,
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await?;
+    nodes.merge_status(&config.node_name, &status).await?;
     Ok(())
 }
 
 async fn renew_lease(client: &kube::Client, config: &Config) -> anyhow::Result<()> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let leases = Collection::of(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE));
     let now = now_rfc3339_micro();
-    match leases.get_opt(&config.node_name).await? {
-        Some(_) => {
-            let patch = json!({ "spec": { "renewTime": now, "holderIdentity": config.node_name } });
-            leases
-                .patch(
-                    &config.node_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-        }
-        None => {
-            let lease: Lease = serde_json::from_value(json!({
+    if leases.exists(&config.node_name).await? {
+        let patch = json!({ "spec": { "renewTime": now, "holderIdentity": config.node_name } });
+        leases.merge(&config.node_name, &patch).await?;
+    } else {
+        leases
+            .create(&json!({
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": { "name": config.node_name, "namespace": LEASE_NAMESPACE },
                 "spec": { "holderIdentity": config.node_name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now },
-            }))?;
-            leases.create(&PostParams::default(), &lease).await?;
-        }
+            }))
+            .await?;
     }
     Ok(())
 }

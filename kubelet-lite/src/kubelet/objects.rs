@@ -17,14 +17,19 @@ use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 
+use super::watched::Watched;
+
 pub struct Objects {
     pub client: kube::Client,
-    config: tokio::sync::OnceCell<(Store<ConfigMap>, Store<Secret>)>,
-    pub services: Store<Service>,
+    config: tokio::sync::OnceCell<ConfigStores>,
+    pub services: Store<Watched<Service>>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
     /// Token requests that failed: not asked again before this Unix millisecond.
     failed: Mutex<HashMap<TokenKey, u64>>,
 }
+
+/// The ConfigMap and Secret stores, made with the first Pod that uses one.
+type ConfigStores = (Store<Watched<ConfigMap>>, Store<Watched<Secret>>);
 
 /// How long a failed TokenRequest is not repeated.
 const TOKEN_RETRY_MS: u64 = 30_000;
@@ -34,7 +39,7 @@ type TokenKey = (String, String, String);
 /// (token, refresh after this Unix millisecond).
 type CachedToken = (String, u64);
 
-fn reflect<K>(api: Api<K>) -> Store<K>
+fn reflect<K>(api: Api<Watched<K>>) -> Store<Watched<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -77,8 +82,8 @@ impl Objects {
     pub async fn ensure_config(&self) -> Result<(), String> {
         self.config
             .get_or_try_init(|| async {
-                let config_maps = reflect(Api::<ConfigMap>::all(self.client.clone()));
-                let secrets = reflect(Api::<Secret>::all(self.client.clone()));
+                let config_maps = reflect(Api::<Watched<ConfigMap>>::all(self.client.clone()));
+                let secrets = reflect(Api::<Watched<Secret>>::all(self.client.clone()));
                 let ready = |e: reflector::store::WriterDropped| e.to_string();
                 config_maps.wait_until_ready().await.map_err(ready)?;
                 secrets.wait_until_ready().await.map_err(ready)?;
@@ -89,13 +94,13 @@ impl Objects {
     }
 
     /// A ConfigMap, once [`ensure_config`](Self::ensure_config) has run.
-    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<Watched<ConfigMap>>> {
         let (config_maps, _) = self.config.get()?;
         config_maps.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// A Secret, once [`ensure_config`](Self::ensure_config) has run.
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Watched<Secret>>> {
         let (_, secrets) = self.config.get()?;
         secrets.get(&ObjectRef::new(name).within(namespace))
     }

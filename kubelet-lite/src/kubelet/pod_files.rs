@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
 use crate::runtime::Mount;
 
@@ -55,7 +55,8 @@ fn parse_resolv_conf(text: &str) -> Resolver {
 
 /// The Pod's resolv.conf.
 pub fn resolv_conf(pod: &Pod, dns: &DnsSettings, node_resolv_conf: &str) -> String {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let node = parse_resolv_conf(node_resolv_conf);
     let host_network = spec.host_network.unwrap_or(false);
@@ -123,7 +124,8 @@ pub fn resolv_conf(pod: &Pod, dns: &DnsSettings, node_resolv_conf: &str) -> Stri
 
 /// The kubelet-managed `/etc/hosts` of a Pod with its own network namespace.
 pub fn etc_hosts(pod: &Pod, pod_ip: Option<&str>, cluster_domain: &str) -> String {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let hostname = spec.hostname.as_deref().unwrap_or(name);
@@ -167,12 +169,15 @@ fn host_aliases(pod: &Pod) -> String {
 
 /// The Pod's hostname: `spec.hostname`, else its name (the node's for `hostNetwork`).
 pub fn hostname(pod: &Pod, node_hostname: &str) -> String {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     if spec.host_network.unwrap_or(false) {
         return node_hostname.to_string();
     }
     spec.hostname
-        .or_else(|| pod.metadata.name.clone())
+        .as_ref()
+        .or(pod.metadata.name.as_ref())
+        .cloned()
         .unwrap_or_default()
 }
 

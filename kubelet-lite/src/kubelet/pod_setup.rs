@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::events::{self, Recorder};
 use super::objects::Objects;
 use super::pods::blocking;
+use super::watched::Watched;
 use super::{env, pod_files, volumes, Config};
 use crate::runtime::{PodSandbox, POD_UID_LABEL};
 
@@ -131,7 +132,7 @@ pub(super) async fn prepare_pod(
 /// made, as the kubelet mounts volumes before it creates the sandbox: the TokenRequest round
 /// trips then cost a new Pod nothing, and [`prepare_pod`] finds the tokens cached.
 pub(super) fn prefetch_tokens(
-    pod: Arc<Pod>,
+    pod: Arc<Watched<Pod>>,
     objects: Arc<Objects>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let wanted: Vec<(String, String, Option<String>, i64)> = pod
@@ -219,7 +220,7 @@ pub(super) fn node_memory() -> f64 {
 /// CNI CHECK of every sandbox this kubelet finds at start (a restarted kubelet adopting its
 /// pods): a network that is no longer what ADD made is reported on the Pod as a Warning
 /// Event and in the log. The pod keeps running: CHECK is a diagnosis, not a reason to kill.
-pub(super) fn check_adopted(config: &Config, pods: &[Arc<Pod>], recorder: &Recorder) {
+pub(super) fn check_adopted(config: &Config, pods: &[Arc<Watched<Pod>>], recorder: &Recorder) {
     let runtime = &config.runtime;
     for sandbox in blocking(|| runtime.list_pod_sandboxes()) {
         if !sandbox.config.labels.contains_key(POD_UID_LABEL) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::{json, Value};
@@ -39,6 +39,8 @@ use super::pod_setup::{
 };
 use super::probes::Prober;
 use super::status::{ms_rfc3339, pod_status, restarts_under, stamp_transitions};
+use super::watched::Watched;
+use super::writes::Collection;
 use super::{env, image_files, images, pod_files, volumes, Config};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, POD_UID_LABEL,
@@ -57,7 +59,7 @@ const PARALLEL_STARTS_PER_CORE: usize = 2;
 type Posted = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<()> {
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<Watched<Pod>> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     let selector = format!("spec.nodeName={}", config.node_name);
     // The cache keeps every Pod of the node; their managedFields (a third of a Pod as the
@@ -65,7 +67,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     let stream = reflector(
         writer,
         watcher(pods.clone(), watcher::Config::default().fields(&selector))
-            .modify(|pod| pod.managed_fields_mut().clear()),
+            .modify(|pod| pod.0.managed_fields_mut().clear()),
     )
     .default_backoff()
     .applied_objects();
@@ -114,7 +116,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         if round == Round::Everything {
             last_full = Instant::now();
         }
-        let desired: Vec<Arc<Pod>> = store.state();
+        let desired: Vec<Arc<Watched<Pod>>> = store.state();
         if let Err(e) = sync_once(&client, &config, &desired, &shared, round, dirty) {
             tracing::warn!("sync: {e:#}");
         }
@@ -156,7 +158,7 @@ enum Round {
 fn sync_once(
     client: &kube::Client,
     config: &Config,
-    desired: &[Arc<Pod>],
+    desired: &[Arc<Watched<Pod>>],
     shared: &Shared,
     round: Round,
     dirty: HashMap<String, Instant>,
@@ -241,7 +243,7 @@ fn sync_once(
 async fn sync_pod(
     client: kube::Client,
     config: Config,
-    pod: Arc<Pod>,
+    pod: Arc<Watched<Pod>>,
     part: PodRuntime,
     changed_at: Option<Instant>,
     shared: Shared,
@@ -256,7 +258,7 @@ async fn sync_pod(
         return;
     };
     let runtime = &config.runtime;
-    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    let api = Collection::of(Api::<Pod>::namespaced(client, &namespace));
     let containers = &part.containers;
     let sandbox = part.sandbox.as_ref();
     if pod.metadata.deletion_timestamp.is_some() {
@@ -383,7 +385,9 @@ async fn sync_pod(
     // sync when a volume follows API objects (ConfigMap and Secret updates).
     let mut prepared = None;
     if has_updating_volumes(&pod) {
-        prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+        // Boxed: its future (token and config watches' requests) would make every Pod
+        // worker as large as itself.
+        prepared = Some(Box::pin(prepare_pod(&pod, &sandbox, &config, &shared.objects)).await);
     }
     for spec in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let attempts = mine
@@ -426,7 +430,7 @@ async fn sync_pod(
             continue;
         }
         if prepared.is_none() {
-            prepared = Some(prepare_pod(&pod, &sandbox, &config, &shared.objects).await);
+            prepared = Some(Box::pin(prepare_pod(&pod, &sandbox, &config, &shared.objects)).await);
         }
         let Some(current) = prepared.as_ref() else {
             continue;
@@ -675,7 +679,7 @@ fn backoff_ms(attempts: usize) -> u64 {
 
 /// Patch the status if it differs from what was last posted for this Pod; false if the API
 /// server did not take it.
-async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Posted) -> bool {
+async fn post(api: &Collection, name: &str, uid: &str, status: Value, posted: &Posted) -> bool {
     // Equal statuses serialize alike: serde_json's maps keep their keys sorted.
     let compact = status.to_string();
     if posted
@@ -685,10 +689,7 @@ async fn post(api: &Api<Pod>, name: &str, uid: &str, status: Value, posted: &Pos
     {
         return true;
     }
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-    {
+    match api.merge_status(name, &status).await {
         Ok(_) => {
             if let Ok(mut p) = posted.lock() {
                 p.insert(uid.to_string(), compact);

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::events::{self, Recorder};
+use super::watched::Watched;
 use crate::runtime::{ContainerState, Runtime};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,7 +75,7 @@ impl Prober {
     /// Start the workers of a running container, once.
     pub fn ensure(
         self: &Arc<Self>,
-        pod: &Arc<Pod>,
+        pod: &Arc<Watched<Pod>>,
         spec: &Container,
         id: &str,
         started_at_ms: u64,
@@ -146,7 +147,7 @@ impl Prober {
 
 struct Worker {
     prober: Arc<Prober>,
-    pod: Arc<Pod>,
+    pod: Arc<Watched<Pod>>,
     spec: Container,
     id: String,
     started_at_ms: u64,
