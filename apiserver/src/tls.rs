@@ -72,6 +72,10 @@ pub struct Peer {
     pub user: Option<UserInfo>,
 }
 
+/// TLS 1.3 session tickets sent on each new connection: what a rustls client keeps per
+/// server (`ClientSessionMemoryCache`'s limit).
+const TICKETS_PER_CONNECTION: usize = 8;
+
 /// The rustls configuration: our certificate, optional client certificates from the CA.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs(&files.cert)?;
@@ -90,6 +94,13 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(TlsError::Config)?;
     // HTTP/1.1 only: watches stream fine over chunked encoding, and it keeps the build lean.
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Session tickets, as kube-apiserver sends them (stateless: no server memory per
+    // session). An HTTP/1.1 client opens a connection per request in flight, several at
+    // once (kube-rs: 16 for 16 requests); with a ticket each, they resume the session
+    // instead of repeating the certificate signatures and chain checks of a full handshake.
+    // 8 is as many as rustls clients keep per server.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
+    cfg.send_tls13_tickets = TICKETS_PER_CONNECTION;
     Ok(Arc::new(cfg))
 }
 
@@ -166,6 +177,12 @@ impl TlsListener {
                     },
                     _ = tx.closed() => return,
                 };
+                // As Go (and so kube-apiserver) sets it on every TCP connection: without it
+                // a response's last small segment waits for the client's delayed ACK (40 ms)
+                // whenever the segments before it are still unacknowledged.
+                if let Err(e) = sock.set_nodelay(true) {
+                    tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY");
+                }
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let hs = tokio::time::timeout(
@@ -253,5 +270,120 @@ pub async fn require_user(
             next.run(req).await
         }
         None => AppError::Unauthorized.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki;
+    use rustls::pki_types::ServerName;
+    use rustls::HandshakeKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A lab CA in `dir`, and a listener serving a certificate it signed.
+    async fn listener(dir: &Path) -> (pki::CertPair, TlsListener) {
+        let ca = pki::generate_ca("knetsim-ca").expect("ca");
+        ca.write(&dir.join("ca.crt"), &dir.join("ca.key"))
+            .expect("write ca");
+        let serving = pki::server_cert(&ca, "kube-apiserver", &["127.0.0.1"]).expect("server");
+        serving
+            .write(&dir.join("s.crt"), &dir.join("s.key"))
+            .expect("write serving cert");
+        let config = server_config(&TlsFiles {
+            cert: dir.join("s.crt"),
+            key: dir.join("s.key"),
+            client_ca: dir.join("ca.crt"),
+        })
+        .expect("server config");
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        (ca, TlsListener::new(tcp, config).expect("listener"))
+    }
+
+    /// A client with the admin's certificate, trusting the CA in `dir`; like kube-rs's, one
+    /// configuration (and session cache) for all its connections.
+    fn admin_client(dir: &Path, ca: &pki::CertPair) -> Arc<rustls::ClientConfig> {
+        let admin = pki::client_cert(ca, "admin", &["system:masters"]).expect("client cert");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(read_roots(&dir.join("ca.crt")).expect("roots"))
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(admin.cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .expect("client chain"),
+                PrivateKeyDer::from_pem_slice(admin.key_pem.as_bytes()).expect("client key"),
+            )
+            .expect("client config");
+        Arc::new(config)
+    }
+
+    /// One connection: the server's end, who it says the client is, and the client's end;
+    /// with `read_tickets`, after the client has read a byte from the server (and so the
+    /// session tickets sent before it).
+    async fn connect(
+        listener: &mut TlsListener,
+        client: &Arc<rustls::ClientConfig>,
+        read_tickets: bool,
+    ) -> (
+        TlsStream<TcpStream>,
+        Peer,
+        tokio_rustls::client::TlsStream<TcpStream>,
+    ) {
+        let addr = listener.local_addr().expect("address").addr;
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("127.0.0.1").expect("server name");
+        let handshake = tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp);
+        let (server_side, client_side) = tokio::join!(listener.accept(), handshake);
+        let ((mut server, peer), mut client) = (server_side, client_side.expect("handshake"));
+        if read_tickets {
+            server.write_all(b"x").await.expect("server writes");
+            server.flush().await.expect("server flushes");
+            let mut byte = [0u8; 1];
+            client.read_exact(&mut byte).await.expect("client reads");
+        }
+        (server, peer, client)
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_send_at_once_and_name_their_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, mut listener) = listener(dir.path()).await;
+        let client = admin_client(dir.path(), &ca);
+
+        let (stream, peer, _client) = connect(&mut listener, &client, false).await;
+
+        // Nagle's algorithm would hold a response's last segment for the client's ACK.
+        assert!(stream.get_ref().0.nodelay().expect("nodelay"));
+        let user = peer.user.expect("a verified user");
+        assert_eq!(user.name, "admin");
+        assert_eq!(user.groups, vec!["system:masters".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn later_connections_of_a_client_resume_its_session_and_keep_its_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, mut listener) = listener(dir.path()).await;
+        let client = admin_client(dir.path(), &ca);
+
+        let (_, _, first) = connect(&mut listener, &client, true).await;
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Full)
+        );
+        // Each on a ticket of the first connection (their own stay unread), as the
+        // connections a client opens at once after its first one.
+        let mut open = Vec::new();
+        for _ in 0..TICKETS_PER_CONNECTION {
+            let (server, peer, later) = connect(&mut listener, &client, false).await;
+            assert_eq!(
+                later.get_ref().1.handshake_kind(),
+                Some(HandshakeKind::Resumed)
+            );
+            assert_eq!(peer.user.expect("a verified user").name, "admin");
+            // Open at once, as a client's connections for its requests in flight.
+            open.push((server, later));
+        }
     }
 }
