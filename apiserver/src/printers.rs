@@ -460,6 +460,14 @@ fn name_age(o: &Value) -> Vec<Value> {
 pub(crate) const S: &str = "string";
 pub(crate) const I: &str = "integer";
 
+const EVENT_COLUMNS: Columns = &[
+    ("Last Seen", S, 0),
+    ("Type", S, 0),
+    ("Reason", S, 0),
+    ("Object", S, 0),
+    ("Message", S, 0),
+];
+
 /// Columns and row renderer for a resource.
 #[rustfmt::skip]
 pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
@@ -471,8 +479,9 @@ pub fn printer(info: &ResourceInfo) -> (Columns, Row) {
         ("", "endpoints") => (&[("Name", S, 0), ("Endpoints", S, 0), ("Age", S, 0)], endpoints_row),
         ("", "configmaps") => (&[("Name", S, 0), ("Data", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(data_count(o)), json!(age(o))]),
         ("", "secrets") => (&[("Name", S, 0), ("Type", S, 0), ("Data", I, 0), ("Age", S, 0)], |o| vec![json!(meta_str(o, "name")), json!(s(o, "/type")), json!(data_count(o)), json!(age(o))]),
-        ("", "events") => (&[("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Message", S, 0)], event_row),
-        ("events.k8s.io", "events") => (&[("Last Seen", S, 0), ("Type", S, 0), ("Reason", S, 0), ("Object", S, 0), ("Message", S, 0)], |o| {
+        ("", "events") => (EVENT_COLUMNS, event_row),
+        // The same Events in their newer shape: printed from the core one, as kube does.
+        ("events.k8s.io", "events") => (EVENT_COLUMNS, |o| {
             let mut core = o.clone();
             crate::events::to_core(&mut core);
             event_row(&core)

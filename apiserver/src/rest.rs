@@ -172,14 +172,14 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Result<Respo
 }
 
 async fn handle_request(state: AppState, req: Request) -> Result<Response, AppError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let mut t = parse_path_with(parts.uri.path(), |g, v, p| state.find(g, v, p))?;
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
     t.dry_run = dry_run(&query);
     t.force = query_bool(&query, "force");
-    t.user = parts.extensions.get::<crate::tls::UserInfo>().cloned();
+    t.user = parts.extensions.remove::<crate::tls::UserInfo>();
     t.field_validation =
         crate::fields::FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
     t.field_manager = crate::managed::manager_of(

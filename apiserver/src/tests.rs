@@ -55,6 +55,18 @@ pub(crate) async fn call(
     (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
 }
 
+/// A GET asking for a Table, as `kubectl get` asks.
+pub(crate) fn table_request(uri: &str) -> Request<Body> {
+    let mut req = request(Method::GET, uri, None);
+    req.headers_mut().insert(
+        header::ACCEPT,
+        header::HeaderValue::from_static(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        ),
+    );
+    req
+}
+
 /// The events of a watch that ends by itself (`timeoutSeconds`), parsed.
 pub(crate) async fn watch_events(app: &Router, uri: &str) -> Vec<Value> {
     let (s, body) = send(app, request(Method::GET, uri, None)).await;
@@ -300,14 +312,7 @@ async fn lists_tables_and_selectors() {
     assert_eq!(p["items"].as_array().map(Vec::len), Some(2));
     assert!(p["metadata"]["continue"].is_string());
 
-    let mut req = request(Method::GET, "/api/v1/namespaces/default/services", None);
-    req.headers_mut().insert(
-        header::ACCEPT,
-        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-            .parse()
-            .expect("hv"),
-    );
-    let (_, t) = send(&app, req).await;
+    let (_, t) = send(&app, table_request("/api/v1/namespaces/default/services")).await;
     let t: Value = serde_json::from_str(&t).expect("table");
     assert_eq!(t["kind"], json!("Table"));
     let cols: Vec<&str> = t["columnDefinitions"]

@@ -1,10 +1,10 @@
 //! In-process tests of Events served in both group versions from one storage: core `v1`
 //! and `events.k8s.io/v1` (`events.rs`).
 
-use axum::http::{header, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::tests::{call, request, send, setup, watch_events};
+use crate::tests::{call, send, setup, table_request, watch_events};
 
 const CORE: &str = "/api/v1/namespaces/default/events";
 const EVENTS_V1: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
@@ -115,14 +115,7 @@ async fn watch_and_table_read_the_new_shape() {
     assert_eq!(events[0]["object"]["apiVersion"], json!("events.k8s.io/v1"));
     assert_eq!(events[0]["object"]["note"], json!("Started container of a"));
 
-    let mut req = request(Method::GET, EVENTS_V1, None);
-    req.headers_mut().insert(
-        header::ACCEPT,
-        "application/json;as=Table;v=v1;g=meta.k8s.io"
-            .parse()
-            .expect("header value"),
-    );
-    let (_, table) = send(&app, req).await;
+    let (_, table) = send(&app, table_request(EVENTS_V1)).await;
     let table: Value = serde_json::from_str(&table).expect("a Table");
     assert_eq!(
         table["rows"][0]["cells"].as_array().map(|c| &c[1..]),

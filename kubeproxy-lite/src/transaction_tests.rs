@@ -380,6 +380,15 @@ fn an_sctp_cluster_ip_is_dnatted_to_its_endpoint_in_a_real_kernel() {
     );
 }
 
+/// The table as `nft` lists it, in the namespace the calling thread is in.
+fn list_table_here() -> String {
+    let output = std::process::Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .output()
+        .expect("nft runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
 fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
     if !is_root() {
@@ -391,27 +400,20 @@ fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
     let before = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
     let after = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
     let full = full_sync(&node, [&before], &Existing::default());
-    let list = || {
-        let output = std::process::Command::new("nft")
-            .args(["list", "table", "ip", TABLE])
-            .output()
-            .expect("nft runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
     let (full_listed, warmed_listed, partial_listed) = kernel::netns::run_in(&netns.0, move || {
         let library = crate::nft::NftLibrary::load()
             .expect("libnftables.so.1 loads")
             .with_warm_up(&node.node_ips);
         library.apply(&full).expect("full sync");
-        let full_listed = list();
+        let full_listed = list_table_here();
         library.warm_cache().expect("warm-up");
         library.warm_cache().expect("warm-up again");
-        let warmed_listed = list();
+        let warmed_listed = list_table_here();
         library
             .apply(&partial_sync([(&before, &after)]))
             .expect("a partial sync on the warm cache");
         library.warm_cache().expect("warm-up after it");
-        (full_listed, warmed_listed, list())
+        (full_listed, warmed_listed, list_table_here())
     })
     .expect("entering the test namespace");
     assert_eq!(full_listed, warmed_listed);
@@ -670,13 +672,6 @@ fn a_restarts_full_sync_applies_on_the_cache_its_listing_warmed() {
         &node,
     );
     let one = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
-    let list = || {
-        let output = std::process::Command::new("nft")
-            .args(["list", "table", "ip", TABLE])
-            .output()
-            .expect("nft runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
     let listed = kernel::netns::run_in(&netns.0, move || {
         // No table yet: nothing to warm, the listing is empty.
         let first = crate::nft::NftLibrary::load()
@@ -699,7 +694,7 @@ fn a_restarts_full_sync_applies_on_the_cache_its_listing_warmed() {
         restarted
             .apply(&full_sync(&node, [&one], &existing))
             .expect("full sync after the warm-up");
-        list()
+        list_table_here()
     })
     .expect("entering the test namespace");
     assert!(listed.contains("dnat to 10.244.2.2:8080"), "{listed}");
