@@ -381,6 +381,34 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
     );
     assert!(seconds < 0.1, "rejected in {seconds} s, want < 0.1 s");
 
+    // An address of the service range that no Service has: dropped on the client's node
+    // before conntrack confirms the flow, so no un-NATed entry is left for a later
+    // connection that reuses the source port once a Service gets the address.
+    let unallocated = "10.96.255.254";
+    let service_ips = stdout(&lab.kubectl(
+        "c0",
+        &[
+            "get",
+            "svc",
+            "-A",
+            "-o",
+            "jsonpath={.items[*].spec.clusterIP}",
+        ],
+    ));
+    assert!(!service_ips.contains(unallocated), "{service_ips}");
+    let out = in_pod(
+        &lab,
+        "cp",
+        "client",
+        &format!("curl -s -m 1 http://{unallocated}/; echo \" $?\""),
+    );
+    assert_eq!(stdout(&out).trim(), "28", "curl should time out (exit 28)");
+    let conntrack = stdout(&lab.exec("c0/cp", &["cat", "/proc/net/nf_conntrack"]));
+    assert!(
+        !conntrack.contains(&format!("dst={unallocated} ")),
+        "a flow to an unallocated ClusterIP was confirmed:\n{conntrack}"
+    );
+
     // ClientIP affinity: one client, one pod.
     let sticky = get(&lab, "svc", "web-sticky", "{.spec.clusterIP}");
     let pinned = hostnames(&lab, "cp", "client", &format!("http://{sticky}"), 50);

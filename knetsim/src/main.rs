@@ -237,6 +237,10 @@ struct KubeproxyArgs {
     /// The pod network; traffic to a ClusterIP from outside it is masqueraded.
     #[arg(long)]
     cluster_cidr: ipnet::Ipv4Net,
+    /// The ranges ClusterIPs come from (the API server's flag of that name; kube-proxy 1.33
+    /// reads them from ServiceCIDR objects): traffic to an unallocated one is dropped.
+    #[arg(long, value_delimiter = ',')]
+    service_cluster_ip_range: Vec<ipnet::Ipv4Net>,
     /// Milliseconds to wait after a change before syncing (batches a burst of changes).
     #[arg(long, default_value_t = 1)]
     min_sync_period_ms: u64,
@@ -622,6 +626,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 vec![args.node_ip],
                 args.cluster_cidr,
             );
+            config.service_cidrs = args.service_cluster_ip_range;
             config.min_sync_period = std::time::Duration::from_millis(args.min_sync_period_ms);
             config.static_mode = args.static_mode;
             let runtime = tokio::runtime::Runtime::new()?;

@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         hostname: "c0-w3".into(),
         cluster_cidr: "10.244.0.0/16".parse()?,
         node_ips: vec!["172.20.0.13".parse()?],
+        service_cidrs: vec!["10.96.0.0/16".parse()?],
     };
     let objects: Vec<(Service, EndpointSlice)> = (0..services)
         .map(|i| Ok((service(i)?, slice(i, endpoints, 0)?)))

@@ -42,6 +42,13 @@ pub fn prefix(network: ipnet::Ipv4Net) -> Expression<'static> {
     }))
 }
 
+/// `{ a, b }`: an anonymous set, as in `ip daddr { 10.96.0.0/16 }`.
+pub fn anonymous_set(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
 pub fn concat(parts: Vec<Expression<'static>>) -> Expression<'static> {
     Expression::Named(NamedExpression::Concat(parts))
 }

@@ -53,6 +53,9 @@ pub struct Config {
     pub node_ips: Vec<Ipv4Addr>,
     /// The pod network: traffic to a ClusterIP from outside it is masqueraded.
     pub cluster_cidr: ipnet::Ipv4Net,
+    /// The Service address ranges (`--service-cluster-ip-range`, as the API server's):
+    /// unallocated ClusterIPs there are dropped. Empty: no such rule.
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
     /// Wait this long after a change before syncing, to batch a burst of changes.
     pub min_sync_period: Duration,
     /// Retry a failed sync after this long (it will be a full one).
@@ -80,6 +83,7 @@ impl Config {
             hostname,
             node_ips,
             cluster_cidr,
+            service_cidrs: Vec::new(),
             min_sync_period: Duration::from_millis(1),
             retry_period: Duration::from_secs(1),
             table_check_period: Duration::from_secs(10),
@@ -140,6 +144,7 @@ async fn serve(config: Config, status: Arc<Mutex<server::Status>>) -> anyhow::Re
         hostname: config.hostname.clone(),
         cluster_cidr: config.cluster_cidr,
         node_ips: config.node_ips.clone(),
+        service_cidrs: config.service_cidrs.clone(),
     };
     let nft = nft::kernel(&config.node_ips);
     let shared = Arc::new(Shared {

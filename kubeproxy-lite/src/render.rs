@@ -37,6 +37,9 @@ pub struct NodeContext {
     pub cluster_cidr: ipnet::Ipv4Net,
     /// The addresses NodePorts answer on (`nodeport-ips`).
     pub node_ips: Vec<Ipv4Addr>,
+    /// The ranges ClusterIPs are allocated from: traffic to an address there that no
+    /// Service has (yet) is dropped (kube-proxy learns them from ServiceCIDR objects).
+    pub service_cidrs: Vec<ipnet::Ipv4Net>,
 }
 
 /// A key in one of the table's sets or maps.
@@ -423,6 +426,7 @@ pub(crate) mod tests_support {
             hostname: "c0-w1".into(),
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             node_ips: vec!["172.20.0.11".parse().unwrap()],
+            service_cidrs: vec!["10.96.0.0/16".parse().unwrap()],
         }
     }
 

@@ -331,6 +331,25 @@ pub fn skeleton(node: &NodeContext) -> Vec<Command> {
             ],
         ),
     ];
+    // Inside the service range, but no Service's address, or one whose rules are not in yet:
+    // dropped before conntrack confirms the flow. Forwarded instead, a SYN sent just before a
+    // new Service's sync left an un-NATed entry that its retransmissions, and a later
+    // connection from the same source port, kept using.
+    if !node.service_cidrs.is_empty() {
+        let ranges = node
+            .service_cidrs
+            .iter()
+            .copied()
+            .map(expr::prefix)
+            .collect();
+        rules.push((
+            names::CLUSTER_IPS_CHECK_CHAIN,
+            vec![
+                expr::eq(expr::payload("ip", "daddr"), expr::anonymous_set(ranges)),
+                nftables::stmt::Statement::Drop(None),
+            ],
+        ));
+    }
     commands.extend(
         rules
             .drain(..)

@@ -113,6 +113,11 @@ fn full_then_partial_syncs_apply_in_a_real_kernel() {
     );
     assert!(listed.contains("tcp . 30080 : goto external-"), "{listed}");
     assert!(listed.contains("dnat to 10.244.2.2:8080"), "{listed}");
+    assert!(
+        listed.contains("ip daddr @cluster-ips reject")
+            && listed.contains("ip daddr 10.96.0.0/16 drop"),
+        "{listed}"
+    );
 
     // One endpoint leaves: its chain goes, the others stay untouched.
     let slice2 = slice("web", "http", 8080, &["10.244.1.2", "10.244.3.2"]);

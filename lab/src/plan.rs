@@ -444,6 +444,7 @@ fn kube_proxy(lab: &str, cluster: &ClusterPlan, node: &NodePlan) -> ProcessSpec 
         format!("--hostname-override={}", node.hostname),
         format!("--node-ip={}", node.address),
         format!("--cluster-cidr={}", cluster.pod_network),
+        format!("--service-cluster-ip-range={}", cluster.service_network),
     ];
     if cluster.service_proxy == ServiceProxyMode::Static {
         args.push("--static".into());
@@ -590,6 +591,8 @@ mod tests {
         );
         assert!(by_id_args(&processes, "c0/w2/kubeproxy-lite")
             .contains(&"--cluster-cidr=10.244.0.0/16".to_string()));
+        assert!(by_id_args(&processes, "c0/w2/kubeproxy-lite")
+            .contains(&"--service-cluster-ip-range=10.96.0.0/16".to_string()));
         assert!(!by_id_args(&processes, "c0/w2/kubeproxy-lite").contains(&"--static".to_string()));
         plan.clusters[0].service_proxy = ServiceProxyMode::Static;
         let frozen = plan.processes(&paths);
