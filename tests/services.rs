@@ -2,7 +2,7 @@
 //! front of three agnhost pods on three workers, reached from a pod on another node, from
 //! nodes, through NodePorts and from one of its own pods (hairpin); a Service with no
 //! endpoints rejected at once; ClientIP affinity; a Deployment scaled to one and back; an
-//! endpoint leaving; kubeproxy-lite killed and restarted under an open connection; a table
+//! endpoint leaving, and a UDP flow to it moved to a live one; kubeproxy-lite killed and restarted under an open connection; a table
 //! deleted by hand and repaired. `--static` is in `services_static.rs`.
 //!
 //! The Services' EndpointSlices are the controller-manager's, from their selectors; an
@@ -34,7 +34,7 @@ spec:
   containers:
   - name: netexec
     image: registry.k8s.io/e2e-test-images/agnhost:2.53
-    args: ["netexec", "--http-port=8080"]
+    args: ["netexec", "--http-port=8080", "--udp-port=8081"]
 "#
         );
     }
@@ -106,6 +106,13 @@ metadata: {name: nothing}
 spec:
   selector: {app: nothing}
   ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-udp}
+spec:
+  selector: {app: web}
+  ports: [{name: echo, port: 5353, targetPort: 8081, protocol: UDP}]
 "#;
 
 /// The ready addresses in `service`'s EndpointSlices.
@@ -280,6 +287,49 @@ fn pod_addresses(lab: &Lab) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A script in the client pod that prints a line, waits for `/tmp/<lab>-<go>` to exist,
+/// then prints another: it holds a connection or socket across what the test does between.
+struct HeldClient {
+    child: std::process::Child,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    go_file: String,
+}
+
+impl HeldClient {
+    /// Starts `script` and returns its first line.
+    fn start(lab: &Lab, script: &str, go: &str) -> (HeldClient, String) {
+        let netns = format!("{}-c0-cp-default-client", lab.name);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &netns, "sh", "-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut held = HeldClient {
+            child,
+            output: std::io::BufReader::new(stdout),
+            go_file: format!("/tmp/{}-{go}", lab.name),
+        };
+        let first = held.line();
+        (held, first)
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.output, &mut line).expect("the script's output");
+        line
+    }
+
+    /// Lets the script go on and returns its next line.
+    fn resume(mut self) -> String {
+        std::fs::write(&self.go_file, "").expect("writing the go file");
+        let line = self.line();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.go_file);
+        line
+    }
+}
+
 #[test]
 fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
     let lab = Lab::up("svc", Some(THREE_WORKERS));
@@ -420,6 +470,38 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
 
     scale_to_one_and_back(&lab);
 
+    // A UDP client keeps one socket whose flow was NATed to web-3 (new sockets until one
+    // lands there), across web-3's deletion below.
+    let udp_ip = get(&lab, "svc", "web-udp", "{.spec.clusterIP}");
+    let udp_script = format!(
+        "python3 -c '
+import os, socket, time
+for attempt in range(60):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b\"hostname\", (\"{udp_ip}\", 5353))
+    name = s.recv(100).decode()
+    if name == \"web-3\":
+        break
+    s.close()
+print(\"pinned\", name, flush=True)
+while not os.path.exists(\"/tmp/{lab}-udp-go\"): time.sleep(0.05)
+s.settimeout(0.5)
+start = time.time()
+while time.time() - start < 10:
+    s.sendto(b\"hostname\", (\"{udp_ip}\", 5353))
+    try:
+        name = s.recv(100).decode()
+        break
+    except socket.timeout:
+        name = \"timeout\"
+print(\"after\", name, round(time.time() - start, 2), flush=True)
+'",
+        lab = lab.name
+    );
+    let (udp_client, pinned) = HeldClient::start(&lab, &udp_script, "udp-go");
+    assert_eq!(pinned.trim(), "pinned web-3", "no UDP flow reached web-3");
+
     // web-3 is deleted, so it leaves the slice: its rules go, and no request reaches it
     // afterwards.
     ok(lab.kubectl("c0", &["delete", "pod", "web-3", "--wait=false"]));
@@ -439,6 +521,15 @@ fn services_load_balance_reject_pin_and_survive_a_proxy_restart() {
         "a request reached the gone endpoint: {after:?}"
     );
     assert_eq!(after.values().sum::<usize>(), 100, "{after:?}");
+    // The UDP flow to web-3 was deleted from the client node's conntrack table with web-3's
+    // rules, so the same socket's next datagram is NATed afresh, to a live pod.
+    let healed = udp_client.resume();
+    let answer = healed.split_whitespace().nth(1).unwrap_or("");
+    assert!(
+        answer.starts_with("web-") && answer != "web-3",
+        "the UDP socket pinned to web-3 is still pinned: {healed:?}"
+    );
+    eprintln!("UDP socket pinned to web-3, after its deletion: {healed}");
 
     // kubeproxy-lite is SIGKILLed under an open connection; the supervisor restarts it. The
     // connection and the rules survive.
@@ -455,15 +546,7 @@ print(\"second\", second, c.sock.getsockname()[1], flush=True)
 '",
         lab = lab.name
     );
-    let netns = format!("{}-c0-cp-default-client", lab.name);
-    let mut held = Command::new("ip")
-        .args(["netns", "exec", &netns, "sh", "-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut reader = std::io::BufReader::new(held.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    let (held, first) = HeldClient::start(&lab, &script, "go");
     assert!(first.starts_with("first web-"), "{first:?}");
     let (index, old_pid) = lab.kill_process("kubeproxy-lite", "c0", "cp");
     let restarted = eventually(Duration::from_secs(20), || {
@@ -472,11 +555,7 @@ print(\"second\", second, c.sock.getsockname()[1], flush=True)
         process["pid"].as_i64().is_some_and(|pid| pid != old_pid) && process["state"] == "ready"
     });
     assert!(restarted, "{:#}", lab.status_json()["processes"][index]);
-    std::fs::write(format!("/tmp/{}-go", lab.name), "").unwrap();
-    let mut second = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut second).unwrap();
-    let _ = held.wait();
-    let _ = std::fs::remove_file(format!("/tmp/{}-go", lab.name));
+    let second = held.resume();
     let first_port = first.split_whitespace().nth(2).unwrap_or("?");
     assert!(
         second.starts_with("second web-"),

@@ -10,6 +10,7 @@
 //! and a failing line is reported verbatim. Namespaces are entered with `setns(2)` directly.
 
 pub mod binaries;
+pub mod conntrack;
 pub mod ip;
 pub mod mounts;
 pub mod netns;

@@ -19,6 +19,7 @@
 //! predecessor's behaviour, kept for teaching (a deleted pod breaks a static virtual IP while
 //! the dynamic mode heals).
 
+pub mod conntrack;
 pub mod expr;
 pub mod names;
 pub mod nft;
@@ -307,6 +308,21 @@ async fn sync_loop(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .record(&report, chains, rules);
+                if let Some(serving) = report.udp_serving {
+                    let node_ips = config.node_ips.clone();
+                    let cleaned = tokio::task::spawn_blocking(move || {
+                        conntrack::clean_stale_udp_flows(&serving, &node_ips)
+                    })
+                    .await
+                    .context("the conntrack clean-up panicked")?;
+                    match cleaned {
+                        Ok(0) => {}
+                        Ok(deleted) => {
+                            tracing::info!(deleted, "deleted stale UDP conntrack entries")
+                        }
+                        Err(e) => tracing::warn!("deleting stale UDP conntrack entries: {e}"),
+                    }
+                }
                 if frozen {
                     tracing::info!("--static: rules rendered once; no longer following the API");
                 } else if report.commands > 0 {

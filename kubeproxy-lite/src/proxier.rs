@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::conntrack::UdpServing;
 use crate::names;
 use crate::nft::Nft;
 use crate::render::{render_service, NodeContext, ServiceRules};
@@ -60,6 +61,9 @@ pub struct SyncReport {
     pub changed_services: usize,
     pub commands: usize,
     pub elapsed: Duration,
+    /// Set when the sync touched a UDP Service: every UDP frontend and its serving
+    /// endpoints, to delete the flows that went stale ([`crate::conntrack`]).
+    pub udp_serving: Option<UdpServing>,
 }
 
 pub struct Proxier {
@@ -255,6 +259,7 @@ impl Proxier {
                 changed_services: 0,
                 commands: 0,
                 elapsed: started.elapsed(),
+                udp_serving: None,
             });
         }
         let result = if self.need_full_sync {
@@ -263,13 +268,14 @@ impl Proxier {
             self.partial_sync()
         };
         match result {
-            Ok((kind, changed_services, commands)) => {
+            Ok((kind, changed_services, commands, touched_udp)) => {
                 self.frozen = self.static_mode;
                 Ok(SyncReport {
                     kind,
                     changed_services,
                     commands,
                     elapsed: started.elapsed(),
+                    udp_serving: touched_udp.then(|| self.udp_serving()),
                 })
             }
             Err(e) => {
@@ -279,7 +285,7 @@ impl Proxier {
         }
     }
 
-    fn full_sync(&mut self) -> Result<(SyncKind, usize, usize), Error> {
+    fn full_sync(&mut self) -> Result<(SyncKind, usize, usize, bool), Error> {
         let started = Instant::now();
         // Listing the table (libnftables reading every chain, ~40 ms of CPU with 11,000
         // chains, then its cache filled for the transaction, ~20 ms) and rendering the
@@ -315,14 +321,20 @@ impl Proxier {
             "full sync phases"
         );
         let count = rendered.len();
+        let touched_udp = rendered.values().any(|r| !r.udp_serving.is_empty());
         self.applied = rendered;
         self.dirty.clear();
         self.need_full_sync = false;
         self.last_full_sync = Some(Instant::now());
-        Ok((SyncKind::Full, count, transaction.commands.len()))
+        Ok((
+            SyncKind::Full,
+            count,
+            transaction.commands.len(),
+            touched_udp,
+        ))
     }
 
-    fn partial_sync(&mut self) -> Result<(SyncKind, usize, usize), Error> {
+    fn partial_sync(&mut self) -> Result<(SyncKind, usize, usize, bool), Error> {
         let dirty = std::mem::take(&mut self.dirty);
         let empty = ServiceRules::default();
         let rendered: Vec<(ServiceKey, ServiceRules)> = dirty
@@ -339,6 +351,13 @@ impl Proxier {
             self.apply(&transaction, SyncKind::Partial, rendered.len())?;
         }
         let count = rendered.len();
+        let touched_udp = rendered.iter().any(|(key, rules)| {
+            !rules.udp_serving.is_empty()
+                || self
+                    .applied
+                    .get(key)
+                    .is_some_and(|old| !old.udp_serving.is_empty())
+        });
         for (key, rules) in rendered {
             if rules == empty {
                 self.applied.remove(&key);
@@ -346,7 +365,26 @@ impl Proxier {
                 self.applied.insert(key, rules);
             }
         }
-        Ok((SyncKind::Partial, count, transaction.commands.len()))
+        Ok((
+            SyncKind::Partial,
+            count,
+            transaction.commands.len(),
+            touched_udp,
+        ))
+    }
+
+    /// Every UDP frontend in the kernel's rules and its serving endpoints.
+    fn udp_serving(&self) -> UdpServing {
+        let mut serving = UdpServing::new();
+        for rules in self.applied.values() {
+            for (frontend, endpoints) in &rules.udp_serving {
+                serving
+                    .entry(*frontend)
+                    .or_default()
+                    .extend(endpoints.iter().copied());
+            }
+        }
+        serving
     }
 
     fn apply(

@@ -214,3 +214,49 @@ fn a_table_listing_that_overlapped_a_sync_concludes_nothing() {
     // A stale listing would have looked like a table changed by hand.
     assert!(proxier.compare_table(syncs, &listed_before).is_some());
 }
+
+/// `object` with every `"TCP"` made `"UDP"`.
+fn udp<T: serde::Serialize + serde::de::DeserializeOwned>(object: T) -> T {
+    let json = serde_json::to_string(&object).unwrap();
+    serde_json::from_str(&json.replace("\"TCP\"", "\"UDP\"")).unwrap()
+}
+
+#[test]
+fn syncs_that_touch_a_udp_service_hand_over_every_udp_frontends_endpoints() {
+    use crate::conntrack::UdpFrontend;
+    use std::net::Ipv4Addr;
+    let nft = Arc::new(FakeNft::default());
+    let mut proxier = Proxier::new(node(), nft);
+    proxier.replace_services(vec![
+        udp(service("dns", "10.96.0.10", &[("dns", 53, Some(30053))])),
+        service("web", "10.96.0.20", &[("http", 80, None)]),
+    ]);
+    proxier.replace_slices(vec![udp(slice(
+        "dns",
+        "dns",
+        5353,
+        &["10.244.1.2", "10.244.2.2"],
+    ))]);
+    let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+    let both = BTreeSet::from([ip("10.244.1.2"), ip("10.244.2.2")]);
+    let report = proxier.sync_proxy_rules().unwrap();
+    assert_eq!(
+        report.udp_serving,
+        Some(UdpServing::from([
+            (UdpFrontend::Address(ip("10.96.0.10"), 53), both.clone()),
+            (UdpFrontend::NodePort(30053), both),
+        ]))
+    );
+
+    // Only a TCP Service changed: nothing to clean.
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.1.2"]));
+    assert_eq!(proxier.sync_proxy_rules().unwrap().udp_serving, None);
+
+    // An endpoint leaves the UDP Service: flows answered by it are now stale.
+    proxier.on_slice_update(udp(slice("dns", "dns", 5353, &["10.244.2.2"])));
+    let serving = proxier.sync_proxy_rules().unwrap().udp_serving.unwrap();
+    assert_eq!(
+        serving[&UdpFrontend::Address(ip("10.96.0.10"), 53)],
+        BTreeSet::from([ip("10.244.2.2")])
+    );
+}

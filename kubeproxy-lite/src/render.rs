@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use nftables::expr::{FibFlag, MetaKey};
 
+use crate::conntrack::UdpFrontend;
 use crate::expr::{self, Rule};
 use crate::names::{self, Protocol, ServicePortName};
 
@@ -67,6 +68,9 @@ pub struct ServiceRules {
     pub affinity_sets: BTreeMap<String, u32>,
     /// `(set or map, key)` → value (None for plain sets).
     pub elements: BTreeMap<(&'static str, Key), Option<Verdict>>,
+    /// Each UDP address and NodePort of the Service → its serving endpoints' addresses: a
+    /// UDP flow there answered by any other address is stale (see [`crate::conntrack`]).
+    pub udp_serving: crate::conntrack::UdpServing,
 }
 
 /// One endpoint a service port can send to.
@@ -95,6 +99,18 @@ fn endpoints(
     slices: &[&EndpointSlice],
     hostname: &str,
 ) -> Vec<Endpoint> {
+    let (ready, terminating) = ready_and_terminating(port_name, protocol, slices, hostname);
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
+}
+
+/// The ready endpoints of one service port, and those serving while terminating.
+fn ready_and_terminating(
+    port_name: &str,
+    protocol: Protocol,
+    slices: &[&EndpointSlice],
+    hostname: &str,
+) -> (BTreeSet<Endpoint>, BTreeSet<Endpoint>) {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
     for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
@@ -127,8 +143,7 @@ fn endpoints(
             }
         }
     }
-    let chosen = if ready.is_empty() { terminating } else { ready };
-    chosen.into_iter().collect()
+    (ready, terminating)
 }
 
 /// The rules of one Service (all its ports) for this node.
@@ -187,6 +202,20 @@ pub fn render_service(
         };
         let all = endpoints(&port_info.name.port, protocol, slices, &node.hostname);
         render_port(&mut rules, &port_info, &all, node);
+        if protocol == Protocol::Udp {
+            // Every serving endpoint, terminating ones too: a flow to one is not stale yet.
+            let (ready, terminating) =
+                ready_and_terminating(&port_info.name.port, protocol, slices, &node.hostname);
+            let serving: BTreeSet<Ipv4Addr> =
+                ready.iter().chain(&terminating).map(|e| e.ip).collect();
+            let frontends = std::iter::once(cluster_ip)
+                .chain(external_ips.iter().copied())
+                .map(|ip| UdpFrontend::Address(ip, service_port))
+                .chain(port_info.node_port.map(UdpFrontend::NodePort));
+            for frontend in frontends {
+                rules.udp_serving.insert(frontend, serving.clone());
+            }
+        }
     }
     rules
 }

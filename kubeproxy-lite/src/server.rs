@@ -155,6 +155,7 @@ mod tests {
             changed_services: 1,
             commands: 10,
             elapsed: Duration::from_millis(5),
+            udp_serving: None,
         };
         status.record(&report, 3, 7);
         let (code, body) = status.healthz();

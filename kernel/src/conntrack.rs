@@ -1,0 +1,364 @@
+//! The connection-tracking table of the calling thread's network namespace, over ctnetlink
+//! (`NETLINK_NETFILTER`), as `conntrack -L` and `conntrack -D` read and change it: list the
+//! IPv4 flows, delete one by its original tuple.
+//!
+//! kube-proxy needs this for UDP: a flow's NAT is decided by its first packet, so a UDP
+//! client that keeps its socket keeps sending to the endpoint (or the un-NATed address)
+//! its flow was made with until the entry is deleted.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// One direction of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// A conntrack entry: the original direction (as the client sent it) and the reply direction
+/// (after NAT: a DNATed flow's reply comes from the endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// IP protocol number (`libc::IPPROTO_UDP`, …).
+    pub protocol: u8,
+    pub original: Tuple,
+    pub reply: Tuple,
+    pub zone: u16,
+}
+
+// <linux/netfilter/nfnetlink.h>, <linux/netfilter/nfnetlink_conntrack.h>.
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NFNETLINK_V0: u8 = 0;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const NLA_F_NESTED: u16 = 1 << 15;
+const NLA_TYPE_MASK: u16 = !(3 << 14);
+const NLMSG_HEADER: usize = 16;
+const NFGENMSG: usize = 4;
+
+/// Every IPv4 flow of this network namespace.
+pub fn list_ipv4() -> io::Result<Vec<Flow>> {
+    let socket = Socket::open()?;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    socket.send(&message(IPCTNL_MSG_CT_GET, flags, 1, &[]))?;
+    let mut flows = Vec::new();
+    socket.receive(1, |payload| {
+        if let Some(flow) = parse_flow(payload) {
+            flows.push(flow);
+        }
+    })?;
+    Ok(flows)
+}
+
+/// Delete `flow` (found by its original tuple and zone). A flow already gone is not an error.
+pub fn delete(flow: &Flow) -> io::Result<()> {
+    let socket = Socket::open()?;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    let mut attributes = Vec::new();
+    nested(&mut attributes, CTA_TUPLE_ORIG, |tuple| {
+        write_tuple(tuple, flow.protocol, &flow.original)
+    });
+    if flow.zone != 0 {
+        attribute(&mut attributes, CTA_ZONE, &flow.zone.to_be_bytes());
+    }
+    socket.send(&message(IPCTNL_MSG_CT_DELETE, flags, 2, &attributes))?;
+    match socket.receive(2, |_| {}) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// A ctnetlink request: netlink header, `nfgenmsg` (IPv4), attributes.
+fn message(kind: u16, flags: u16, sequence: u32, attributes: &[u8]) -> Vec<u8> {
+    let length = NLMSG_HEADER + NFGENMSG + attributes.len();
+    let mut bytes = Vec::with_capacity(length);
+    bytes.extend_from_slice(&(length as u32).to_ne_bytes());
+    bytes.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | kind).to_ne_bytes());
+    bytes.extend_from_slice(&flags.to_ne_bytes());
+    bytes.extend_from_slice(&sequence.to_ne_bytes());
+    bytes.extend_from_slice(&0u32.to_ne_bytes());
+    bytes.extend_from_slice(&[libc::AF_INET as u8, NFNETLINK_V0, 0, 0]);
+    bytes.extend_from_slice(attributes);
+    bytes
+}
+
+fn attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+fn nested(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let mut inner = Vec::new();
+    fill(&mut inner);
+    attribute(out, kind | NLA_F_NESTED, &inner);
+}
+
+fn write_tuple(out: &mut Vec<u8>, protocol: u8, tuple: &Tuple) {
+    nested(out, CTA_TUPLE_IP, |ip| {
+        attribute(ip, CTA_IP_V4_SRC, &tuple.src.octets());
+        attribute(ip, CTA_IP_V4_DST, &tuple.dst.octets());
+    });
+    nested(out, CTA_TUPLE_PROTO, |proto| {
+        attribute(proto, CTA_PROTO_NUM, &[protocol]);
+        attribute(proto, CTA_PROTO_SRC_PORT, &tuple.src_port.to_be_bytes());
+        attribute(proto, CTA_PROTO_DST_PORT, &tuple.dst_port.to_be_bytes());
+    });
+}
+
+/// The attributes of `bytes` as (type without flags, value); stops at a malformed one.
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let length = usize::from(u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & NLA_TYPE_MASK;
+        let value = bytes.get(4..length)?;
+        bytes = bytes.get(length.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, value))
+    })
+}
+
+fn find(bytes: &[u8], wanted: u16) -> Option<&[u8]> {
+    attributes(bytes).find_map(|(kind, value)| (kind == wanted).then_some(value))
+}
+
+fn parse_tuple(bytes: &[u8]) -> Option<(u8, Tuple)> {
+    let ip = find(bytes, CTA_TUPLE_IP)?;
+    let proto = find(bytes, CTA_TUPLE_PROTO)?;
+    let address = |kind| -> Option<Ipv4Addr> {
+        let octets: [u8; 4] = find(ip, kind)?.try_into().ok()?;
+        Some(Ipv4Addr::from(octets))
+    };
+    // ICMP and other port-less protocols have no ports: 0.
+    let port = |kind| {
+        find(proto, kind)
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u16::from_be_bytes)
+    };
+    Some((
+        *find(proto, CTA_PROTO_NUM)?.first()?,
+        Tuple {
+            src: address(CTA_IP_V4_SRC)?,
+            dst: address(CTA_IP_V4_DST)?,
+            src_port: port(CTA_PROTO_SRC_PORT),
+            dst_port: port(CTA_PROTO_DST_PORT),
+        },
+    ))
+}
+
+/// One dumped entry (the payload after the netlink header); None if it is not IPv4.
+fn parse_flow(payload: &[u8]) -> Option<Flow> {
+    let attributes = payload.get(NFGENMSG..)?;
+    let (protocol, original) = parse_tuple(find(attributes, CTA_TUPLE_ORIG)?)?;
+    let (_, reply) = parse_tuple(find(attributes, CTA_TUPLE_REPLY)?)?;
+    let zone = find(attributes, CTA_ZONE)
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, u16::from_be_bytes);
+    Some(Flow {
+        protocol,
+        original,
+        reply,
+        zone,
+    })
+}
+
+struct Socket(OwnedFd);
+
+impl Socket {
+    fn open() -> io::Result<Socket> {
+        // SAFETY: plain syscalls; the descriptor is owned from here on.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and is not owned elsewhere.
+        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// To the kernel (an unbound netlink socket's destination).
+    fn send(&self, message: &[u8]) -> io::Result<()> {
+        // SAFETY: `message` is valid for its length.
+        let sent = unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the answers to request `sequence` until the dump's end or the acknowledgement,
+    /// handing each data message's payload to `on_message`. A netlink error is returned as
+    /// the errno it carries.
+    fn receive(&self, sequence: u32, mut on_message: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: `buffer` is valid for writes of its length.
+            let received = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                )
+            };
+            if received < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buffer[..received as usize];
+            while rest.len() >= NLMSG_HEADER {
+                let length = u32::from_ne_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
+                let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap_or_default());
+                let seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
+                if length < NLMSG_HEADER || length > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a truncated netlink message from ctnetlink",
+                    ));
+                }
+                let payload = &rest[NLMSG_HEADER..length];
+                rest = rest.get(length.next_multiple_of(4)..).unwrap_or_default();
+                if seq != sequence {
+                    continue;
+                }
+                match i32::from(kind) {
+                    libc::NLMSG_DONE => return Ok(()),
+                    libc::NLMSG_ERROR => {
+                        let errno = payload
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(-libc::EIO, i32::from_ne_bytes);
+                        return if errno == 0 {
+                            Ok(())
+                        } else {
+                            Err(io::Error::from_raw_os_error(-errno))
+                        };
+                    }
+                    _ => on_message(payload),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_flow() -> Flow {
+        Flow {
+            protocol: libc::IPPROTO_UDP as u8,
+            original: Tuple {
+                src: Ipv4Addr::new(10, 244, 1, 2),
+                dst: Ipv4Addr::new(10, 96, 0, 10),
+                src_port: 40000,
+                dst_port: 53,
+            },
+            reply: Tuple {
+                src: Ipv4Addr::new(10, 244, 2, 3),
+                dst: Ipv4Addr::new(10, 244, 1, 2),
+                src_port: 53,
+                dst_port: 40000,
+            },
+            zone: 7,
+        }
+    }
+
+    /// A dump answer is built as the kernel builds one: both tuples and the zone.
+    fn dumped(flow: &Flow) -> Vec<u8> {
+        let mut attributes = Vec::new();
+        nested(&mut attributes, CTA_TUPLE_ORIG, |t| {
+            write_tuple(t, flow.protocol, &flow.original)
+        });
+        nested(&mut attributes, CTA_TUPLE_REPLY, |t| {
+            write_tuple(t, flow.protocol, &flow.reply)
+        });
+        attribute(&mut attributes, CTA_ZONE, &flow.zone.to_be_bytes());
+        message(IPCTNL_MSG_CT_GET, 0, 1, &attributes)
+    }
+
+    #[test]
+    fn a_dumped_entry_parses_back_into_its_flow() {
+        let flow = udp_flow();
+        let bytes = dumped(&flow);
+        assert_eq!(parse_flow(&bytes[NLMSG_HEADER..]), Some(flow));
+    }
+
+    #[test]
+    fn requests_carry_ctnetlinks_type_and_their_length() {
+        let bytes = message(IPCTNL_MSG_CT_DELETE, 5, 9, &[1, 2, 3, 4]);
+        assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()), 24);
+        assert_eq!(u16::from_ne_bytes(bytes[4..6].try_into().unwrap()), 0x0102);
+        assert_eq!(bytes[16], libc::AF_INET as u8);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_skipped_not_a_panic() {
+        let bytes = dumped(&udp_flow());
+        for cut in 0..bytes.len() {
+            let _ = parse_flow(&bytes[NLMSG_HEADER.min(cut)..cut]);
+        }
+        assert_eq!(parse_flow(&[0, 0, 0, 0, 255, 255]), None);
+    }
+
+    /// In a throwaway namespace: a UDP datagram over loopback makes an entry, which is
+    /// listed, deleted, and gone.
+    #[test]
+    fn a_real_flow_is_listed_and_deleted() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let name = format!("knetsim-ct-{}", std::process::id());
+        crate::netns::add(&name).expect("netns add");
+        crate::ip::batch(Some(&name), &["link set lo up".into()]).expect("lo up");
+        let result = crate::netns::run_in(&name, || -> io::Result<()> {
+            // Conntrack tracks a namespace's packets once a hook there needs it.
+            let nft = std::process::Command::new("nft")
+                .args(["add table ip t; add chain ip t c { type filter hook output priority 0; ct state new accept; }"])
+                .status()?;
+            assert!(nft.success());
+            let server = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            client.send_to(b"ping", server.local_addr()?)?;
+            let port = server.local_addr()?.port();
+            let ours = |flows: Vec<Flow>| {
+                flows
+                    .into_iter()
+                    .find(|f| f.protocol == libc::IPPROTO_UDP as u8 && f.original.dst_port == port)
+            };
+            let flow = ours(list_ipv4()?).expect("the datagram's flow is listed");
+            assert_eq!(flow.original.src_port, client.local_addr()?.port());
+            assert_eq!(flow.reply.src_port, port);
+            delete(&flow)?;
+            assert_eq!(ours(list_ipv4()?), None);
+            delete(&flow)
+        });
+        let _ = crate::netns::delete(&name);
+        result.expect("entered").expect("listed and deleted");
+    }
+}
