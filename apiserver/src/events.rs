@@ -31,6 +31,9 @@ const RENAMED: &[(&str, &str)] = &[
 
 /// Fields the Go type writes even when unset: structs as `{}`, times as `null`.
 const ALWAYS_WRITTEN_STRUCTS: &[&str] = &["regarding", "deprecatedSource"];
+/// The same structs in the core shape, which is stored with them, as Go writes it; so
+/// reading an Event in either shape and writing it back unchanged is no change.
+pub const ALWAYS_STORED_STRUCTS: &[&str] = &["involvedObject", "source"];
 const ALWAYS_WRITTEN_TIMES: &[&str] = &[
     "eventTime",
     "deprecatedFirstTimestamp",
@@ -75,6 +78,9 @@ pub fn to_core(obj: &mut Value) {
     fields.insert("apiVersion".into(), json!("v1"));
     fields.retain(|_, v| !v.is_null());
     rename(fields, RENAMED.iter().map(|(core, new)| (*new, *core)));
+    for field in ALWAYS_STORED_STRUCTS {
+        fields.entry(*field).or_insert_with(|| json!({}));
+    }
 }
 
 fn rename<'a>(fields: &mut Map<String, Value>, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
@@ -222,6 +228,13 @@ mod tests {
         assert_eq!(e["message"], json!("hello"));
         assert_eq!(e["reportingComponent"], json!("example.com/probe"));
         assert!(e.get("firstTimestamp").is_none(), "nulls are not stored");
+        assert_eq!(e["source"], json!({}), "stored as Go writes the struct");
+
+        // Read back in the new shape and written unchanged: the same stored object.
+        let stored = e.clone();
+        to_events_v1(&mut e);
+        to_core(&mut e);
+        assert_eq!(e, stored);
     }
 
     #[test]

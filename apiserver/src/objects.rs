@@ -375,6 +375,11 @@ fn apply_defaults(r: &ResourceInfo, obj: &mut Value, name: &str) {
             obj["status"] = json!({});
         }
         ("networking.k8s.io", "Ingress") => obj["status"] = json!({"loadBalancer": {}}),
+        ("", "Event") => {
+            for field in crate::events::ALWAYS_STORED_STRUCTS {
+                default(obj, &format!("/{field}"), json!({}));
+            }
+        }
         _ => {}
     }
 }
