@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 cargo fmt --all --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

@@ -123,12 +123,13 @@ mod tests {
     use std::sync::Arc;
 
     fn pod(node: Option<&str>) -> Arc<Pod> {
-        let mut pod = Pod::default();
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            node_name: node.map(String::from),
+        Arc::new(Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: node.map(String::from),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
-        Arc::new(pod)
+        })
     }
 
     #[test]
