@@ -37,12 +37,18 @@ const SYSTEM_METADATA: &[&str] = &[
     "generateName",
 ];
 
+/// Stands for a list item's `.` among an object's leaves.
+static ITEM: Value = Value::Null;
+
 /// Every owned leaf of an object, with its value (`Null` for a list item's `.`).
-fn leaves(obj: &Value, sub: Option<&str>) -> BTreeMap<FieldPath, Value> {
+/// The values are borrowed: every write computes this for its old and new object, and
+/// copying each leaf's value was a good part of a create's CPU.
+fn leaves<'a>(obj: &'a Value, sub: Option<&str>) -> BTreeMap<FieldPath, &'a Value> {
     let mut out = BTreeMap::new();
     let Value::Object(m) = obj else {
         return out;
     };
+    let mut path = FieldPath::new();
     for (k, v) in m {
         let keep = match (k.as_str(), sub) {
             ("apiVersion" | "kind", _) => false,
@@ -56,62 +62,72 @@ fn leaves(obj: &Value, sub: Option<&str>) -> BTreeMap<FieldPath, Value> {
         }
         if k == "metadata" {
             if let Value::Object(meta) = v {
+                path.push("f:metadata".into());
                 for (mk, mv) in meta
                     .iter()
                     .filter(|(mk, _)| !SYSTEM_METADATA.contains(&mk.as_str()))
                 {
-                    walk(mk, mv, vec!["f:metadata".into()], &mut out);
+                    walk(mk, mv, &mut path, &mut out);
                 }
+                path.pop();
             }
             continue;
         }
-        walk(k, v, Vec::new(), &mut out);
+        walk(k, v, &mut path, &mut out);
     }
     out
 }
 
-fn walk(field: &str, v: &Value, mut path: FieldPath, out: &mut BTreeMap<FieldPath, Value>) {
+/// The leaves under `field` (value `v`) into `out`; `path` leads to `field`'s parent and is
+/// left as it was found (one path is grown and shrunk, copied only for each leaf).
+fn walk<'a>(
+    field: &str,
+    v: &'a Value,
+    path: &mut FieldPath,
+    out: &mut BTreeMap<FieldPath, &'a Value>,
+) {
     path.push(format!("f:{field}"));
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
-                walk(k, x, path.clone(), out);
+                walk(k, x, path, out);
             }
         }
         Value::Array(items) if !items.is_empty() => {
+            let key = || {
+                crate::patch::merge_key(field, items)
+                    .filter(|k| items.iter().all(|i| i.get(*k).is_some()))
+            };
             if field == "finalizers" {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("v:{item}"));
-                    out.insert(p, item.clone());
+                    out.insert(p, item);
                 }
-                return;
-            }
-            let key = crate::patch::merge_key(field, items)
-                .filter(|k| items.iter().all(|i| i.get(*k).is_some()));
-            let Some(key) = key else {
-                out.insert(path, v.clone());
-                return;
-            };
-            for item in items {
-                let id = crate::patch::item_identity(field, key, item)
-                    .unwrap_or_else(|| json!({ key: Value::Null }));
-                let mut p = path.clone();
-                p.push(format!("k:{id}"));
-                let mut dot = p.clone();
-                dot.push(".".into());
-                out.insert(dot, Value::Null);
-                if let Value::Object(m) = item {
-                    for (k, x) in m {
-                        walk(k, x, p.clone(), out);
+            } else if let Some(key) = key() {
+                for item in items {
+                    let id = crate::patch::item_identity(field, key, item)
+                        .unwrap_or_else(|| json!({ key: Value::Null }));
+                    path.push(format!("k:{id}"));
+                    let mut dot = path.clone();
+                    dot.push(".".into());
+                    out.insert(dot, &ITEM);
+                    if let Value::Object(m) = item {
+                        for (k, x) in m {
+                            walk(k, x, path, out);
+                        }
                     }
+                    path.pop();
                 }
+            } else {
+                out.insert(path.clone(), v);
             }
         }
         _ => {
-            out.insert(path, v.clone());
+            out.insert(path.clone(), v);
         }
     }
+    path.pop();
 }
 
 /// Paths as a FieldsV1 object.
@@ -120,9 +136,12 @@ fn to_fields_v1(paths: &BTreeSet<FieldPath>) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for seg in p {
-            let next = cur.entry(seg.clone()).or_insert_with(|| json!({}));
-            match next {
-                Value::Object(m) => cur = m,
+            // Paths share their leading segments: copy a segment only where it is new.
+            if !cur.contains_key(seg) {
+                cur.insert(seg.clone(), json!({}));
+            }
+            match cur.get_mut(seg) {
+                Some(Value::Object(m)) => cur = m,
                 _ => break,
             }
         }
@@ -270,17 +289,20 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, sub: O
         .to_string();
     let mut list = old.map(entries).unwrap_or_default();
     let before = old.map(|o| leaves(o, sub)).unwrap_or_default();
-    let after = leaves(new, sub);
-    let changed: BTreeSet<FieldPath> = after
-        .iter()
-        .filter(|(p, v)| before.get(*p) != Some(v))
-        .map(|(p, _)| p.clone())
-        .collect();
-    take(&mut list, changed, manager, "Update", &api_version, sub);
+    let (mut changed, mut unchanged) = (BTreeSet::new(), BTreeSet::new());
+    for (path, value) in leaves(new, sub) {
+        if before.get(&path) == Some(&value) {
+            unchanged.insert(path);
+        } else {
+            changed.insert(path);
+        }
+    }
     // Fields that are gone are owned by no one.
     for e in list.iter_mut() {
-        e.fields.retain(|p| after.contains_key(p));
+        e.fields
+            .retain(|p| changed.contains(p) || unchanged.contains(p));
     }
+    take(&mut list, changed, manager, "Update", &api_version, sub);
     store(new, list);
 }
 

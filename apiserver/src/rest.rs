@@ -127,12 +127,38 @@ pub fn as_list_item(mut obj: Value) -> Value {
 pub fn json_response(code: StatusCode, v: Value) -> Response {
     let mut body = crate::json::to_vec(&v);
     body.push(b'\n');
+    json_body_response(code, body)
+}
+
+/// JSON text (with its final newline) as a response.
+fn json_body_response(code: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// An object just written, as JSON. The body is spliced from the bytes stored in etcd
+/// (`rawlist::object`, as watch events are) when those are the object's own form: writing
+/// the parsed object again was about a tenth of a create's CPU in the server. The parsed
+/// object is written when the stored form differs (`conversion::reshapes`), nothing was
+/// stored (dry run), or the splice does not understand the bytes.
+pub fn written_response(
+    code: StatusCode,
+    info: &ResourceInfo,
+    (obj, stored): (Value, Option<Kv>),
+) -> Response {
+    let spliced = stored
+        .as_ref()
+        .filter(|_| !crate::conversion::reshapes(info))
+        .and_then(|kv| crate::rawlist::object(&kv.value, kv.mod_revision));
+    let Some(mut body) = spliced else {
+        return json_response(code, obj);
+    };
+    body.push(b'\n');
+    json_body_response(code, body)
 }
 
 /// Parse a JSON or YAML body into an object.
@@ -388,6 +414,32 @@ async fn list_spliced(state: &AppState, t: &Target, lq: &ListQuery) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn body_of(resp: Response) -> String {
+        let bytes = to_bytes(resp.into_body(), MAX_BODY).await.expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_written_object_is_answered_as_json_response_writes_it() {
+        let pods = registry::find("", "v1", "pods").expect("pods");
+        let obj = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "d", "uid": "u", "resourceVersion": "7",
+                "labels": {"a": "b"}, "managedFields": [{"manager": "m"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let kv = Kv {
+            key: "/registry/pods/d/p".into(),
+            value: crate::storage::Store::encode(&obj),
+            mod_revision: 7,
+        };
+        let want = body_of(json_response(StatusCode::CREATED, obj.clone())).await;
+        let spliced = written_response(StatusCode::CREATED, pods, (obj.clone(), Some(kv)));
+        assert_eq!(spliced.status(), StatusCode::CREATED);
+        assert_eq!(body_of(spliced).await, want);
+        // Nothing stored (a dry run): the object itself is written.
+        let dry = written_response(StatusCode::CREATED, pods, (obj, None));
+        assert_eq!(body_of(dry).await, want);
+    }
 
     #[test]
     fn paths() {

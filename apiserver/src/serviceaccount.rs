@@ -450,22 +450,19 @@ pub async fn admit_pod(state: &AppState, ns: &str, pod: &mut Value) -> Result<()
 /// Add the `kube-api-access-*` volume and its mount, unless a container already mounts
 /// something at the token path.
 fn mount_api_access(pod: &mut Value) {
-    let containers = |pod: &Value| -> Vec<Value> {
-        ["containers", "initContainers"]
-            .iter()
-            .filter_map(|k| pod["spec"].get(*k).and_then(Value::as_array))
-            .flatten()
-            .cloned()
-            .collect()
-    };
-    let already = containers(pod).iter().any(|c| {
-        c.get("volumeMounts")
-            .and_then(Value::as_array)
-            .is_some_and(|m| {
-                m.iter()
-                    .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH))
-            })
-    });
+    let already = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod["spec"].get(*k).and_then(Value::as_array))
+        .flatten()
+        .any(|c| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH)
+                    })
+                })
+        });
     if already {
         return;
     }

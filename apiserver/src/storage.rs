@@ -220,13 +220,14 @@ impl Store {
     }
 
     /// Store a new object; AlreadyExists if the key is taken, NotFound if its namespace
-    /// does not exist (checked in the same etcd transaction as the write).
+    /// does not exist (checked in the same etcd transaction as the write). Returns the object
+    /// with its resourceVersion and what etcd now holds for it.
     pub async fn create(
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
         mut obj: Value,
-    ) -> Result<Value, AppError> {
+    ) -> Result<(Value, Kv), AppError> {
         let name = meta_str(&obj, "name").to_string();
         let key = self.key(r, ns, &name);
         let value = Self::encode_as(r, &obj);
@@ -253,9 +254,9 @@ impl Store {
                     value: stored,
                     mod_revision: rev,
                 };
-                self.latest.record(&key, rev, Some(kv));
+                self.latest.record(&key, rev, Some(kv.clone()));
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
-                Ok(obj)
+                Ok((obj, kv))
             }
             _ => Err(AppError::AlreadyExists(crate::error::target(
                 r.group, r.plural, &name,
@@ -267,14 +268,26 @@ impl Store {
     pub async fn update(
         &self,
         r: &ResourceInfo,
-        mut obj: Value,
+        obj: Value,
         current: &Kv,
     ) -> Result<Value, AppError> {
+        self.update_stored(r, obj, current)
+            .await
+            .map(|(obj, _)| obj)
+    }
+
+    /// `update`, also returning what etcd now holds for the object.
+    pub async fn update_stored(
+        &self,
+        r: &ResourceInfo,
+        mut obj: Value,
+        current: &Kv,
+    ) -> Result<(Value, Kv), AppError> {
         let name = meta_str(&obj, "name").to_string();
         let bytes = Self::encode_as(r, &obj);
         if bytes == current.value {
             // Nothing changed: no write, no new revision, no watch event.
-            return self.decode_as(r, current);
+            return Ok((self.decode_as(r, current)?, current.clone()));
         }
         let result = self
             .backend
@@ -288,9 +301,9 @@ impl Store {
                     value: bytes,
                     mod_revision: rev,
                 };
-                self.latest.record(&current.key, rev, Some(kv));
+                self.latest.record(&current.key, rev, Some(kv.clone()));
                 meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
-                Ok(obj)
+                Ok((obj, kv))
             }
             Cas::Failed(None) => Err(AppError::not_found(r.group, r.plural, &name)),
             Cas::Failed(Some(_)) => Err(AppError::conflict_modified(r.group, r.plural, &name)),
@@ -450,7 +463,7 @@ mod tests {
         let store = Store::new(Backend::Memory(MemoryBackend::default()), "/registry");
         let nsr = find("", "v1", "namespaces").expect("ns");
         let ns = json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "d"}});
-        let created = store.create(nsr, None, ns).await.expect("namespace");
+        let (created, _) = store.create(nsr, None, ns).await.expect("namespace");
         let (_, first) = store
             .get_latest(nsr, None, "d")
             .await

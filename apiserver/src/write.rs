@@ -23,7 +23,7 @@ use crate::objects::{
     prepare_create, prepare_update, ready_to_delete,
 };
 use crate::registry::{self, ResourceInfo};
-use crate::rest::{decode_body, get_existing, json_response, list_query, Target};
+use crate::rest::{decode_body, get_existing, json_response, list_query, written_response, Target};
 use crate::storage::{meta_mut, meta_str};
 use crate::{crd, managed, patch, AppState};
 
@@ -56,7 +56,7 @@ pub async fn create(
 ) -> Result<Response, AppError> {
     let obj = decode_body(h, body)?;
     let created = create_object(state, t, ns, obj, false).await?;
-    Ok(json_response(StatusCode::CREATED, created))
+    Ok(written_response(StatusCode::CREATED, t.info, created))
 }
 
 /// A new CertificateSigningRequest: its requestor is whoever sends it, whatever the body
@@ -77,14 +77,15 @@ fn stamp_requestor(user: Option<&crate::tls::UserInfo>, obj: &mut Value) {
 }
 
 /// Check, prepare, allocate and store a new object; `applied`: it is a server-side apply
-/// configuration, whose fields its manager then owns as Apply.
+/// configuration, whose fields its manager then owns as Apply. Returns the object and what
+/// etcd holds for it (None for a dry run).
 async fn create_object(
     state: &AppState,
     t: &Target,
     ns: Option<&str>,
     mut obj: Value,
     applied: bool,
-) -> Result<Value, AppError> {
+) -> Result<(Value, Option<Kv>), AppError> {
     let info = t.info;
     check_type(info, &mut obj)?;
     check_fields(t, &mut obj)?;
@@ -121,7 +122,7 @@ async fn create_object(
         if let Some(ns) = ns.filter(|_| info.namespaced) {
             ensure_namespace(state, ns).await?;
         }
-        return Ok(obj);
+        return Ok((obj, None));
     }
     let allocated = if is_service(info) {
         Some(state.alloc.allocate(None, &mut obj).await?)
@@ -135,7 +136,7 @@ async fn create_object(
     if result.is_ok() && is_crd(info) {
         reload_crds(state).await;
     }
-    result
+    result.map(|(obj, kv)| (obj, Some(kv)))
 }
 
 /// Serve what the stored CRDs now define; a failure is logged, the write stands.
@@ -146,19 +147,20 @@ async fn reload_crds(state: &AppState) {
 }
 
 /// Write a prepared update: allocation, finalizer-driven delete, conditional write.
+/// Returns the object and what etcd holds for it (None: a dry run, or it was deleted).
 async fn finish_update(
     state: &AppState,
     t: &Target,
     current: &Value,
     kv: &Kv,
     mut new: Value,
-) -> Result<Value, AppError> {
+) -> Result<(Value, Option<Kv>), AppError> {
     if is_crd(t.info) {
         crd::prepare(&mut new)?;
     }
     crd::check_object(t.info, &mut new, t.field_validation)?;
     if t.dry_run {
-        return Ok(new);
+        return Ok((new, None));
     }
     let svc = is_service(t.info) && t.sub.is_none();
     let allocated = if svc {
@@ -167,13 +169,18 @@ async fn finish_update(
         None
     };
     let result = if ready_to_delete(&new) {
-        state.store.delete(t.info, &new, kv).await.map(|()| new)
+        state
+            .store
+            .delete(t.info, &new, kv)
+            .await
+            .map(|()| (new, None))
     } else {
-        state.store.update(t.info, new, kv).await
+        let written = state.store.update_stored(t.info, new, kv).await;
+        written.map(|(obj, stored)| (obj, Some(stored)))
     };
     match (&result, &allocated) {
         (Err(_), Some(a)) => state.alloc.rollback(a).await,
-        (Ok(n), Some(_)) => {
+        (Ok((n, _)), Some(_)) => {
             let kept = (!ready_to_delete(n)).then_some(n);
             state.alloc.release_unused(current, kept).await
         }
@@ -239,9 +246,11 @@ pub async fn update(
         prepare_update(t.info, &current, obj, t.sub.as_deref())
     };
     managed::record_update(Some(&current), &mut new, &t.field_manager, t.sub.as_deref());
-    let out = finish_update(state, t, &current, &kv, new).await?;
-    let out = if scale { to_scale(t.info, &out) } else { out };
-    Ok(json_response(StatusCode::OK, out))
+    let (out, stored) = finish_update(state, t, &current, &kv, new).await?;
+    if scale {
+        return Ok(json_response(StatusCode::OK, to_scale(t.info, &out)));
+    }
+    Ok(written_response(StatusCode::OK, t.info, (out, stored)))
 }
 
 pub async fn patch_object(
@@ -274,7 +283,7 @@ pub async fn patch_object(
                         last = Some(e);
                         continue;
                     }
-                    other => return Ok(json_response(StatusCode::CREATED, other?)),
+                    other => return Ok(written_response(StatusCode::CREATED, t.info, other?)),
                 }
             }
             None => return Err(AppError::not_found(t.info.group, t.info.plural, name)),
@@ -346,8 +355,10 @@ pub async fn patch_object(
         match finish_update(state, t, &current, &kv, new).await {
             // Someone wrote in between: patch the newer object.
             Err(e @ AppError::Conflict(..)) => last = Some(e),
-            Ok(out) if scale => return Ok(json_response(StatusCode::OK, to_scale(t.info, &out))),
-            other => return Ok(json_response(StatusCode::OK, other?)),
+            Ok((out, _)) if scale => {
+                return Ok(json_response(StatusCode::OK, to_scale(t.info, &out)))
+            }
+            other => return Ok(written_response(StatusCode::OK, t.info, other?)),
         }
     }
     Err(last.unwrap_or(AppError::conflict_modified(

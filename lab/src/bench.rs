@@ -69,6 +69,54 @@ where
     result
 }
 
+/// Wait until the lab's own pods (the cluster DNS Deployment's replicas) are Ready. `up`
+/// returns before they start, and starting them (the kubelet, the CNI plugins, the first
+/// status and endpoint writes) loads the machine for a second or so: a bench that measures
+/// during that time measures the lab's boot as well.
+pub(crate) async fn wait_for_system_pods(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let wanted: i32 = deployments
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+            .sum();
+        let pods = system.list(&ListParams::default()).await?;
+        let ready = pods.items.iter().filter(|p| is_ready(p)).count();
+        if ready == pods.items.len() && ready >= wanted as usize {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "only {ready} of the {} kube-system pods were Ready after 60 s: see `kubectl -n kube-system get pods`",
+                pods.items.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Running with an address and its Ready condition true.
+fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status.pod_ip.is_some()
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 pub fn median<T: Copy + Ord>(values: &[T]) -> Option<T> {
     let mut sorted = values.to_vec();
     sorted.sort();

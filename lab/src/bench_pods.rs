@@ -100,7 +100,8 @@ async fn run_batches(lab: &str, counts: &[usize], rate: f64) -> anyhow::Result<V
     };
     let client =
         kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)?;
-    wait_for_system_pods(&client).await?;
+    // What the lab's own pods hold on the workers is then part of the baseline.
+    crate::bench::wait_for_system_pods(&client).await?;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let baseline = residue(lab, &paths);
     let mut results = Vec::new();
@@ -370,41 +371,6 @@ fn agent_memory(paths: &crate::paths::LabPaths, agent: &str) -> Vec<Memory> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Wait until the lab's own pods (the cluster DNS Deployment's replicas) run, so what they
-/// hold on the workers is part of the baseline and not counted as the bench's.
-async fn wait_for_system_pods(client: &kube::Client) -> anyhow::Result<()> {
-    use k8s_openapi::api::apps::v1::Deployment;
-    let system: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let wanted: i32 = deployments
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(|d| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
-            .sum();
-        let pods = system.list(&ListParams::default()).await?;
-        let running = pods
-            .items
-            .iter()
-            .filter(|p| {
-                let status = p.status.as_ref();
-                status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && status.and_then(|s| s.pod_ip.as_ref()).is_some()
-            })
-            .count();
-        if running == pods.items.len() && running >= wanted as usize {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("the kube-system pods were not all Running after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// What pods have on the workers now: bench pod namespaces, veths in the workers' namespaces,
