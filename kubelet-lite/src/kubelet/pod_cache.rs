@@ -14,13 +14,14 @@
 //!   full sync, and updated by the Pod's worker as it makes or removes them, so a dirty Pod's
 //!   sync reads no directory of the runtime. The runtime's state on disk stays the truth: the
 //!   next relist replaces the view, except for Pods a worker touched after the relist began.
+//!   It keeps a summary of each container (no `argv`, `env` or mounts): what the sync reads.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::runtime::{ContainerStatus, PodSandbox};
+use crate::runtime::{Container, ContainerConfig, ContainerStatus, PodSandbox};
 
 /// Every Pod is synced this often, whatever happened (the real kubelet's `syncFrequency`,
 /// 1 min by default; shorter here so volume updates show within seconds).
@@ -151,7 +152,11 @@ impl RuntimeView {
     }
 
     /// A worker made or changed the Pod's sandbox or containers.
-    pub fn set(&self, uid: &str, part: PodRuntime) {
+    pub fn set(&self, uid: &str, sandbox: PodSandbox, containers: &[ContainerStatus]) {
+        let part = PodRuntime {
+            sandbox: Some(sandbox),
+            containers: containers.iter().map(summary).collect(),
+        };
         if let Ok(mut pods) = self.pods.lock() {
             pods.insert(uid.to_string(), (part, Some(Instant::now())));
         }
@@ -184,7 +189,7 @@ impl RuntimeView {
                 let containers = containers
                     .iter()
                     .filter(|c| c.container.sandbox_id == sandbox.id)
-                    .cloned()
+                    .map(summary)
                     .collect();
                 (
                     PodRuntime {
@@ -210,6 +215,37 @@ impl RuntimeView {
             *pods = fresh;
         }
         changed
+    }
+}
+
+/// A container as the view keeps it: what the sync reads between relists (IDs, name, state,
+/// process, exit, log), without the process's `argv`, `env` and mounts, which only the shim
+/// and `exec` use and which the runtime's state on disk keeps. They were most of the view's
+/// memory: with the service environment variables, a kilobyte or more per container.
+fn summary(status: &ContainerStatus) -> ContainerStatus {
+    let container = &status.container;
+    let config = &container.config;
+    ContainerStatus {
+        container: Container {
+            id: container.id.clone(),
+            sandbox_id: container.sandbox_id.clone(),
+            config: ContainerConfig {
+                name: config.name.clone(),
+                argv: Vec::new(),
+                env: Vec::new(),
+                working_dir: None,
+                mounts: Vec::new(),
+                log_path: config.log_path.clone(),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+            },
+            created_at: container.created_at,
+        },
+        state: status.state,
+        pid: status.pid,
+        started_at: status.started_at,
+        exit: status.exit.clone(),
     }
 }
 
@@ -256,13 +292,7 @@ mod tests {
         let view = RuntimeView::default();
         let before = Instant::now();
         // A worker makes pod b's sandbox while the relist (which missed it) runs.
-        view.set(
-            "b",
-            PodRuntime {
-                sandbox: Some(sandbox("sb-b", "b")),
-                containers: vec![],
-            },
-        );
+        view.set("b", sandbox("sb-b", "b"), &[]);
         view.relisted(before, &[sandbox("sb-a", "a")], &[]);
         assert_eq!(view.get("a").sandbox.map(|s| s.id).as_deref(), Some("sb-a"));
         assert_eq!(view.get("b").sandbox.map(|s| s.id).as_deref(), Some("sb-b"));
@@ -275,6 +305,58 @@ mod tests {
         dead.state = SandboxState::NotReady;
         let changed = view.relisted(Instant::now(), &[dead], &[]);
         assert_eq!(changed, HashSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn the_view_keeps_a_containers_state_but_not_its_process_config() {
+        let view = RuntimeView::default();
+        let container = ContainerStatus {
+            container: Container {
+                id: "c1".into(),
+                sandbox_id: "sb-a".into(),
+                config: ContainerConfig {
+                    name: "web".into(),
+                    argv: vec!["sleep".into(), "3600".into()],
+                    env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
+                    working_dir: Some("/srv".into()),
+                    mounts: vec![crate::runtime::Mount {
+                        host_path: "/var/lib/kubelet/pods/a/hostname".into(),
+                        container_path: "/etc/hostname".into(),
+                        readonly: false,
+                    }],
+                    log_path: "/var/log/pods/x/web/0.log".into(),
+                    stdin: false,
+                    stdin_once: false,
+                    tty: true,
+                },
+                created_at: 7,
+            },
+            state: crate::runtime::ContainerState::Running,
+            pid: Some(42),
+            started_at: Some(8),
+            exit: None,
+        };
+        let expected_summary = |kept: &ContainerStatus| {
+            let config = &kept.container.config;
+            assert_eq!(kept.container.id, "c1");
+            assert_eq!(kept.container.sandbox_id, "sb-a");
+            assert_eq!((config.name.as_str(), config.tty), ("web", true));
+            assert_eq!(config.log_path, container.container.config.log_path);
+            assert_eq!((kept.state, kept.pid), (container.state, Some(42)));
+            assert!(config.argv.is_empty() && config.env.is_empty() && config.mounts.is_empty());
+            assert!(config.working_dir.is_none());
+        };
+        view.set("a", sandbox("sb-a", "a"), std::slice::from_ref(&container));
+        expected_summary(&view.get("a").containers[0]);
+        let before = Instant::now();
+        let changed = view.relisted(
+            before,
+            &[sandbox("sb-a", "a")],
+            std::slice::from_ref(&container),
+        );
+        expected_summary(&view.get("a").containers[0]);
+        // The summary is what the relist compares with: the same container is no change.
+        assert!(changed.is_empty());
     }
 
     #[test]
