@@ -7,7 +7,8 @@
 //! * [`Triggers`]: a watch event marks its Pod dirty and only dirty Pods are synced. The 1 s
 //!   relist syncs the Pods whose runtime state changed and those not yet settled (a container
 //!   waiting or in back-off); every Pod is synced every [`FULL_RESYNC`] (ConfigMap, Secret
-//!   and token volumes follow their objects then), and when a probe result changes.
+//!   and token volumes follow their objects then); a Pod whose probe result changes is
+//!   synced as if its object had.
 //!   Waking for every event and syncing every Pod made a burst of pod starts quadratic: each
 //!   status patch of one Pod relisted and re-synced all the others.
 //! * [`RuntimeView`]: each Pod's sandbox and containers as last seen, from the relist on each
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::runtime::{Container, ContainerConfig, ContainerStatus, PodSandbox};
+use crate::runtime::{ContainerStatus, PodSandbox};
 
 /// Every Pod is synced this often, whatever happened (the real kubelet's `syncFrequency`,
 /// 1 min by default; shorter here so volume updates show within seconds).
@@ -50,7 +51,7 @@ impl Triggers {
         self.wake.notify_one();
     }
 
-    /// Sync every Pod (a probe result changed, the tick, the first round).
+    /// Sync every Pod (a container killed after a failed probe, a watch error).
     pub fn resync_all(&self) {
         self.everything.store(true, Ordering::SeqCst);
         self.wake.notify_one();
@@ -86,6 +87,11 @@ impl Triggers {
     /// Ends the Pod's turn when dropped, however its worker ended.
     pub fn worker_guard(self: &std::sync::Arc<Self>, uid: String) -> WorkerGuard {
         WorkerGuard(self.clone(), uid)
+    }
+
+    /// Whether any Pod's worker runs.
+    pub fn any_busy(&self) -> bool {
+        self.busy.lock().is_ok_and(|busy| !busy.is_empty())
     }
 
     /// The Pod's worker finished: a change that waited for it goes now.
@@ -155,7 +161,7 @@ impl RuntimeView {
     pub fn set(&self, uid: &str, sandbox: PodSandbox, containers: &[ContainerStatus]) {
         let part = PodRuntime {
             sandbox: Some(sandbox),
-            containers: containers.iter().map(summary).collect(),
+            containers: containers.iter().map(ContainerStatus::summary).collect(),
         };
         if let Ok(mut pods) = self.pods.lock() {
             pods.insert(uid.to_string(), (part, Some(Instant::now())));
@@ -189,7 +195,7 @@ impl RuntimeView {
                 let containers = containers
                     .iter()
                     .filter(|c| c.container.sandbox_id == sandbox.id)
-                    .map(summary)
+                    .map(ContainerStatus::summary)
                     .collect();
                 (
                     PodRuntime {
@@ -215,37 +221,6 @@ impl RuntimeView {
             *pods = fresh;
         }
         changed
-    }
-}
-
-/// A container as the view keeps it: what the sync reads between relists (IDs, name, state,
-/// process, exit, log), without the process's `argv`, `env` and mounts, which only the shim
-/// and `exec` use and which the runtime's state on disk keeps. They were most of the view's
-/// memory: with the service environment variables, a kilobyte or more per container.
-fn summary(status: &ContainerStatus) -> ContainerStatus {
-    let container = &status.container;
-    let config = &container.config;
-    ContainerStatus {
-        container: Container {
-            id: container.id.clone(),
-            sandbox_id: container.sandbox_id.clone(),
-            config: ContainerConfig {
-                name: config.name.clone(),
-                argv: Vec::new(),
-                env: Vec::new(),
-                working_dir: None,
-                mounts: Vec::new(),
-                log_path: config.log_path.clone(),
-                stdin: config.stdin,
-                stdin_once: config.stdin_once,
-                tty: config.tty,
-            },
-            created_at: container.created_at,
-        },
-        state: status.state,
-        pid: status.pid,
-        started_at: status.started_at,
-        exit: status.exit.clone(),
     }
 }
 
@@ -311,26 +286,7 @@ mod tests {
     fn the_view_keeps_a_containers_state_but_not_its_process_config() {
         let view = RuntimeView::default();
         let container = ContainerStatus {
-            container: Container {
-                id: "c1".into(),
-                sandbox_id: "sb-a".into(),
-                config: ContainerConfig {
-                    name: "web".into(),
-                    argv: vec!["sleep".into(), "3600".into()],
-                    env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
-                    working_dir: Some("/srv".into()),
-                    mounts: vec![crate::runtime::Mount {
-                        host_path: "/var/lib/kubelet/pods/a/hostname".into(),
-                        container_path: "/etc/hostname".into(),
-                        readonly: false,
-                    }],
-                    log_path: "/var/log/pods/x/web/0.log".into(),
-                    stdin: false,
-                    stdin_once: false,
-                    tty: true,
-                },
-                created_at: 7,
-            },
+            container: crate::runtime::example_container(),
             state: crate::runtime::ContainerState::Running,
             pid: Some(42),
             started_at: Some(8),
@@ -339,19 +295,20 @@ mod tests {
         let expected_summary = |kept: &ContainerStatus| {
             let config = &kept.container.config;
             assert_eq!(kept.container.id, "c1");
-            assert_eq!(kept.container.sandbox_id, "sb-a");
+            assert_eq!(kept.container.created_at, 5);
+            assert_eq!(kept.container.sandbox_id, "sb1");
             assert_eq!((config.name.as_str(), config.tty), ("web", true));
             assert_eq!(config.log_path, container.container.config.log_path);
             assert_eq!((kept.state, kept.pid), (container.state, Some(42)));
             assert!(config.argv.is_empty() && config.env.is_empty() && config.mounts.is_empty());
             assert!(config.working_dir.is_none());
         };
-        view.set("a", sandbox("sb-a", "a"), std::slice::from_ref(&container));
+        view.set("a", sandbox("sb1", "a"), std::slice::from_ref(&container));
         expected_summary(&view.get("a").containers[0]);
         let before = Instant::now();
         let changed = view.relisted(
             before,
-            &[sandbox("sb-a", "a")],
+            &[sandbox("sb1", "a")],
             std::slice::from_ref(&container),
         );
         expected_summary(&view.get("a").containers[0]);
@@ -375,7 +332,8 @@ mod tests {
         assert!(triggers.take().1.is_empty());
         assert!(triggers.begin("a"));
         assert!(!triggers.begin("a") && triggers.is_busy("a"));
+        assert!(triggers.any_busy());
         triggers.worker_done("a");
-        assert!(!triggers.is_busy("a"));
+        assert!(!triggers.is_busy("a") && !triggers.any_busy());
     }
 }

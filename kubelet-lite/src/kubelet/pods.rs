@@ -107,6 +107,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = Round::Everything;
     let mut last_full = Instant::now();
+    let mut last_trim = Instant::now();
     loop {
         let (all, dirty) = triggers.take();
         if all || last_full.elapsed() >= FULL_RESYNC {
@@ -119,8 +120,13 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         if let Err(e) = sync_once(&client, &config, &desired, &shared, round, dirty) {
             tracing::warn!("sync: {e:#}");
         }
-        if round == Round::Everything {
+        // What the round and its Pod workers freed goes back to the kernel once they are
+        // done, at most once a tick: a full sync spawns a worker per Pod and a relist reads
+        // every container's state, and the pages they used stayed resident until the next
+        // full sync, which trimmed before its workers had run.
+        if !triggers.any_busy() && last_trim.elapsed() >= TICK {
             crate::release_free_memory();
+            last_trim = Instant::now();
         }
         round = tokio::select! {
             _ = triggers.woken() => Round::Dirty,
@@ -182,7 +188,7 @@ fn sync_once(
     } else {
         let listed_at = Instant::now();
         let sandboxes = blocking(|| runtime.list_pod_sandboxes());
-        let containers = blocking(|| runtime.list_containers());
+        let containers = blocking(|| runtime.list_container_summaries());
         shared
             .prober
             .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
