@@ -7,13 +7,15 @@
 //! * [`Triggers`]: a watch event marks its Pod dirty and only dirty Pods are synced. The 1 s
 //!   relist syncs the Pods whose runtime state changed and those not yet settled (a container
 //!   waiting or in back-off); every Pod is synced every [`FULL_RESYNC`] (ConfigMap, Secret
-//!   and token volumes follow their objects then), and when a probe result changes.
+//!   and token volumes follow their objects then); a Pod whose probe result changes is
+//!   synced as if its object had.
 //!   Waking for every event and syncing every Pod made a burst of pod starts quadratic: each
 //!   status patch of one Pod relisted and re-synced all the others.
 //! * [`RuntimeView`]: each Pod's sandbox and containers as last seen, from the relist on each
 //!   full sync, and updated by the Pod's worker as it makes or removes them, so a dirty Pod's
 //!   sync reads no directory of the runtime. The runtime's state on disk stays the truth: the
 //!   next relist replaces the view, except for Pods a worker touched after the relist began.
+//!   It keeps a summary of each container (no `argv`, `env` or mounts): what the sync reads.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +51,7 @@ impl Triggers {
         self.wake.notify_one();
     }
 
-    /// Sync every Pod (a probe result changed, the tick, the first round).
+    /// Sync every Pod (a container killed after a failed probe, a watch error).
     pub fn resync_all(&self) {
         self.everything.store(true, Ordering::SeqCst);
         self.wake.notify_one();
@@ -85,6 +87,11 @@ impl Triggers {
     /// Ends the Pod's turn when dropped, however its worker ended.
     pub fn worker_guard(self: &std::sync::Arc<Self>, uid: String) -> WorkerGuard {
         WorkerGuard(self.clone(), uid)
+    }
+
+    /// Whether any Pod's worker runs.
+    pub fn any_busy(&self) -> bool {
+        self.busy.lock().is_ok_and(|busy| !busy.is_empty())
     }
 
     /// The Pod's worker finished: a change that waited for it goes now.
@@ -151,7 +158,11 @@ impl RuntimeView {
     }
 
     /// A worker made or changed the Pod's sandbox or containers.
-    pub fn set(&self, uid: &str, part: PodRuntime) {
+    pub fn set(&self, uid: &str, sandbox: PodSandbox, containers: &[ContainerStatus]) {
+        let part = PodRuntime {
+            sandbox: Some(sandbox),
+            containers: containers.iter().map(ContainerStatus::summary).collect(),
+        };
         if let Ok(mut pods) = self.pods.lock() {
             pods.insert(uid.to_string(), (part, Some(Instant::now())));
         }
@@ -184,7 +195,7 @@ impl RuntimeView {
                 let containers = containers
                     .iter()
                     .filter(|c| c.container.sandbox_id == sandbox.id)
-                    .cloned()
+                    .map(ContainerStatus::summary)
                     .collect();
                 (
                     PodRuntime {
@@ -256,13 +267,7 @@ mod tests {
         let view = RuntimeView::default();
         let before = Instant::now();
         // A worker makes pod b's sandbox while the relist (which missed it) runs.
-        view.set(
-            "b",
-            PodRuntime {
-                sandbox: Some(sandbox("sb-b", "b")),
-                containers: vec![],
-            },
-        );
+        view.set("b", sandbox("sb-b", "b"), &[]);
         view.relisted(before, &[sandbox("sb-a", "a")], &[]);
         assert_eq!(view.get("a").sandbox.map(|s| s.id).as_deref(), Some("sb-a"));
         assert_eq!(view.get("b").sandbox.map(|s| s.id).as_deref(), Some("sb-b"));
@@ -275,6 +280,40 @@ mod tests {
         dead.state = SandboxState::NotReady;
         let changed = view.relisted(Instant::now(), &[dead], &[]);
         assert_eq!(changed, HashSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn the_view_keeps_a_containers_state_but_not_its_process_config() {
+        let view = RuntimeView::default();
+        let container = ContainerStatus {
+            container: crate::runtime::example_container(),
+            state: crate::runtime::ContainerState::Running,
+            pid: Some(42),
+            started_at: Some(8),
+            exit: None,
+        };
+        let expected_summary = |kept: &ContainerStatus| {
+            let config = &kept.container.config;
+            assert_eq!(kept.container.id, "c1");
+            assert_eq!(kept.container.created_at, 5);
+            assert_eq!(kept.container.sandbox_id, "sb1");
+            assert_eq!((config.name.as_str(), config.tty), ("web", true));
+            assert_eq!(config.log_path, container.container.config.log_path);
+            assert_eq!((kept.state, kept.pid), (container.state, Some(42)));
+            assert!(config.argv.is_empty() && config.env.is_empty() && config.mounts.is_empty());
+            assert!(config.working_dir.is_none());
+        };
+        view.set("a", sandbox("sb1", "a"), std::slice::from_ref(&container));
+        expected_summary(&view.get("a").containers[0]);
+        let before = Instant::now();
+        let changed = view.relisted(
+            before,
+            &[sandbox("sb1", "a")],
+            std::slice::from_ref(&container),
+        );
+        expected_summary(&view.get("a").containers[0]);
+        // The summary is what the relist compares with: the same container is no change.
+        assert!(changed.is_empty());
     }
 
     #[test]
@@ -293,7 +332,8 @@ mod tests {
         assert!(triggers.take().1.is_empty());
         assert!(triggers.begin("a"));
         assert!(!triggers.begin("a") && triggers.is_busy("a"));
+        assert!(triggers.any_busy());
         triggers.worker_done("a");
-        assert!(!triggers.is_busy("a"));
+        assert!(!triggers.is_busy("a") && !triggers.any_busy());
     }
 }

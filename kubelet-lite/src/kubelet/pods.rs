@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -62,12 +62,11 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     let pods: Api<Watched<Pod>> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     let selector = format!("spec.nodeName={}", config.node_name);
-    // The cache keeps every Pod of the node; their managedFields (a third of a Pod as the
-    // API server returns it) are for field managers, never the kubelet's to read.
+    // The cache keeps every Pod of the node, as little of each as the kubelet reads.
     let stream = reflector(
         writer,
         watcher(pods.clone(), watcher::Config::default().fields(&selector))
-            .modify(|pod| pod.0.managed_fields_mut().clear()),
+            .modify(|pod| keep_what_the_kubelet_reads(&mut pod.0)),
     )
     .default_backoff()
     .applied_objects();
@@ -108,6 +107,7 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
     relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = Round::Everything;
     let mut last_full = Instant::now();
+    let mut last_trim = Instant::now();
     loop {
         let (all, dirty) = triggers.take();
         if all || last_full.elapsed() >= FULL_RESYNC {
@@ -120,12 +120,31 @@ pub async fn sync_loop(client: kube::Client, config: Config) -> anyhow::Result<(
         if let Err(e) = sync_once(&client, &config, &desired, &shared, round, dirty) {
             tracing::warn!("sync: {e:#}");
         }
-        if round == Round::Everything {
+        // What the round and its Pod workers freed goes back to the kernel once they are
+        // done, at most once a tick: a full sync spawns a worker per Pod and a relist reads
+        // every container's state, and the pages they used stayed resident until the next
+        // full sync, which trimmed before its workers had run.
+        if !triggers.any_busy() && last_trim.elapsed() >= TICK {
             crate::release_free_memory();
+            last_trim = Instant::now();
         }
         round = tokio::select! {
             _ = triggers.woken() => Round::Dirty,
             _ = relist.tick() => Round::Relist,
+        };
+    }
+}
+
+/// Drops the parts of a watched Pod the kubelet never reads: its managedFields (a third of a
+/// Pod as the API server returns it), for field managers; and of its status all but the
+/// conditions (whose transition times the kubelet carries over): the rest, its container
+/// statuses above all, is what the kubelet itself reports, from the runtime.
+fn keep_what_the_kubelet_reads(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            conditions: status.conditions.take(),
+            ..PodStatus::default()
         };
     }
 }
@@ -169,7 +188,7 @@ fn sync_once(
     } else {
         let listed_at = Instant::now();
         let sandboxes = blocking(|| runtime.list_pod_sandboxes());
-        let containers = blocking(|| runtime.list_containers());
+        let containers = blocking(|| runtime.list_container_summaries());
         shared
             .prober
             .retain(&containers.iter().map(|c| c.container.id.clone()).collect());
@@ -339,13 +358,7 @@ async fn sync_pod(
             match made {
                 Ok(sandbox) => {
                     tracing::info!(pod = %format!("{namespace}/{name}"), ip = ?sandbox.ip, "sandbox ready");
-                    shared.view.set(
-                        &uid,
-                        PodRuntime {
-                            sandbox: Some(sandbox.clone()),
-                            containers: Vec::new(),
-                        },
-                    );
+                    shared.view.set(&uid, sandbox.clone(), &[]);
                     start = Some(StartTimes {
                         queued: changed_at.map(|at| began.saturating_duration_since(at)),
                         waited,
@@ -594,13 +607,7 @@ async fn sync_pod(
     if let Some(start) = start.as_mut() {
         start.containers = began.elapsed() - start.waited - start.sandbox;
     }
-    shared.view.set(
-        &uid,
-        PodRuntime {
-            sandbox: Some(sandbox.clone()),
-            containers: mine.clone(),
-        },
-    );
+    shared.view.set(&uid, sandbox.clone(), &mine);
     let settled = waiting.is_empty()
         && pod
             .spec
@@ -706,4 +713,35 @@ async fn post(api: &Collection, name: &str, uid: &str, status: Value, posted: &P
 /// Runtime calls fork and wait: keep them off the async workers' hot path.
 pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_pod_keeps_its_spec_and_status_conditions_only() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": { "name": "p", "uid": "u1", "labels": { "app": "web" },
+                "managedFields": [{ "manager": "kubectl", "operation": "Apply" }] },
+            "spec": { "nodeName": "c0-w1", "containers": [{ "name": "c", "image": "busybox" }] },
+            "status": { "phase": "Running", "podIP": "10.244.1.2",
+                "conditions": [{ "type": "Ready", "status": "True",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+                "containerStatuses": [{ "name": "c", "image": "busybox", "imageID": "",
+                    "ready": true, "restartCount": 0 }] },
+        }))
+        .unwrap();
+        let spec = pod.spec.clone();
+        let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone());
+        keep_what_the_kubelet_reads(&mut pod);
+        assert!(pod.metadata.managed_fields.unwrap_or_default().is_empty());
+        assert_eq!(pod.metadata.labels.unwrap()["app"], "web");
+        assert_eq!(pod.spec, spec);
+        let status = pod.status.unwrap();
+        assert_eq!(status.conditions, conditions);
+        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+        assert!(status.container_statuses.is_none() && status.pod_ip.is_none());
+        assert!(status.phase.is_none());
+    }
 }

@@ -25,7 +25,7 @@ use super::events::{self, Recorder};
 use super::watched::Watched;
 use crate::runtime::{ContainerState, Runtime};
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Results {
     /// The startup probe has succeeded (or there is none).
     started: bool,
@@ -128,13 +128,17 @@ impl Prober {
         self.results.lock().ok()?.get(id).copied()
     }
 
-    fn update(&self, id: &str, change: impl FnOnce(&mut Results)) {
-        if let Ok(mut results) = self.results.lock() {
-            if let Some(r) = results.get_mut(id) {
-                change(r);
-            }
+    /// Change a container's results; if that changed them, its Pod is synced (its status
+    /// posted). Every probe success used to resync every Pod of the node: a readiness probe
+    /// every few seconds (the DNS pods') ran a worker per Pod, each on a blocking thread.
+    fn update(&self, id: &str, pod_uid: &str, change: impl FnOnce(&mut Results)) {
+        let changed = self
+            .results
+            .lock()
+            .is_ok_and(|mut results| apply(&mut results, id, change));
+        if changed {
+            self.changed.pod_changed(pod_uid);
         }
-        self.changed.resync_all();
     }
 
     /// Forget containers that no longer exist.
@@ -143,6 +147,19 @@ impl Prober {
             results.retain(|id, _| alive.contains(id));
         }
     }
+}
+
+/// Change the results of container `id` (if its workers run); whether they changed.
+fn apply(
+    results: &mut HashMap<String, Results>,
+    id: &str,
+    change: impl FnOnce(&mut Results),
+) -> bool {
+    results.get_mut(id).is_some_and(|r| {
+        let before = *r;
+        change(r);
+        *r != before
+    })
 }
 
 struct Worker {
@@ -155,12 +172,17 @@ struct Worker {
 }
 
 impl Worker {
+    fn update(&self, change: impl FnOnce(&mut Results)) {
+        let uid = self.pod.metadata.uid.as_deref().unwrap_or_default();
+        self.prober.update(&self.id, uid, change);
+    }
+
     async fn run(self) {
         if let Some(probe) = self.spec.startup_probe.clone() {
             if !self.until_threshold(Kind::Startup, &probe).await {
                 return;
             }
-            self.prober.update(&self.id, |r| r.started = true);
+            self.update(|r| r.started = true);
         }
         let liveness = async {
             if let Some(probe) = self.spec.liveness_probe.clone() {
@@ -216,7 +238,7 @@ impl Worker {
                     failures = 0;
                     successes += 1;
                     if successes >= threshold(probe.success_threshold, 1) {
-                        self.prober.update(&self.id, |r| r.ready = true);
+                        self.update(|r| r.ready = true);
                     }
                 }
                 Err(message) => {
@@ -224,7 +246,7 @@ impl Worker {
                     failures += 1;
                     self.unhealthy(Kind::Readiness, &message);
                     if failures >= threshold(probe.failure_threshold, 3) {
-                        self.prober.update(&self.id, |r| r.ready = false);
+                        self.update(|r| r.ready = false);
                     }
                 }
             }
@@ -516,4 +538,25 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other("malformed HTTP response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a change of a watched container's results counts: a readiness probe that keeps
+    /// passing wakes nothing.
+    #[test]
+    fn a_result_counts_as_changed_only_when_it_changes() {
+        let mut results = HashMap::from([("c1".to_string(), Results::default())]);
+        assert!(apply(&mut results, "c1", |r| r.ready = true));
+        assert!(!apply(&mut results, "c1", |r| r.ready = true));
+        assert!(results["c1"].ready);
+        assert!(apply(&mut results, "c1", |r| r.ready = false));
+        assert!(apply(&mut results, "c1", |r| r.started = true));
+        assert!(!apply(&mut results, "c1", |r| r.started = true));
+        // A container whose workers stopped (no entry) has nothing to change.
+        assert!(!apply(&mut results, "gone", |r| r.ready = true));
+        assert!(!results.contains_key("gone"));
+    }
 }

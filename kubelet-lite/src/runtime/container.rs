@@ -73,6 +73,78 @@ pub struct Container {
     pub created_at: u64,
 }
 
+/// Of `container.json`, what [`Runtime::container_summary`] reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSummary {
+    id: String,
+    sandbox_id: String,
+    config: StoredConfigSummary,
+    created_at: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredConfigSummary {
+    name: String,
+    log_path: PathBuf,
+    #[serde(default)]
+    stdin: bool,
+    #[serde(default)]
+    stdin_once: bool,
+    #[serde(default)]
+    tty: bool,
+}
+
+impl From<StoredSummary> for Container {
+    fn from(stored: StoredSummary) -> Container {
+        let config = stored.config;
+        Container {
+            id: stored.id,
+            sandbox_id: stored.sandbox_id,
+            config: ContainerConfig {
+                name: config.name,
+                argv: Vec::new(),
+                env: Vec::new(),
+                working_dir: None,
+                mounts: Vec::new(),
+                log_path: config.log_path,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+            },
+            created_at: stored.created_at,
+        }
+    }
+}
+
+impl ContainerStatus {
+    /// This status as [`Runtime::container_summary`] gives it: without the process's
+    /// `argv`, `env`, working directory and mounts.
+    pub fn summary(&self) -> ContainerStatus {
+        let (container, config) = (&self.container, &self.container.config);
+        let stored = StoredSummary {
+            id: container.id.clone(),
+            sandbox_id: container.sandbox_id.clone(),
+            config: StoredConfigSummary {
+                name: config.name.clone(),
+                log_path: config.log_path.clone(),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                tty: config.tty,
+            },
+            created_at: container.created_at,
+        };
+        ContainerStatus {
+            container: stored.into(),
+            state: self.state,
+            pid: self.pid,
+            started_at: self.started_at,
+            exit: self.exit.clone(),
+        }
+    }
+}
+
 /// How a container's process ended, as the shim records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -141,11 +213,28 @@ impl Runtime {
     }
 
     pub fn container_status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
-        let dir = self.container_dir(id);
-        let container: Container = std::fs::read(dir.join("container.json"))
+        let container: Container = self.read_container(id)?;
+        Ok(self.status_of(container))
+    }
+
+    /// A container's status without its process's `argv`, `env`, working directory and
+    /// mounts (left empty, and not even read): what a relist compares, as the CRI's
+    /// `ListContainers` gives less than `ContainerStatus`.
+    pub fn container_summary(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let stored: StoredSummary = self.read_container(id)?;
+        Ok(self.status_of(stored.into()))
+    }
+
+    fn read_container<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<T, RuntimeError> {
+        std::fs::read(self.container_dir(id).join("container.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))?;
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id}")))
+    }
+
+    /// The container's state, from what its shim recorded.
+    fn status_of(&self, container: Container) -> ContainerStatus {
+        let dir = self.container_dir(&container.id);
         let started = std::fs::read_to_string(dir.join("pid"))
             .ok()
             .and_then(|text| {
@@ -162,22 +251,35 @@ impl Runtime {
             (Some(_), None) => ContainerState::Exited,
             (None, None) => ContainerState::Created,
         };
-        Ok(ContainerStatus {
+        ContainerStatus {
             container,
             state,
             pid: started.map(|(pid, _)| pid),
             started_at: started.map(|(_, at)| at),
             exit,
-        })
+        }
     }
 
     pub fn list_containers(&self) -> Vec<ContainerStatus> {
+        self.list_with(Runtime::container_status)
+    }
+
+    /// Every container as [`Runtime::container_summary`] gives it: the kubelet relists them
+    /// every second, and reading each one's whole config allocated a few KiB per container.
+    pub fn list_container_summaries(&self) -> Vec<ContainerStatus> {
+        self.list_with(Runtime::container_summary)
+    }
+
+    fn list_with(
+        &self,
+        status: impl Fn(&Runtime, &str) -> Result<ContainerStatus, RuntimeError>,
+    ) -> Vec<ContainerStatus> {
         let Ok(entries) = std::fs::read_dir(self.state_dir.join("containers")) else {
             return Vec::new();
         };
         let mut all: Vec<ContainerStatus> = entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|id| self.container_status(&id).ok())
+            .filter_map(|id| status(self, &id).ok())
             .collect();
         all.sort_by_key(|c| c.container.created_at);
         all
@@ -347,4 +449,94 @@ pub(crate) fn read_container(dir: &Path) -> Result<Container, RuntimeError> {
         path,
         source: std::io::Error::other(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::Cni;
+    use crate::runtime::Programs;
+
+    fn runtime_in(state_dir: &Path) -> Runtime {
+        Runtime {
+            state_dir: state_dir.to_path_buf(),
+            netns_prefix: "test".into(),
+            cni: Cni {
+                plugin_dirs: vec![],
+                cache_dir: state_dir.join("cni"),
+            },
+            cni_conf_dir: state_dir.join("net.d"),
+            programs: Programs {
+                knetsim: "/bin/true".into(),
+                pause: "/bin/true".into(),
+                shim: "/bin/true".into(),
+                agnhost: "/bin/true".into(),
+            },
+            lab: "test".into(),
+        }
+    }
+
+    /// A summary is the container's status less its process's config, read from the same
+    /// state files.
+    #[test]
+    fn a_summary_is_the_status_without_the_process_config() {
+        let state = std::env::temp_dir().join(format!("knetsim-summary-{}", std::process::id()));
+        let runtime = runtime_in(&state);
+        let container = example_container();
+        let dir = runtime.container_dir("c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("container.json"),
+            serde_json::to_vec(&container).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("exit.json"),
+            r#"{"exitCode":137,"signal":9,"finishedAt":9}"#,
+        )
+        .unwrap();
+        let full = runtime.container_status("c1").unwrap();
+        let summary = runtime.container_summary("c1").unwrap();
+        let listed = runtime.list_container_summaries();
+        std::fs::remove_dir_all(&state).unwrap();
+        assert_eq!(full.container, container);
+        assert_eq!(full.state, ContainerState::Exited);
+        let mut expected = full.clone();
+        expected.container.config.argv.clear();
+        expected.container.config.env.clear();
+        expected.container.config.working_dir = None;
+        expected.container.config.mounts.clear();
+        assert_eq!(summary, expected);
+        assert_eq!(full.summary(), expected);
+        assert_eq!(listed, vec![expected]);
+        assert!(matches!(
+            runtime.container_summary("gone"),
+            Err(RuntimeError::NotFound(_))
+        ));
+    }
+}
+
+/// A container with every part of its config set, for tests.
+#[cfg(test)]
+pub(crate) fn example_container() -> Container {
+    Container {
+        id: "c1".into(),
+        sandbox_id: "sb1".into(),
+        config: ContainerConfig {
+            name: "web".into(),
+            argv: vec!["sleep".into(), "3600".into()],
+            env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
+            working_dir: Some("/srv".into()),
+            mounts: vec![Mount {
+                host_path: "/var/lib/kubelet/pods/u1/hostname".into(),
+                container_path: "/etc/hostname".into(),
+                readonly: false,
+            }],
+            log_path: "/var/log/pods/x/web/0.log".into(),
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        },
+        created_at: 5,
+    }
 }

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cni::{Cni, CniError};
 
+#[cfg(test)]
+pub(crate) use container::example_container;
 pub(crate) use container::read_container;
 pub use container::{
     Container, ContainerConfig, ContainerState, ContainerStatus, ExitRecord, Mount,
