@@ -451,6 +451,31 @@ pub(crate) fn read_container(dir: &Path) -> Result<Container, RuntimeError> {
     })
 }
 
+/// A container with every part of its config set, for tests.
+#[cfg(test)]
+pub(crate) fn example_container() -> Container {
+    Container {
+        id: "c1".into(),
+        sandbox_id: "sb1".into(),
+        config: ContainerConfig {
+            name: "web".into(),
+            argv: vec!["sleep".into(), "3600".into()],
+            env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
+            working_dir: Some("/srv".into()),
+            mounts: vec![Mount {
+                host_path: "/var/lib/kubelet/pods/u1/hostname".into(),
+                container_path: "/etc/hostname".into(),
+                readonly: false,
+            }],
+            log_path: "/var/log/pods/x/web/0.log".into(),
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        },
+        created_at: 5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,30 +538,5 @@ mod tests {
             runtime.container_summary("gone"),
             Err(RuntimeError::NotFound(_))
         ));
-    }
-}
-
-/// A container with every part of its config set, for tests.
-#[cfg(test)]
-pub(crate) fn example_container() -> Container {
-    Container {
-        id: "c1".into(),
-        sandbox_id: "sb1".into(),
-        config: ContainerConfig {
-            name: "web".into(),
-            argv: vec!["sleep".into(), "3600".into()],
-            env: vec![("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into())],
-            working_dir: Some("/srv".into()),
-            mounts: vec![Mount {
-                host_path: "/var/lib/kubelet/pods/u1/hostname".into(),
-                container_path: "/etc/hostname".into(),
-                readonly: false,
-            }],
-            log_path: "/var/log/pods/x/web/0.log".into(),
-            stdin: true,
-            stdin_once: false,
-            tty: true,
-        },
-        created_at: 5,
     }
 }
