@@ -91,19 +91,6 @@ fn cluster_ip(service: &Service) -> Option<Ipv4Addr> {
     spec.cluster_ip.as_deref()?.parse().ok()
 }
 
-/// The endpoints of one service port across the Service's slices: ready ones, or, when none
-/// is ready, those still serving while terminating (as kube-proxy falls back).
-fn endpoints(
-    port_name: &str,
-    protocol: Protocol,
-    slices: &[&EndpointSlice],
-    hostname: &str,
-) -> Vec<Endpoint> {
-    let (ready, terminating) = ready_and_terminating(port_name, protocol, slices, hostname);
-    let chosen = if ready.is_empty() { terminating } else { ready };
-    chosen.into_iter().collect()
-}
-
 /// The ready endpoints of one service port, and those serving while terminating.
 fn ready_and_terminating(
     port_name: &str,
@@ -200,12 +187,10 @@ pub fn render_service(
             internal_local,
             external_local,
         };
-        let all = endpoints(&port_info.name.port, protocol, slices, &node.hostname);
-        render_port(&mut rules, &port_info, &all, node);
+        let (ready, terminating) =
+            ready_and_terminating(&port_info.name.port, protocol, slices, &node.hostname);
         if protocol == Protocol::Udp {
             // Every serving endpoint, terminating ones too: a flow to one is not stale yet.
-            let (ready, terminating) =
-                ready_and_terminating(&port_info.name.port, protocol, slices, &node.hostname);
             let serving: BTreeSet<Ipv4Addr> =
                 ready.iter().chain(&terminating).map(|e| e.ip).collect();
             let frontends = std::iter::once(cluster_ip)
@@ -216,6 +201,12 @@ pub fn render_service(
                 rules.udp_serving.insert(frontend, serving.clone());
             }
         }
+        // The ready endpoints, or, when none is ready, those still serving while terminating
+        // (as kube-proxy falls back).
+        let all: Vec<Endpoint> = if ready.is_empty() { terminating } else { ready }
+            .into_iter()
+            .collect();
+        render_port(&mut rules, &port_info, &all, node);
     }
     rules
 }
