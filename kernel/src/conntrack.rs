@@ -1,6 +1,6 @@
 //! The connection-tracking table of the calling thread's network namespace, over ctnetlink
-//! (`NETLINK_NETFILTER`), as `conntrack -L` and `conntrack -D` read and change it: list the
-//! IPv4 flows, delete one by its original tuple.
+//! (`NETLINK_NETFILTER`), as `conntrack -L` and `conntrack -D` read and change it: a
+//! [`Conntrack`] handle lists the IPv4 flows and deletes them by their original tuple.
 //!
 //! kube-proxy needs this for UDP: a flow's NAT is decided by its first packet, so a UDP
 //! client that keeps its socket keeps sending to the endpoint (or the un-NATed address)
@@ -50,35 +50,59 @@ const NLA_TYPE_MASK: u16 = !(3 << 14);
 const NLMSG_HEADER: usize = 16;
 const NFGENMSG: usize = 4;
 
-/// Every IPv4 flow of this network namespace.
-pub fn list_ipv4() -> io::Result<Vec<Flow>> {
-    let socket = Socket::open()?;
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    socket.send(&message(IPCTNL_MSG_CT_GET, flags, 1, &[]))?;
-    let mut flows = Vec::new();
-    socket.receive(1, |payload| {
-        if let Some(flow) = parse_flow(payload) {
-            flows.push(flow);
-        }
-    })?;
-    Ok(flows)
+/// The conntrack table of the network namespace the handle was opened in: one netlink
+/// socket for a listing and any number of deletes.
+pub struct Conntrack {
+    socket: Socket,
+    /// The last request's sequence number: answers are matched to their request by it.
+    sequence: u32,
 }
 
-/// Delete `flow` (found by its original tuple and zone). A flow already gone is not an error.
-pub fn delete(flow: &Flow) -> io::Result<()> {
-    let socket = Socket::open()?;
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let mut attributes = Vec::new();
-    nested(&mut attributes, CTA_TUPLE_ORIG, |tuple| {
-        write_tuple(tuple, flow.protocol, &flow.original)
-    });
-    if flow.zone != 0 {
-        attribute(&mut attributes, CTA_ZONE, &flow.zone.to_be_bytes());
+impl Conntrack {
+    pub fn open() -> io::Result<Conntrack> {
+        Ok(Conntrack {
+            socket: Socket::open()?,
+            sequence: 0,
+        })
     }
-    socket.send(&message(IPCTNL_MSG_CT_DELETE, flags, 2, &attributes))?;
-    match socket.receive(2, |_| {}) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
+
+    /// Every IPv4 flow.
+    pub fn list_ipv4(&mut self) -> io::Result<Vec<Flow>> {
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+        let sequence = self.request(IPCTNL_MSG_CT_GET, flags, &[])?;
+        let mut flows = Vec::new();
+        self.socket.receive(sequence, |payload| {
+            if let Some(flow) = parse_flow(payload) {
+                flows.push(flow);
+            }
+        })?;
+        Ok(flows)
+    }
+
+    /// Delete `flow` (found by its original tuple and zone). A flow already gone is not an
+    /// error.
+    pub fn delete(&mut self, flow: &Flow) -> io::Result<()> {
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        let mut attributes = Vec::new();
+        nested(&mut attributes, CTA_TUPLE_ORIG, |tuple| {
+            write_tuple(tuple, flow.protocol, &flow.original)
+        });
+        if flow.zone != 0 {
+            attribute(&mut attributes, CTA_ZONE, &flow.zone.to_be_bytes());
+        }
+        let sequence = self.request(IPCTNL_MSG_CT_DELETE, flags, &attributes)?;
+        match self.socket.receive(sequence, |_| {}) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Sends a request under a new sequence number, and returns the number.
+    fn request(&mut self, kind: u16, flags: u16, attributes: &[u8]) -> io::Result<u32> {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.socket
+            .send(&message(kind, flags, self.sequence, attributes))?;
+        Ok(self.sequence)
     }
 }
 
@@ -351,12 +375,13 @@ mod tests {
                     .into_iter()
                     .find(|f| f.protocol == libc::IPPROTO_UDP as u8 && f.original.dst_port == port)
             };
-            let flow = ours(list_ipv4()?).expect("the datagram's flow is listed");
+            let mut table = Conntrack::open()?;
+            let flow = ours(table.list_ipv4()?).expect("the datagram's flow is listed");
             assert_eq!(flow.original.src_port, client.local_addr()?.port());
             assert_eq!(flow.reply.src_port, port);
-            delete(&flow)?;
-            assert_eq!(ours(list_ipv4()?), None);
-            delete(&flow)
+            table.delete(&flow)?;
+            assert_eq!(ours(table.list_ipv4()?), None);
+            table.delete(&flow)
         });
         let _ = crate::netns::delete(&name);
         result.expect("entered").expect("listed and deleted");

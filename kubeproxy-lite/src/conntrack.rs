@@ -53,10 +53,10 @@ pub fn clean_stale_udp_flows(
     serving: &UdpServing,
     node_ips: &[Ipv4Addr],
 ) -> std::io::Result<usize> {
-    let flows = kernel::conntrack::list_ipv4()?;
-    let stale = stale_udp_flows(&flows, serving, node_ips);
+    let mut table = kernel::conntrack::Conntrack::open()?;
+    let stale = stale_udp_flows(&table.list_ipv4()?, serving, node_ips);
     for flow in &stale {
-        kernel::conntrack::delete(flow)?;
+        table.delete(flow)?;
     }
     Ok(stale.len())
 }
