@@ -8,7 +8,8 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::nfnetlink::{self, attribute, find, nested, Socket, NFGENMSG};
 
 /// One direction of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +35,6 @@ pub struct Flow {
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NFNETLINK_V0: u8 = 0;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_ZONE: u16 = 18;
@@ -45,10 +45,6 @@ const CTA_IP_V4_DST: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_TYPE_MASK: u16 = !(3 << 14);
-const NLMSG_HEADER: usize = 16;
-const NFGENMSG: usize = 4;
 
 /// The conntrack table of the network namespace the handle was opened in: one netlink
 /// socket for a listing and any number of deletes.
@@ -71,7 +67,7 @@ impl Conntrack {
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
         let sequence = self.request(IPCTNL_MSG_CT_GET, flags, &[])?;
         let mut flows = Vec::new();
-        self.socket.receive(sequence, |payload| {
+        self.socket.receive(sequence, |_, payload| {
             if let Some(flow) = parse_flow(payload) {
                 flows.push(flow);
             }
@@ -91,7 +87,7 @@ impl Conntrack {
             attribute(&mut attributes, CTA_ZONE, &flow.zone.to_be_bytes());
         }
         let sequence = self.request(IPCTNL_MSG_CT_DELETE, flags, &attributes)?;
-        match self.socket.receive(sequence, |_| {}) {
+        match self.socket.receive(sequence, |_, _| {}) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             other => other,
         }
@@ -106,31 +102,16 @@ impl Conntrack {
     }
 }
 
-/// A ctnetlink request: netlink header, `nfgenmsg` (IPv4), attributes.
+/// A ctnetlink request for IPv4 flows.
 fn message(kind: u16, flags: u16, sequence: u32, attributes: &[u8]) -> Vec<u8> {
-    let length = NLMSG_HEADER + NFGENMSG + attributes.len();
-    let mut bytes = Vec::with_capacity(length);
-    bytes.extend_from_slice(&(length as u32).to_ne_bytes());
-    bytes.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | kind).to_ne_bytes());
-    bytes.extend_from_slice(&flags.to_ne_bytes());
-    bytes.extend_from_slice(&sequence.to_ne_bytes());
-    bytes.extend_from_slice(&0u32.to_ne_bytes());
-    bytes.extend_from_slice(&[libc::AF_INET as u8, NFNETLINK_V0, 0, 0]);
-    bytes.extend_from_slice(attributes);
-    bytes
-}
-
-fn attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
-fn nested(out: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::new();
-    fill(&mut inner);
-    attribute(out, kind | NLA_F_NESTED, &inner);
+    nfnetlink::message(
+        NFNL_SUBSYS_CTNETLINK,
+        kind,
+        flags,
+        sequence,
+        libc::AF_INET as u8,
+        attributes,
+    )
 }
 
 fn write_tuple(out: &mut Vec<u8>, protocol: u8, tuple: &Tuple) {
@@ -143,21 +124,6 @@ fn write_tuple(out: &mut Vec<u8>, protocol: u8, tuple: &Tuple) {
         attribute(proto, CTA_PROTO_SRC_PORT, &tuple.src_port.to_be_bytes());
         attribute(proto, CTA_PROTO_DST_PORT, &tuple.dst_port.to_be_bytes());
     });
-}
-
-/// The attributes of `bytes` as (type without flags, value); stops at a malformed one.
-fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let length = usize::from(u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?));
-        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & NLA_TYPE_MASK;
-        let value = bytes.get(4..length)?;
-        bytes = bytes.get(length.next_multiple_of(4)..).unwrap_or_default();
-        Some((kind, value))
-    })
-}
-
-fn find(bytes: &[u8], wanted: u16) -> Option<&[u8]> {
-    attributes(bytes).find_map(|(kind, value)| (kind == wanted).then_some(value))
 }
 
 fn parse_tuple(bytes: &[u8]) -> Option<(u8, Tuple)> {
@@ -200,99 +166,10 @@ fn parse_flow(payload: &[u8]) -> Option<Flow> {
     })
 }
 
-struct Socket(OwnedFd);
-
-impl Socket {
-    fn open() -> io::Result<Socket> {
-        // SAFETY: plain syscalls; the descriptor is owned from here on.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket(2) and is not owned elsewhere.
-        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// To the kernel (an unbound netlink socket's destination).
-    fn send(&self, message: &[u8]) -> io::Result<()> {
-        // SAFETY: `message` is valid for its length.
-        let sent = unsafe {
-            libc::send(
-                self.0.as_raw_fd(),
-                message.as_ptr().cast(),
-                message.len(),
-                0,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Reads the answers to request `sequence` until the dump's end or the acknowledgement,
-    /// handing each data message's payload to `on_message`. A netlink error is returned as
-    /// the errno it carries.
-    fn receive(&self, sequence: u32, mut on_message: impl FnMut(&[u8])) -> io::Result<()> {
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: `buffer` is valid for writes of its length.
-            let received = unsafe {
-                libc::recv(
-                    self.0.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
-            };
-            if received < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut rest = &buffer[..received as usize];
-            while rest.len() >= NLMSG_HEADER {
-                let length = u32::from_ne_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
-                let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap_or_default());
-                let seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap_or_default());
-                if length < NLMSG_HEADER || length > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a truncated netlink message from ctnetlink",
-                    ));
-                }
-                let payload = &rest[NLMSG_HEADER..length];
-                rest = rest.get(length.next_multiple_of(4)..).unwrap_or_default();
-                if seq != sequence {
-                    continue;
-                }
-                match i32::from(kind) {
-                    libc::NLMSG_DONE => return Ok(()),
-                    libc::NLMSG_ERROR => {
-                        let errno = payload
-                            .get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(-libc::EIO, i32::from_ne_bytes);
-                        return if errno == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(-errno))
-                        };
-                    }
-                    _ => on_message(payload),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nfnetlink::NLMSG_HEADER;
 
     fn udp_flow() -> Flow {
         Flow {
@@ -334,9 +211,8 @@ mod tests {
     }
 
     #[test]
-    fn requests_carry_ctnetlinks_type_and_their_length() {
+    fn requests_carry_ctnetlinks_type() {
         let bytes = message(IPCTNL_MSG_CT_DELETE, 5, 9, &[1, 2, 3, 4]);
-        assert_eq!(u32::from_ne_bytes(bytes[..4].try_into().unwrap()), 24);
         assert_eq!(u16::from_ne_bytes(bytes[4..6].try_into().unwrap()), 0x0102);
         assert_eq!(bytes[16], libc::AF_INET as u8);
     }

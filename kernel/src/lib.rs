@@ -14,6 +14,8 @@ pub mod conntrack;
 pub mod ip;
 pub mod mounts;
 pub mod netns;
+mod nfnetlink;
+pub mod nftables;
 pub mod procs;
 pub mod sysctl;
 pub mod uts;

@@ -49,6 +49,11 @@ fn slice(i: usize, endpoints: usize, shift: usize) -> anyhow::Result<EndpointSli
 }
 
 fn main() -> anyhow::Result<()> {
+    // The proxier's own log (e.g. "full sync phases") on stderr, as in a lab.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let services: usize = args.get(1).map_or(Ok(1000), |a| a.parse())?;
     let endpoints: usize = args.get(2).map_or(Ok(10), |a| a.parse())?;
@@ -116,9 +121,18 @@ fn proxier_restarts(
         proxier.replace_services(objects.iter().map(|(svc, _)| svc.clone()).collect());
         proxier.replace_slices(objects.iter().map(|(_, sl)| sl.clone()).collect());
         let what = if round == 0 { "first" } else { "restart" };
-        timed(&format!("proxier full sync ({what} {round})"), || {
-            Ok(proxier.sync_proxy_rules()?)
-        })?;
+        let label = format!("proxier full sync ({what} {round})");
+        if std::env::var_os("NFT_COST_THREAD").is_some() {
+            // As in kubeproxy-lite, on a thread of its own (its own malloc arena).
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| timed(&label, || Ok(proxier.sync_proxy_rules()?)))
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
+            })?;
+        } else {
+            timed(&label, || Ok(proxier.sync_proxy_rules()?))?;
+        }
     }
     Ok(())
 }

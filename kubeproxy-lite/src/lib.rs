@@ -247,9 +247,17 @@ async fn sync_loop(
                         TableCheck::Nothing => Ok::<_, proxier::Error>(None),
                         TableCheck::FullSyncDue(why) => Ok(Some(why)),
                         TableCheck::ListChains { syncs } => {
+                            // Nobody else committed since the table was last verified: the
+                            // listing (tens of ms of CPU on a large table) is skipped.
+                            let generation = worker.nft.generation();
+                            if lock(&worker).is_verified_at(generation) {
+                                return Ok(None);
+                            }
                             // Listed without the proxier's lock: a sync need not wait for it.
                             let chains = worker.nft.list_chains().map_err(ListTable)?;
-                            Ok(lock(&worker).compare_table(syncs, &chains))
+                            let listed_at =
+                                generation.filter(|g| worker.nft.generation() == Some(*g));
+                            Ok(lock(&worker).compare_table(syncs, &chains, listed_at))
                         }
                     }
                 })

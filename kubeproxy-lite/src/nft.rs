@@ -76,6 +76,19 @@ pub trait Nft: Send + Sync {
     fn list_for_full_sync(&self) -> Result<Existing, Error> {
         self.existing()
     }
+    /// The ruleset generation of this network namespace, which every committed transaction
+    /// (ours or anyone's) moves on: None if it cannot be read, and then nothing is assumed.
+    fn generation(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// The kernel's generation, as both real implementations read it (a netlink request of its
+/// own, in the calling thread's namespace).
+fn kernel_generation() -> Option<u32> {
+    kernel::nftables::generation()
+        .map_err(|e| tracing::debug!("reading the nftables generation: {e}"))
+        .ok()
 }
 
 /// The real `nft`, in this process's network namespace.
@@ -110,6 +123,10 @@ impl Nft for NftCommand {
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
             })
         }
+    }
+
+    fn generation(&self) -> Option<u32> {
+        kernel_generation()
     }
 
     fn existing(&self) -> Result<Existing, Error> {
@@ -275,6 +292,10 @@ impl Nft for NftLibrary {
 
     fn list_for_full_sync(&self) -> Result<Existing, Error> {
         NftLibrary::list_for_full_sync(self)
+    }
+
+    fn generation(&self) -> Option<u32> {
+        kernel_generation()
     }
 }
 

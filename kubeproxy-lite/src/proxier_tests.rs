@@ -11,6 +11,31 @@ struct FakeNft {
     fail: Mutex<bool>,
     /// What `existing` reports: the table as the test says it is now.
     table: Mutex<Existing>,
+    /// The ruleset generation, if the test gives the kernel one: each applied transaction
+    /// moves it on, as does [`FakeNft::someone_commits`].
+    generation: Mutex<Option<u32>>,
+    /// Listings made so far.
+    listings: Mutex<usize>,
+}
+
+impl FakeNft {
+    fn with_generation() -> FakeNft {
+        FakeNft {
+            generation: Mutex::new(Some(0)),
+            ..FakeNft::default()
+        }
+    }
+
+    /// Another program commits a transaction (a hand-typed `nft`, iptables-nft).
+    fn someone_commits(&self) {
+        if let Some(generation) = self.generation.lock().unwrap().as_mut() {
+            *generation += 1;
+        }
+    }
+
+    fn listings(&self) -> usize {
+        *self.listings.lock().unwrap()
+    }
 }
 
 impl Nft for FakeNft {
@@ -21,11 +46,17 @@ impl Nft for FakeNft {
             });
         }
         self.applied.lock().unwrap().push(transaction.to_json());
+        self.someone_commits();
         Ok(())
     }
 
     fn existing(&self) -> Result<Existing, crate::nft::Error> {
+        *self.listings.lock().unwrap() += 1;
         Ok(self.table.lock().unwrap().clone())
+    }
+
+    fn generation(&self) -> Option<u32> {
+        *self.generation.lock().unwrap()
     }
 }
 
@@ -176,6 +207,55 @@ fn a_table_changed_by_hand_is_found_and_repaired_by_a_full_sync() {
 }
 
 #[test]
+fn a_table_nobody_else_committed_to_since_it_was_verified_is_not_listed_again() {
+    let nft = Arc::new(FakeNft::with_generation());
+    let mut proxier = Proxier::new(node(), nft.clone());
+    let hour = Duration::from_secs(3600);
+    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
+    proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.1.2"])]);
+    proxier.sync_proxy_rules().unwrap();
+    *nft.table.lock().unwrap() = proxier.expected();
+    let listed = nft.listings();
+    // The full sync listed the table and was the only commit since: nothing to list.
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert_eq!(nft.listings(), listed);
+    // Nor after a partial sync of its own.
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.2.2"]));
+    proxier.sync_proxy_rules().unwrap();
+    *nft.table.lock().unwrap() = proxier.expected();
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert_eq!(nft.listings(), listed);
+
+    // Someone else commits something that leaves our table alone: listed once, found as
+    // written, and verified again at the new generation.
+    nft.someone_commits();
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert_eq!(nft.listings(), listed + 1);
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert_eq!(nft.listings(), listed + 1);
+
+    // Someone commits just before our next sync: that sync cannot vouch for the table.
+    nft.someone_commits();
+    proxier.on_slice_update(slice("web", "http", 8080, &["10.244.1.2"]));
+    proxier.sync_proxy_rules().unwrap();
+    *nft.table.lock().unwrap() = proxier.expected();
+    assert_eq!(proxier.check_table(hour).unwrap(), None);
+    assert_eq!(nft.listings(), listed + 2);
+
+    // A chain deleted by hand is a commit too: listed, noticed, repaired.
+    let endpoint = proxier
+        .expected()
+        .chains
+        .into_iter()
+        .find(|c| c.starts_with("endpoint-"))
+        .unwrap();
+    nft.table.lock().unwrap().chains.remove(&endpoint);
+    nft.someone_commits();
+    assert!(proxier.check_table(hour).unwrap().is_some());
+    assert_eq!(proxier.sync_proxy_rules().unwrap().kind, SyncKind::Full);
+}
+
+#[test]
 fn a_static_proxy_repairs_nothing() {
     let nft = Arc::new(FakeNft::default());
     let mut proxier = Proxier::new(node(), nft.clone()).with_static_mode(true);
@@ -201,18 +281,18 @@ fn a_table_listing_that_overlapped_a_sync_concludes_nothing() {
     // While the table was being listed, an endpoint changed and a sync wrote its chain.
     proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.2.2"])]);
     proxier.sync_proxy_rules().unwrap();
-    assert_eq!(proxier.compare_table(syncs, &listed_before), None);
+    assert_eq!(proxier.compare_table(syncs, &listed_before, None), None);
     assert!(!proxier.has_pending_changes());
     // The next check, with a listing made after the sync, finds the table as written.
     let TableCheck::ListChains { syncs } = proxier.start_table_check(hour) else {
         panic!("still nothing pending");
     };
     assert_eq!(
-        proxier.compare_table(syncs, &proxier.expected().chains),
+        proxier.compare_table(syncs, &proxier.expected().chains, None),
         None
     );
     // A stale listing would have looked like a table changed by hand.
-    assert!(proxier.compare_table(syncs, &listed_before).is_some());
+    assert!(proxier.compare_table(syncs, &listed_before, None).is_some());
 }
 
 /// `object` with every `"TCP"` made `"UDP"`.

@@ -405,23 +405,35 @@ fn warming_the_cache_changes_nothing_and_the_next_sync_applies() {
     let before = render_service(&web, &[&slice("web", "http", 8080, &["10.244.1.2"])], &node);
     let after = render_service(&web, &[&slice("web", "http", 8080, &["10.244.2.2"])], &node);
     let full = full_sync(&node, [&before], &Existing::default());
-    let (full_listed, warmed_listed, partial_listed) = kernel::netns::run_in(&netns.0, move || {
-        let library = crate::nft::NftLibrary::load()
-            .expect("libnftables.so.1 loads")
-            .with_warm_up(&node.node_ips);
-        library.apply(&full).expect("full sync");
-        let full_listed = list_table_here();
-        library.warm_cache().expect("warm-up");
-        library.warm_cache().expect("warm-up again");
-        let warmed_listed = list_table_here();
-        library
-            .apply(&partial_sync([(&before, &after)]))
-            .expect("a partial sync on the warm cache");
-        library.warm_cache().expect("warm-up after it");
-        (full_listed, warmed_listed, list_table_here())
-    })
-    .expect("entering the test namespace");
+    let (full_listed, warmed_listed, partial_listed, generations) =
+        kernel::netns::run_in(&netns.0, move || {
+            let library = crate::nft::NftLibrary::load()
+                .expect("libnftables.so.1 loads")
+                .with_warm_up(&node.node_ips);
+            library.apply(&full).expect("full sync");
+            let full_listed = list_table_here();
+            let synced_at = library.generation();
+            library.warm_cache().expect("warm-up");
+            library.warm_cache().expect("warm-up again");
+            let warmed_listed = list_table_here();
+            let warmed_at = library.generation();
+            library
+                .apply(&partial_sync([(&before, &after)]))
+                .expect("a partial sync on the warm cache");
+            library.warm_cache().expect("warm-up after it");
+            (
+                full_listed,
+                warmed_listed,
+                list_table_here(),
+                (synced_at, warmed_at),
+            )
+        })
+        .expect("entering the test namespace");
     assert_eq!(full_listed, warmed_listed);
+    // Not even a commit: the proxier's table check relies on the warm-up leaving the
+    // ruleset's generation alone.
+    assert!(generations.0.is_some());
+    assert_eq!(generations.0, generations.1);
     assert!(
         partial_listed.contains("dnat to 10.244.2.2:8080"),
         "{partial_listed}"
