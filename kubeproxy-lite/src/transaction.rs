@@ -467,7 +467,11 @@ pub struct Existing {
 /// changes so far, so chains holding such rules are flushed and rewritten first, while the
 /// list is short, and the 10,000 endpoint chains after them. Chains that do not exist yet
 /// are only created, not flushed. Together: 1.48 → 1.23 s of CPU for the restart of that
-/// table, 1.20 → 0.96 s for a new one.
+/// table, 1.20 → 0.96 s for a new one. And the service chains are all flushed before any is
+/// rewritten: the kernel names each new anonymous map (`__map%d`) by `sscanf`-ing every
+/// active set of the table, and the maps of flushed chains are no longer active, so each
+/// new map is compared with the new ones only, not with the 1,000 it replaces (restart:
+/// ~0.92 → ~0.87 s of CPU, its time in `nf_tables_newset` 126 → 85 ms).
 pub fn full_sync<'a>(
     node: &NodeContext,
     services: impl IntoIterator<Item = &'a ServiceRules>,
@@ -579,7 +583,17 @@ impl PreparedFullSync {
         let (endpoint_chains, service_chains): (Vec<_>, Vec<_>) = chains
             .into_iter()
             .partition(|(name, _)| names::is_endpoint_chain(name));
-        for (name, rules) in service_chains.into_iter().chain(endpoint_chains) {
+        // Every service chain is flushed before any is rewritten (see above).
+        commands.extend(
+            service_chains
+                .iter()
+                .filter(|(name, _)| existing.chains.contains(name))
+                .map(|(name, _)| flush_chain(name)),
+        );
+        for (_, rules) in service_chains {
+            commands.extend(rules);
+        }
+        for (name, rules) in endpoint_chains {
             if existing.chains.contains(&name) {
                 commands.push(flush_chain(&name));
             }

@@ -717,3 +717,71 @@ fn a_restarts_full_sync_applies_on_the_cache_its_listing_warmed() {
     assert!(listed.contains("dnat to 10.244.2.2:8080"), "{listed}");
     assert!(!listed.contains("10.244.1.2"), "{listed}");
 }
+
+/// A restart's full sync flushes every service chain before it writes any (the kernel then
+/// names each new `numgen` map against the new ones only), and each endpoint chain just
+/// before its own rules.
+#[test]
+fn a_restarts_full_sync_flushes_every_service_chain_before_writing_one() {
+    let node = node();
+    let rendered: Vec<ServiceRules> = ["web", "api", "db"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            render_service(
+                &service(name, &format!("10.96.0.{}", 20 + i), &[("http", 80, None)]),
+                &[&slice(
+                    name,
+                    "http",
+                    8080,
+                    &[&format!("10.244.{}.2", i + 1)],
+                )],
+                &node,
+            )
+        })
+        .collect();
+    let mut existing = Existing::default();
+    existing.chains.extend(
+        rendered
+            .iter()
+            .flat_map(|rules| rules.chains.keys().cloned()),
+    );
+    let commands: Vec<serde_json::Value> = full_sync(&node, &rendered, &existing)
+        .commands
+        .iter()
+        .map(|command| {
+            serde_json::from_str(
+                &Transaction {
+                    commands: vec![command.clone()],
+                }
+                .to_json(),
+            )
+            .unwrap()
+        })
+        .map(|json: serde_json::Value| json["nftables"][0].clone())
+        .collect();
+    let position = |wanted: &dyn Fn(&serde_json::Value) -> bool| commands.iter().position(wanted);
+    let chain_of = |c: &serde_json::Value, verb: &str, object: &str| {
+        c[verb][object]
+            .get(if object == "rule" { "chain" } else { "name" })
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    let last_service_flush = commands
+        .iter()
+        .rposition(|c| chain_of(c, "flush", "chain").is_some_and(|n| n.starts_with("service-")))
+        .expect("service chains flushed");
+    let first_service_rule =
+        position(&|c| chain_of(c, "add", "rule").is_some_and(|n| n.starts_with("service-")))
+            .expect("service rules written");
+    assert!(last_service_flush < first_service_rule, "{commands:#?}");
+    for rules in &rendered {
+        for name in rules.chains.keys().filter(|n| n.starts_with("endpoint-")) {
+            let flush = position(&|c| chain_of(c, "flush", "chain").as_deref() == Some(name))
+                .expect("endpoint chain flushed");
+            let rule = position(&|c| chain_of(c, "add", "rule").as_deref() == Some(name))
+                .expect("endpoint rules written");
+            assert!(first_service_rule < flush && flush < rule, "{name}");
+        }
+    }
+}
