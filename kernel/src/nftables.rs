@@ -1,8 +1,13 @@
-//! The nftables ruleset generation of the calling thread's network namespace
-//! (`NFT_MSG_GETGEN`): a number the kernel increments with every committed transaction, by
-//! any program (`nft`, iptables-nft, a CNI plugin). `nft` itself compares it to tell whether
-//! its cache is still the ruleset; kube-proxy-style checks use it the same way, to know that
-//! nobody has changed the ruleset since they last looked.
+//! What nftables holds in the calling thread's network namespace, read over nfnetlink
+//! without going through `nft`:
+//!
+//! - [`generation`] (`NFT_MSG_GETGEN`): a number the kernel increments with every committed
+//!   transaction, by any program (`nft`, iptables-nft, a CNI plugin). `nft` itself compares
+//!   it to tell whether its cache is still the ruleset; kube-proxy-style checks use it the
+//!   same way, to know that nobody has changed the ruleset since they last looked.
+//! - [`table_names`] (`NFT_MSG_GETCHAIN`/`NFT_MSG_GETSET` dumps): the names of one table's
+//!   chains and named sets, as `nft -t list chains` / `list sets` print them, without nft's
+//!   cache and JSON (a table of 11,000 chains is read in a few ms).
 
 use std::io;
 
@@ -10,9 +15,93 @@ use crate::nfnetlink::{self, find, Socket, NFGENMSG};
 
 // <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_MAP: u32 = 0x8;
+
+/// The names in one table (see [`table_names`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableNames {
+    pub chains: Vec<String>,
+    /// Named sets; maps and the anonymous sets of rules (`{ … }`) are left out, as
+    /// `nft list sets` leaves them out.
+    pub sets: Vec<String>,
+}
+
+/// The chains and named sets of table `table` of address family `family` (`libc::NFPROTO_*`);
+/// empty if there is no such table.
+pub fn table_names(family: u8, table: &str) -> io::Result<TableNames> {
+    let socket = Socket::open()?;
+    let mut table_attribute = Vec::new();
+    let mut name = table.as_bytes().to_vec();
+    name.push(0);
+    nfnetlink::attribute(&mut table_attribute, NFTA_CHAIN_TABLE, &name);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    let mut names = TableNames::default();
+    // NFTA_CHAIN_TABLE and NFTA_SET_TABLE are both attribute 1: the same filter for both
+    // (the kernel may dump other tables' chains anyway: checked below).
+    for (sequence, kind) in [(1, NFT_MSG_GETCHAIN), (2, NFT_MSG_GETSET)] {
+        socket.send(&nfnetlink::message(
+            NFNL_SUBSYS_NFTABLES,
+            kind,
+            flags,
+            sequence,
+            family,
+            &table_attribute,
+        ))?;
+        let received = socket.receive(sequence, |kind, payload| {
+            let Some(attributes) = payload.get(NFGENMSG..) else {
+                return;
+            };
+            match kind {
+                NFT_MSG_NEWCHAIN => {
+                    if let Some(chain) = named(attributes, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, table)
+                    {
+                        names.chains.push(chain);
+                    }
+                }
+                NFT_MSG_NEWSET => {
+                    let flags = find(attributes, NFTA_SET_FLAGS)
+                        .and_then(|v| v.try_into().ok())
+                        .map_or(0, u32::from_be_bytes);
+                    if flags & (NFT_SET_ANONYMOUS | NFT_SET_MAP) == 0 {
+                        if let Some(set) = named(attributes, NFTA_SET_TABLE, NFTA_SET_NAME, table) {
+                            names.sets.push(set);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        });
+        match received {
+            // A dump filtered by a table that does not exist.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => other?,
+        }
+    }
+    Ok(names)
+}
+
+/// The object's name, if it belongs to `table`. Names are NUL-terminated strings.
+fn named(attributes: &[u8], table_kind: u16, name_kind: u16, table: &str) -> Option<String> {
+    let string = |kind| {
+        let value = find(attributes, kind)?;
+        let value = value.strip_suffix(&[0]).unwrap_or(value);
+        std::str::from_utf8(value).ok()
+    };
+    (string(table_kind)? == table).then(|| string(name_kind).map(str::to_string))?
+}
 
 /// The ruleset generation now.
 pub fn generation() -> io::Result<u32> {
@@ -62,6 +151,30 @@ mod tests {
         assert_eq!(parse_generation(&[0, 0]), None);
     }
 
+    #[test]
+    fn names_are_read_for_their_table_only() {
+        let mut attributes = Vec::new();
+        nfnetlink::attribute(&mut attributes, NFTA_CHAIN_TABLE, b"kube-proxy\0");
+        nfnetlink::attribute(&mut attributes, NFTA_CHAIN_NAME, b"services\0");
+        assert_eq!(
+            named(&attributes, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, "kube-proxy"),
+            Some("services".to_string())
+        );
+        assert_eq!(
+            named(&attributes, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, "nat"),
+            None
+        );
+        assert_eq!(
+            named(
+                &attributes[..8],
+                NFTA_CHAIN_TABLE,
+                NFTA_CHAIN_NAME,
+                "kube-proxy"
+            ),
+            None
+        );
+    }
+
     /// In a throwaway namespace: each committed `nft` transaction moves the generation on by
     /// one; a listing does not.
     #[test]
@@ -91,5 +204,38 @@ mod tests {
             result.expect("entered").expect("generations read");
         assert_eq!(after_commit, before.wrapping_add(1));
         assert_eq!(after_listing, after_commit);
+    }
+
+    /// In a throwaway namespace: chains and named sets of one table, not its maps, not the
+    /// anonymous set of a rule, not another table's.
+    #[test]
+    fn a_tables_chains_and_named_sets_are_listed() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let name = format!("knetsim-names-{}", std::process::id());
+        crate::netns::add(&name).expect("netns add");
+        let result = crate::netns::run_in(&name, || -> io::Result<(TableNames, TableNames)> {
+            let status = std::process::Command::new("nft")
+                .arg(
+                    "add table ip t; add chain ip t c1; add chain ip t c2; \
+                     add set ip t s { type ipv4_addr; }; \
+                     add map ip t m { type ipv4_addr : verdict; }; \
+                     add rule ip t c1 ip daddr { 10.0.0.1, 10.0.0.2 } accept; \
+                     add table ip other; add chain ip other x",
+                )
+                .status()?;
+            assert!(status.success());
+            Ok((
+                table_names(libc::NFPROTO_IPV4 as u8, "t")?,
+                table_names(libc::NFPROTO_IPV4 as u8, "missing")?,
+            ))
+        });
+        let _ = crate::netns::delete(&name);
+        let (mut listed, missing) = result.expect("entered").expect("listed");
+        listed.chains.sort();
+        assert_eq!(listed.chains, ["c1", "c2"]);
+        assert_eq!(listed.sets, ["s"]);
+        assert_eq!(missing, TableNames::default());
     }
 }

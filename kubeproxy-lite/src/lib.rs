@@ -254,7 +254,7 @@ async fn sync_loop(
                                 return Ok(None);
                             }
                             // Listed without the proxier's lock: a sync need not wait for it.
-                            let chains = worker.nft.list_chains().map_err(ListTable)?;
+                            let chains = worker.nft.existing().map_err(ListTable)?.chains;
                             let listed_at =
                                 generation.filter(|g| worker.nft.generation() == Some(*g));
                             Ok(lock(&worker).compare_table(syncs, &chains, listed_at))

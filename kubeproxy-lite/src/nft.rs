@@ -21,6 +21,11 @@
 //!   skips the dump. nft's error text comes back in the context's buffer, and a full sync's
 //!   10 MB of JSON is not copied through a pipe.
 //! - [`NftCommand`]: `nft -j -f -`, used when the library cannot be loaded.
+//!
+//! What the table holds (chain and set names, for a full sync and the periodic check) is
+//! read over nfnetlink directly ([`kernel::nftables::table_names`]), either way: with 11,000
+//! chains, `nft -j -t list chains; list sets` cost ~40 ms of CPU (libnftables reading its
+//! cache, printing JSON, our parse of it), the netlink dumps a few ms.
 
 use crate::names::TABLE;
 use crate::transaction::{Existing, Transaction};
@@ -31,16 +36,10 @@ pub enum Error {
     Missing(#[source] std::io::Error),
     #[error("nft rejected the transaction: {stderr}")]
     Rejected { stderr: String },
-    #[error("listing the {what} of table ip {TABLE}")]
-    List {
-        what: &'static str,
-        #[source]
-        source: nftables::helper::NftablesError,
-    },
+    #[error("listing the chains and sets of table ip {TABLE} over netlink")]
+    List(#[source] std::io::Error),
     #[error("libnftables: {0}")]
     Library(String),
-    #[error("nft printed JSON we could not read")]
-    BadJson(#[source] serde_json::Error),
 }
 
 /// The library if it loads, else the `nft` binary.
@@ -60,11 +59,6 @@ pub trait Nft: Send + Sync {
     fn apply(&self, transaction: &Transaction) -> Result<(), Error>;
     /// The per-service chains and sets the table holds now (empty if there is no table).
     fn existing(&self) -> Result<Existing, Error>;
-    /// The chains the table holds now (none if there is no table): [`Nft::existing`] without
-    /// the sets, whose listing costs as much again.
-    fn list_chains(&self) -> Result<std::collections::BTreeSet<String>, Error> {
-        self.existing().map(|existing| existing.chains)
-    }
     /// Called after a sync, off the path of the next one: do now what the next transaction
     /// would otherwise do first (see [`NftLibrary::warm_cache`]).
     fn warm_cache(&self) -> Result<(), Error> {
@@ -81,6 +75,16 @@ pub trait Nft: Send + Sync {
     fn generation(&self) -> Option<u32> {
         None
     }
+}
+
+/// The table's chain and set names, as both real implementations read them.
+fn kernel_listing() -> Result<Existing, Error> {
+    let names =
+        kernel::nftables::table_names(libc::NFPROTO_IPV4 as u8, TABLE).map_err(Error::List)?;
+    Ok(Existing {
+        chains: names.chains.into_iter().collect(),
+        sets: names.sets.into_iter().collect(),
+    })
 }
 
 /// The kernel's generation, as both real implementations read it (a netlink request of its
@@ -130,16 +134,7 @@ impl Nft for NftCommand {
     }
 
     fn existing(&self) -> Result<Existing, Error> {
-        let output = nftables::helper::apply_ruleset_raw(
-            LIST_CHAINS_AND_SETS,
-            nftables::helper::DEFAULT_NFT,
-            nftables::helper::DEFAULT_ARGS,
-        )
-        .map_err(|source| Error::List {
-            what: "chains and sets",
-            source,
-        })?;
-        existing_from(&output)
+        kernel_listing()
     }
 }
 
@@ -149,12 +144,6 @@ pub struct NftLibrary {
     /// One context, made in the network namespace of the thread that first used it, and made
     /// again if a later caller is in another one (its netlink socket is bound to it).
     context: std::sync::Mutex<Option<ffi::Context>>,
-    /// Another for listing: a `list` leaves the cache marked for refresh, which would make
-    /// the next transaction read it again, so lists never use the warm context. It lists
-    /// tersely (`nft -t`): without set elements, which the listings never need and which
-    /// 1.0.6 otherwise reads for every set, anonymous ones too (half of a large table's
-    /// listing: 82 → 40 ms with 1,000 Services × 10 endpoints).
-    list_context: std::sync::Mutex<Option<ffi::Context>>,
     /// See [`NftLibrary::warm_cache`]; None: no warm-up.
     warm_up: Option<String>,
     /// Whether the last transaction needed libnftables' whole cache (it was not narrowed, see
@@ -168,7 +157,6 @@ impl NftLibrary {
         Ok(NftLibrary {
             library: ffi::Library::get()?,
             context: std::sync::Mutex::new(None),
-            list_context: std::sync::Mutex::new(None),
             warm_up: None,
             whole_cache_used: std::sync::atomic::AtomicBool::new(true),
         })
@@ -189,24 +177,10 @@ impl NftLibrary {
 
     /// Run `commands` (JSON) in one transaction; what nft printed, or its error text.
     fn run(&self, commands: impl Into<Vec<u8>>) -> Result<String, Error> {
-        self.run_in(&self.context, ffi::TRANSACTION_OUTPUT, commands)
-    }
-
-    /// Run a listing in the listing context.
-    fn list(&self, commands: &str) -> Result<String, Error> {
-        self.run_in(&self.list_context, ffi::LIST_OUTPUT, commands)
-    }
-
-    fn run_in(
-        &self,
-        context: &std::sync::Mutex<Option<ffi::Context>>,
-        output_flags: std::ffi::c_uint,
-        commands: impl Into<Vec<u8>>,
-    ) -> Result<String, Error> {
         let netns = ffi::current_netns();
-        let mut context = context.lock().unwrap_or_else(|p| p.into_inner());
+        let mut context = self.context.lock().unwrap_or_else(|p| p.into_inner());
         if context.as_ref().is_none_or(|c| c.netns != netns) {
-            *context = Some(ffi::Context::new(self.library, netns, output_flags)?);
+            *context = Some(ffi::Context::new(self.library, netns)?);
         }
         let result = match context.as_mut() {
             Some(context) => context.run(commands),
@@ -278,12 +252,7 @@ impl Nft for NftLibrary {
     }
 
     fn existing(&self) -> Result<Existing, Error> {
-        existing_from(&self.list(LIST_CHAINS_AND_SETS)?)
-    }
-
-    fn list_chains(&self) -> Result<std::collections::BTreeSet<String>, Error> {
-        let listed = self.list(LIST_CHAINS)?;
-        Ok(names_in_table(&listed)?.0.into_iter().collect())
+        kernel_listing()
     }
 
     fn warm_cache(&self) -> Result<(), Error> {
@@ -323,12 +292,6 @@ mod ffi {
     const LIBRARY: &CStr = c"libnftables.so.1";
     /// `NFT_CTX_OUTPUT_JSON` of `<nftables/libnftables.h>`: JSON output, and JSON input first.
     const OUTPUT_JSON: c_uint = 1 << 4;
-    /// `NFT_CTX_OUTPUT_TERSE`: no set elements in listings (and none read for them).
-    const OUTPUT_TERSE: c_uint = 1 << 11;
-    /// The transactions' context: JSON.
-    pub const TRANSACTION_OUTPUT: c_uint = OUTPUT_JSON;
-    /// The listings' context: JSON, terse.
-    pub const LIST_OUTPUT: c_uint = OUTPUT_JSON | OUTPUT_TERSE;
 
     type New = unsafe extern "C" fn(c_uint) -> *mut c_void;
     type Free = unsafe extern "C" fn(*mut c_void);
@@ -439,11 +402,7 @@ mod ffi {
     unsafe impl Send for Context {}
 
     impl Context {
-        pub fn new(
-            library: &'static Library,
-            netns: u64,
-            output_flags: c_uint,
-        ) -> Result<Context, Error> {
+        pub fn new(library: &'static Library, netns: u64) -> Result<Context, Error> {
             // SAFETY: calls as libnftables.h documents them, on the context just made.
             unsafe {
                 let context = (library.new)(0);
@@ -455,7 +414,7 @@ mod ffi {
                     context,
                     netns,
                 };
-                (library.set_output_flags)(context.context, output_flags);
+                (library.set_output_flags)(context.context, OUTPUT_JSON);
                 if (library.buffer_output)(context.context) != 0
                     || (library.buffer_error)(context.context) != 0
                 {
@@ -504,83 +463,5 @@ mod ffi {
             // SAFETY: made by nft_ctx_new, freed once.
             unsafe { (self.library.free)(self.context) }
         }
-    }
-}
-
-/// The per-service chains and sets in `nft -j list chains; list sets` output.
-fn existing_from(output: &str) -> Result<Existing, Error> {
-    let mut existing = Existing::default();
-    for document in output.lines().filter(|l| !l.trim().is_empty()) {
-        let (chains, sets) = names_in_table(document)?;
-        existing.chains.extend(chains);
-        existing.sets.extend(sets);
-    }
-    Ok(existing)
-}
-
-/// Both lists in one run: each run reads the namespace's chains into nft's cache first.
-/// Prints one document per list.
-const LIST_CHAINS_AND_SETS: &str =
-    r#"{"nftables":[{"list":{"chains":{"family":"ip"}}},{"list":{"sets":{"family":"ip"}}}]}"#;
-
-const LIST_CHAINS: &str = r#"{"nftables":[{"list":{"chains":{"family":"ip"}}}]}"#;
-
-/// The names of our table's chains and sets in `nft -j list …` output. Read into borrowing
-/// structs, once: with 11,000 chains the output is 1.5 MB, and a `serde_json::Value` of it
-/// costs an allocation per key and value.
-fn names_in_table(json: &str) -> Result<(Vec<String>, Vec<String>), Error> {
-    #[derive(serde::Deserialize)]
-    struct Listing<'a> {
-        #[serde(borrow, default)]
-        nftables: Vec<Listed<'a>>,
-    }
-    /// One object of the listing: a chain, a set, or something else (`metainfo`).
-    #[derive(serde::Deserialize)]
-    struct Listed<'a> {
-        #[serde(borrow)]
-        chain: Option<Named<'a>>,
-        #[serde(borrow)]
-        set: Option<Named<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow)]
-        table: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        name: std::borrow::Cow<'a, str>,
-    }
-    let (mut chains, mut sets) = (Vec::new(), Vec::new());
-    if json.trim().is_empty() {
-        return Ok((chains, sets));
-    }
-    let listing: Listing = serde_json::from_str(json).map_err(Error::BadJson)?;
-    for object in listing.nftables {
-        for (named, names) in [(object.chain, &mut chains), (object.set, &mut sets)] {
-            if let Some(named) = named.filter(|named| named.table == TABLE) {
-                names.push(named.name.into_owned());
-            }
-        }
-    }
-    Ok((chains, sets))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_our_tables_names_are_listed() {
-        let json = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
-            {"chain":{"family":"ip","table":"kube-proxy","name":"services","handle":1}},
-            {"chain":{"family":"ip","table":"other","name":"x","handle":2}}]}"#;
-        let (chains, sets) = super::names_in_table(json).unwrap();
-        assert_eq!(chains, ["services"]);
-        assert!(sets.is_empty());
-        let sets_only = r#"{"nftables":[{"metainfo":{"version":"1.0.6"}},
-            {"set":{"family":"ip","name":"affinity-X-a\/b","table":"kube-proxy","type":"ipv4_addr","handle":3}},
-            {"set":{"family":"ip","name":"y","table":"other","type":"ipv4_addr","handle":4}}]}"#;
-        assert_eq!(
-            super::names_in_table(sets_only).unwrap(),
-            (Vec::new(), vec!["affinity-X-a/b".to_string()])
-        );
-        assert_eq!(super::names_in_table("").unwrap(), (Vec::new(), Vec::new()));
     }
 }
