@@ -175,64 +175,64 @@ mod tests {
         );
     }
 
-    /// In a throwaway namespace: each committed `nft` transaction moves the generation on by
-    /// one; a listing does not.
-    #[test]
-    fn each_commit_moves_the_generation_on() {
+    /// `check` run in a throwaway namespace (deleted also when it fails), with `nft` there;
+    /// None when not root.
+    fn in_throwaway_netns<T: Send + 'static>(
+        tag: &str,
+        check: impl FnOnce(&dyn Fn(&str)) -> io::Result<T> + Send + 'static,
+    ) -> Option<T> {
         if !nix::unistd::Uid::effective().is_root() {
-            return;
+            return None;
         }
-        let name = format!("knetsim-gen-{}", std::process::id());
+        let name = format!("knetsim-{tag}-{}", std::process::id());
         crate::netns::add(&name).expect("netns add");
-        let result = crate::netns::run_in(&name, || -> io::Result<(u32, u32, u32)> {
-            let nft = |commands: &str| -> io::Result<()> {
+        let result = crate::netns::run_in(&name, move || {
+            check(&|commands| {
                 let status = std::process::Command::new("nft")
                     .arg(commands)
                     .stdout(std::process::Stdio::null())
-                    .status()?;
+                    .status()
+                    .expect("nft runs");
                 assert!(status.success(), "nft {commands}");
-                Ok(())
-            };
-            let before = generation()?;
-            nft("add table ip t; add chain ip t c")?;
-            let after_commit = generation()?;
-            nft("list ruleset")?;
-            Ok((before, after_commit, generation()?))
+            })
         });
         let _ = crate::netns::delete(&name);
-        let (before, after_commit, after_listing) =
-            result.expect("entered").expect("generations read");
+        Some(result.expect("entered").expect("read over netlink"))
+    }
+
+    /// Each committed `nft` transaction moves the generation on by one; a listing does not.
+    #[test]
+    fn each_commit_moves_the_generation_on() {
+        let Some((before, after_commit, after_listing)) = in_throwaway_netns("gen", |nft| {
+            let before = generation()?;
+            nft("add table ip t; add chain ip t c");
+            let after_commit = generation()?;
+            nft("list ruleset");
+            Ok((before, after_commit, generation()?))
+        }) else {
+            return;
+        };
         assert_eq!(after_commit, before.wrapping_add(1));
         assert_eq!(after_listing, after_commit);
     }
 
-    /// In a throwaway namespace: chains and named sets of one table, not its maps, not the
-    /// anonymous set of a rule, not another table's.
+    /// Chains and named sets of one table, not its maps, not the anonymous set of a rule,
+    /// not another table's.
     #[test]
     fn a_tables_chains_and_named_sets_are_listed() {
-        if !nix::unistd::Uid::effective().is_root() {
-            return;
-        }
-        let name = format!("knetsim-names-{}", std::process::id());
-        crate::netns::add(&name).expect("netns add");
-        let result = crate::netns::run_in(&name, || -> io::Result<(TableNames, TableNames)> {
-            let status = std::process::Command::new("nft")
-                .arg(
-                    "add table ip t; add chain ip t c1; add chain ip t c2; \
-                     add set ip t s { type ipv4_addr; }; \
-                     add map ip t m { type ipv4_addr : verdict; }; \
-                     add rule ip t c1 ip daddr { 10.0.0.1, 10.0.0.2 } accept; \
-                     add table ip other; add chain ip other x",
-                )
-                .status()?;
-            assert!(status.success());
+        let Some((mut listed, missing)) = in_throwaway_netns("names", |nft| {
+            nft("add table ip t; add chain ip t c1; add chain ip t c2; \
+                 add set ip t s { type ipv4_addr; }; \
+                 add map ip t m { type ipv4_addr : verdict; }; \
+                 add rule ip t c1 ip daddr { 10.0.0.1, 10.0.0.2 } accept; \
+                 add table ip other; add chain ip other x");
             Ok((
                 table_names(libc::NFPROTO_IPV4 as u8, "t")?,
                 table_names(libc::NFPROTO_IPV4 as u8, "missing")?,
             ))
-        });
-        let _ = crate::netns::delete(&name);
-        let (mut listed, missing) = result.expect("entered").expect("listed");
+        }) else {
+            return;
+        };
         listed.chains.sort();
         assert_eq!(listed.chains, ["c1", "c2"]);
         assert_eq!(listed.sets, ["s"]);
