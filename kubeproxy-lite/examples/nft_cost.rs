@@ -10,6 +10,9 @@
 //! ip netns del cost
 //! ```
 //!
+//! With `--partials N` (after a run that left the table) it times N partial syncs, one
+//! endpoint replaced and put back, as `knetsim bench services` flips its probe Service.
+//!
 //! With `--restarts N` instead (after a run that left the table), it times N + 1 full syncs
 //! through the proxier's own path, each by a new proxier as after a restart: the first in
 //! this fresh process (as in `knetsim bench services`), the others on its warm heap. Wall and
@@ -72,6 +75,10 @@ fn main() -> anyhow::Result<()> {
         let restarts = args.get(restarts + 1).map_or(Ok(5), |a| a.parse())?;
         return proxier_restarts(&node, &objects, restarts);
     }
+    if let Some(partials) = args.iter().position(|a| a == "--partials") {
+        let partials = args.get(partials + 1).map_or(Ok(200), |a| a.parse())?;
+        return flips(&node, &objects, endpoints, partials);
+    }
     let started = Instant::now();
     let all: Vec<_> = objects
         .iter()
@@ -104,6 +111,44 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--apply") {
         apply(&node, &all, &after)?;
     }
+    Ok(())
+}
+
+/// `--partials N` (after a run that left the table): N partial syncs through the library,
+/// as a proxier makes them when one endpoint of a Service is replaced and put back (as
+/// `knetsim bench services` flips its probe Service), to profile: p50/p99 and CPU.
+fn flips(
+    node: &NodeContext,
+    objects: &[(Service, EndpointSlice)],
+    endpoints: usize,
+    partials: usize,
+) -> anyhow::Result<()> {
+    let (service, before) = objects
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no Services"))?;
+    let after = slice(0, endpoints, 1)?;
+    let before = render_service(service, &[before], node);
+    let after = render_service(service, &[&after], node);
+    let there = partial_sync([(&before, &after)]);
+    let back = partial_sync([(&after, &before)]);
+    let library = NftLibrary::load()?.with_warm_up(&node.node_ips);
+    let mut times = Vec::new();
+    timed(&format!("{partials} partial syncs"), || {
+        for round in 0..partials {
+            let started = Instant::now();
+            library.apply(if round % 2 == 0 { &there } else { &back })?;
+            times.push(started.elapsed());
+        }
+        Ok(())
+    })?;
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    eprintln!(
+        "partial sync ({} commands): p50 {:.1} ms, p99 {:.1} ms",
+        there.commands.len(),
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
