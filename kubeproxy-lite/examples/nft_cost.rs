@@ -211,7 +211,7 @@ fn apply(
     after: &kubeproxy_lite::render::ServiceRules,
 ) -> anyhow::Result<()> {
     let library = NftLibrary::load()?;
-    let _ = NftCommand.apply(&kubeproxy_lite::transaction::Transaction {
+    let _ = NftCommand::default().apply(&kubeproxy_lite::transaction::Transaction {
         commands: Vec::new(),
     });
     timed("full sync, new table, library", || {
@@ -249,12 +249,13 @@ fn apply(
         )?;
     }
     timed("full sync, restart, nft binary", || {
-        let existing = NftCommand.existing()?;
-        Ok(NftCommand.apply(&full_sync(node, all.iter(), &existing))?)
+        let existing = NftCommand::default().existing()?;
+        Ok(NftCommand::default().apply(&full_sync(node, all.iter(), &existing))?)
     })?;
     let there = partial_sync([(&all[0], after)]);
     let back = partial_sync([(after, &all[0])]);
     let warmed = NftLibrary::load()?.with_warm_up(&node.node_ips);
+    let command = NftCommand::default();
     for (name, backend, warm) in [
         ("library", &library as &dyn Nft, false),
         (
@@ -262,7 +263,7 @@ fn apply(
             &warmed as &dyn Nft,
             true,
         ),
-        ("nft binary", &NftCommand as &dyn Nft, false),
+        ("nft binary", &command as &dyn Nft, false),
     ] {
         let mut times = Vec::new();
         let mut warm_ups = Vec::new();

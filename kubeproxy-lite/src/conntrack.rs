@@ -48,12 +48,34 @@ pub fn stale_udp_flows(flows: &[Flow], serving: &UdpServing, node_ips: &[Ipv4Add
         .collect()
 }
 
-/// Lists this namespace's flows and deletes the stale UDP ones; returns how many.
-pub fn clean_stale_udp_flows(
+/// Deletes the stale UDP flows of this namespace's conntrack table, through a handle opened
+/// at the first clean-up and kept: closing a netfilter netlink socket right after a sync
+/// waits for nf_tables' deferred clean-up (see `kernel::nftables`), 10–25 ms.
+#[derive(Default)]
+pub struct StaleUdpCleaner {
+    table: Option<kernel::conntrack::Conntrack>,
+}
+
+impl StaleUdpCleaner {
+    /// Lists the flows and deletes the stale UDP ones; returns how many.
+    pub fn clean(&mut self, serving: &UdpServing, node_ips: &[Ipv4Addr]) -> std::io::Result<usize> {
+        let table = match self.table.as_mut() {
+            Some(table) => table,
+            None => self.table.insert(kernel::conntrack::Conntrack::open()?),
+        };
+        let result = delete_stale(table, serving, node_ips);
+        if result.is_err() {
+            self.table = None; // a socket left mid-answer is not reused
+        }
+        result
+    }
+}
+
+fn delete_stale(
+    table: &mut kernel::conntrack::Conntrack,
     serving: &UdpServing,
     node_ips: &[Ipv4Addr],
 ) -> std::io::Result<usize> {
-    let mut table = kernel::conntrack::Conntrack::open()?;
     let stale = stale_udp_flows(&table.list_ipv4()?, serving, node_ips);
     for flow in &stale {
         table.delete(flow)?;

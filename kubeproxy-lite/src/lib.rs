@@ -104,6 +104,7 @@ struct Shared {
     changed: tokio::sync::Notify,
     services_synced: std::sync::atomic::AtomicBool,
     slices_synced: std::sync::atomic::AtomicBool,
+    conntrack: Mutex<conntrack::StaleUdpCleaner>,
 }
 
 pub async fn run(
@@ -154,6 +155,7 @@ async fn serve(config: Config, status: Arc<Mutex<server::Status>>) -> anyhow::Re
         changed: tokio::sync::Notify::new(),
         services_synced: false.into(),
         slices_synced: false.into(),
+        conntrack: Mutex::new(conntrack::StaleUdpCleaner::default()),
     });
     let watches = [
         tokio::spawn(watch_services(
@@ -318,8 +320,13 @@ async fn sync_loop(
                     .record(&report, chains, rules);
                 if let Some(serving) = report.udp_serving {
                     let node_ips = config.node_ips.clone();
+                    let worker = shared.clone();
                     let cleaned = tokio::task::spawn_blocking(move || {
-                        conntrack::clean_stale_udp_flows(&serving, &node_ips)
+                        worker
+                            .conntrack
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clean(&serving, &node_ips)
                     })
                     .await
                     .context("the conntrack clean-up panicked")?;

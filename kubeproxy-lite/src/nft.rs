@@ -49,7 +49,7 @@ pub fn kernel(node_ips: &[std::net::Ipv4Addr]) -> std::sync::Arc<dyn Nft> {
         Ok(library) => std::sync::Arc::new(library.with_warm_up(node_ips)),
         Err(e) => {
             tracing::warn!("{e:#}; running the `nft` binary for each sync instead");
-            std::sync::Arc::new(NftCommand)
+            std::sync::Arc::new(NftCommand::default())
         }
     }
 }
@@ -77,27 +77,60 @@ pub trait Nft: Send + Sync {
     }
 }
 
-/// The table's chain and set names, as both real implementations read them.
-fn kernel_listing() -> Result<Existing, Error> {
-    let names =
-        kernel::nftables::table_names(libc::NFPROTO_IPV4 as u8, TABLE).map_err(Error::List)?;
-    Ok(Existing {
-        chains: names.chains.into_iter().collect(),
-        sets: names.sets.into_iter().collect(),
-    })
+/// What both real implementations read over nfnetlink: the table's names and the ruleset
+/// generation. The socket is kept (closing one right after a commit waits for nf_tables'
+/// deferred clean-up, see [`kernel::nftables`]), and opened again in the calling thread's
+/// network namespace if that is another one.
+#[derive(Default)]
+struct KernelReader {
+    handle: std::sync::Mutex<Option<(u64, kernel::nftables::Nftables)>>,
 }
 
-/// The kernel's generation, as both real implementations read it (a netlink request of its
-/// own, in the calling thread's namespace).
-fn kernel_generation() -> Option<u32> {
-    kernel::nftables::generation()
-        .map_err(|e| tracing::debug!("reading the nftables generation: {e}"))
-        .ok()
+impl KernelReader {
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&mut kernel::nftables::Nftables) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let netns = ffi::current_netns();
+        let mut handle = self.handle.lock().unwrap_or_else(|p| p.into_inner());
+        let nftables = match handle.as_mut() {
+            Some((opened_in, nftables)) if *opened_in == netns => nftables,
+            _ => {
+                &mut handle
+                    .insert((netns, kernel::nftables::Nftables::open()?))
+                    .1
+            }
+        };
+        let result = read(nftables);
+        if result.is_err() {
+            // A socket left mid-answer is not reused.
+            *handle = None;
+        }
+        result
+    }
+
+    fn listing(&self) -> Result<Existing, Error> {
+        let names = self
+            .with(|nftables| nftables.table_names(libc::NFPROTO_IPV4 as u8, TABLE))
+            .map_err(Error::List)?;
+        Ok(Existing {
+            chains: names.chains.into_iter().collect(),
+            sets: names.sets.into_iter().collect(),
+        })
+    }
+
+    fn generation(&self) -> Option<u32> {
+        self.with(|nftables| nftables.generation())
+            .map_err(|e| tracing::debug!("reading the nftables generation: {e}"))
+            .ok()
+    }
 }
 
 /// The real `nft`, in this process's network namespace.
-#[derive(Debug, Clone, Default)]
-pub struct NftCommand;
+#[derive(Default)]
+pub struct NftCommand {
+    reader: KernelReader,
+}
 
 impl Nft for NftCommand {
     fn apply(&self, transaction: &Transaction) -> Result<(), Error> {
@@ -130,11 +163,11 @@ impl Nft for NftCommand {
     }
 
     fn generation(&self) -> Option<u32> {
-        kernel_generation()
+        self.reader.generation()
     }
 
     fn existing(&self) -> Result<Existing, Error> {
-        kernel_listing()
+        self.reader.listing()
     }
 }
 
@@ -144,6 +177,7 @@ pub struct NftLibrary {
     /// One context, made in the network namespace of the thread that first used it, and made
     /// again if a later caller is in another one (its netlink socket is bound to it).
     context: std::sync::Mutex<Option<ffi::Context>>,
+    reader: KernelReader,
     /// See [`NftLibrary::warm_cache`]; None: no warm-up.
     warm_up: Option<String>,
     /// Whether the last transaction needed libnftables' whole cache (it was not narrowed, see
@@ -157,6 +191,7 @@ impl NftLibrary {
         Ok(NftLibrary {
             library: ffi::Library::get()?,
             context: std::sync::Mutex::new(None),
+            reader: KernelReader::default(),
             warm_up: None,
             whole_cache_used: std::sync::atomic::AtomicBool::new(true),
         })
@@ -252,7 +287,7 @@ impl Nft for NftLibrary {
     }
 
     fn existing(&self) -> Result<Existing, Error> {
-        kernel_listing()
+        self.reader.listing()
     }
 
     fn warm_cache(&self) -> Result<(), Error> {
@@ -264,7 +299,7 @@ impl Nft for NftLibrary {
     }
 
     fn generation(&self) -> Option<u32> {
-        kernel_generation()
+        self.reader.generation()
     }
 }
 

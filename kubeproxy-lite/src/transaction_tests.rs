@@ -24,7 +24,7 @@ impl ThrowawayNetns {
     fn apply_with_binary(&self, transaction: &Transaction) -> Result<(), crate::nft::Error> {
         let transaction = transaction.clone();
         kernel::netns::run_in(&self.0, move || {
-            crate::nft::Nft::apply(&crate::nft::NftCommand, &transaction)
+            crate::nft::Nft::apply(&crate::nft::NftCommand::default(), &transaction)
         })
         .expect("entering the test namespace")
     }
