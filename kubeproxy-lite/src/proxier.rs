@@ -99,8 +99,9 @@ pub enum TableCheck {
     Nothing,
     /// The full-sync period has passed: the next sync is full, for this reason.
     FullSyncDue(String),
-    /// List the table's chains and hand them to [`Proxier::compare_table`] with `syncs`
-    /// and the generation read before the listing.
+    /// Unless the table [`Proxier::is_verified_at`] the ruleset's current generation, list
+    /// its chains and hand them to [`Proxier::compare_table`] with `syncs` and the
+    /// generation the listing saw.
     ListChains { syncs: u64 },
 }
 
