@@ -23,7 +23,7 @@
 //! - [`NftCommand`]: `nft -j -f -`, used when the library cannot be loaded.
 //!
 //! What the table holds (chain and set names, for a full sync and the periodic check) is
-//! read over nfnetlink directly ([`kernel::nftables::table_names`]), either way: with 11,000
+//! read over nfnetlink directly ([`kernel::nftables::Nftables::table_names`]), either way: with 11,000
 //! chains, `nft -j -t list chains; list sets` cost ~40 ms of CPU (libnftables reading its
 //! cache, printing JSON, our parse of it), the netlink dumps a few ms.
 
