@@ -19,8 +19,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# knetsim and its node programs, which it finds next to itself.
-RUN cargo build --release --locked \
+# knetsim and its node programs, which it finds next to itself (the kubelet built apart, see
+# scripts/build.sh).
+RUN bash scripts/build.sh --locked \
  && mkdir /out \
  && cd target/release \
  && cp knetsim knetsim-kubelet knetsim-pause knetsim-shim knetsim-agnhost knetsim-flannel-cni /out/

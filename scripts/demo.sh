@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-cargo build --release --locked
+bash scripts/build.sh --locked
 # `knetsim` on PATH for the commands below and for you.
 ln -sf "$PWD/target/release/knetsim" /usr/local/bin/knetsim
 

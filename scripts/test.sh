@@ -8,3 +8,5 @@ bash scripts/install-deps.sh
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
+# The kubelet the lab installs (static, `kubelet` profile) builds and starts.
+bash scripts/build.sh --kubelet-only --locked

@@ -9,46 +9,44 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The kubelet's command line (kubelet's flags), for `knetsim kubelet` and `knetsim-kubelet`.
-#[derive(clap::Args)]
-pub struct KubeletArgs {
-    #[arg(long)]
-    pub cluster: String,
-    /// The node within the cluster (`w1`).
-    #[arg(long)]
-    pub node: String,
-    #[arg(long, default_value = "/var/lib/kubelet/kubeconfig")]
-    pub kubeconfig: PathBuf,
-    /// The Node object's name (`c0-w1`).
-    #[arg(long)]
-    pub hostname_override: String,
-    #[arg(long)]
-    pub node_ip: std::net::Ipv4Addr,
-    /// Register with the control-plane role label and `NoSchedule` taint.
-    #[arg(long)]
-    pub register_with_control_plane_taint: bool,
-    #[arg(long, default_value = "/run/flannel/subnet.env")]
-    pub subnet_file: PathBuf,
-    /// The serving certificate for container logs on <node-ip>:10250 (with its key and the CA
-    /// client certificates must come from); without them, logs are not served.
-    #[arg(long)]
-    pub tls_cert_file: Option<PathBuf>,
-    #[arg(long)]
-    pub tls_private_key_file: Option<PathBuf>,
-    #[arg(long)]
-    pub client_ca_file: Option<PathBuf>,
-    /// Where the kubelet keeps the Pods' directories (`<root>/pods/<uid>/`).
-    #[arg(long, default_value = "/var/lib/kubelet")]
-    pub root_dir: PathBuf,
-    /// The cluster DNS Service's IP that `ClusterFirst` Pods resolve with; without it they
-    /// resolve as the node does.
-    #[arg(long)]
-    pub cluster_dns: Option<std::net::Ipv4Addr>,
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// The node's resolver configuration, for `dnsPolicy: Default`.
-    #[arg(long, default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
+mod kubelet_args;
+pub use kubelet_args::{FlagsOutcome, KubeletArgs, KUBELET_USAGE};
+
+/// The kubelet's command: `args` are its flags (after the program's name), `default_lab` the
+/// lab when they do not name one. Prints help, version or a usage error as clap would.
+pub fn kubelet_command(
+    program: &str,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    default_lab: &str,
+) -> ExitCode {
+    let args: Result<Vec<String>, _> = args.into_iter().map(|arg| arg.into_string()).collect();
+    let parsed = match args {
+        Ok(args) => KubeletArgs::parse(args),
+        Err(arg) => Err(FlagsOutcome::Invalid(format!(
+            "`{}` is not valid UTF-8",
+            arg.to_string_lossy()
+        ))),
+    };
+    let args = match parsed {
+        Ok(args) => args,
+        Err(FlagsOutcome::Help) => {
+            print!("{KUBELET_USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(FlagsOutcome::Version) => {
+            println!("{program} {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(FlagsOutcome::Invalid(message)) => {
+            eprintln!("{program}: {message}\n\n{KUBELET_USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let lab = args.lab.clone().unwrap_or_else(|| default_lab.to_string());
+    let result = lab::plan::check_lab_name(&lab)
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| run_kubelet(&lab, args));
+    exit_on_error(program, result)
 }
 
 /// Run the kubelet of `lab`'s node until SIGTERM or SIGINT.

@@ -95,9 +95,13 @@ enum Command {
     Flannel(FlannelArgs),
     /// The API server of one cluster (started by the supervisor, kube-apiserver's flags).
     Apiserver(ApiserverArgs),
-    /// The kubelet of one node (kubelet's flags; the supervisor starts `knetsim-kubelet`,
-    /// which is the same).
-    Kubelet(knetsim::KubeletArgs),
+    /// The kubelet of one node (kubelet's flags, `knetsim kubelet --help`; the supervisor
+    /// starts `knetsim-kubelet`, which is the same).
+    #[command(disable_help_flag = true)]
+    Kubelet {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// The controllers and scheduler of one cluster (started by the supervisor).
     ControllerManager(controller_manager::Args),
     /// The cluster DNS server: what the kube-dns pods run (CoreDNS's ports and records).
@@ -610,7 +614,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shim(args) => knetsim::run_shim(&args)?,
         Command::Pause(_) => kubelet_lite::pause::run(),
         Command::Agnhost { args } => return Ok(knetsim::agnhost(&args)),
-        Command::Kubelet(args) => knetsim::run_kubelet(lab, args)?,
+        Command::Kubelet { args } => {
+            return Ok(knetsim::kubelet_command("knetsim kubelet", args, lab))
+        }
         Command::ControllerManager(args) => {
             knetsim::init_logging();
             tracing::info!(lab, cluster = %args.cluster, "controller-manager starting");

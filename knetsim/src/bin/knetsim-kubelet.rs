@@ -1,28 +1,11 @@
 //! `knetsim-kubelet`: the kubelet of one node, a program of its own as Kubernetes' kubelet
-//! is (the supervisor starts it; `knetsim kubelet` is the same).
+//! is (the supervisor starts it; `knetsim kubelet` is the same). Its flags are parsed by hand
+//! (see `KubeletArgs`), so clap is not part of every node's kubelet.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    name = "knetsim-kubelet",
-    version,
-    about = "The kubelet of one knetsim node (kubelet's flags)"
-)]
-struct Cli {
-    /// The lab the node belongs to.
-    #[arg(long, env = "KNETSIM_LAB", default_value = lab::plan::DEFAULT_LAB)]
-    lab: String,
-    #[command(flatten)]
-    kubelet: knetsim::KubeletArgs,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = lab::plan::check_lab_name(&cli.lab)
-        .map_err(anyhow::Error::msg)
-        .and_then(|()| knetsim::run_kubelet(&cli.lab, cli.kubelet));
-    knetsim::exit_on_error("knetsim-kubelet", result)
+    let default_lab =
+        std::env::var("KNETSIM_LAB").unwrap_or_else(|_| lab::plan::DEFAULT_LAB.to_string());
+    knetsim::kubelet_command("knetsim-kubelet", std::env::args_os().skip(1), &default_lab)
 }

@@ -33,9 +33,7 @@ pub async fn connect(kubeconfig: &Path, requests_in_flight: usize) -> anyhow::Re
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
-    let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
+    let http = super::http1_client::Http1Client::new(connector);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .layer(

@@ -18,6 +18,7 @@ mod downward;
 mod env;
 mod events;
 mod http;
+mod http1_client;
 mod image_files;
 mod images;
 mod machine;
