@@ -206,14 +206,20 @@ fn a_table_changed_by_hand_is_found_and_repaired_by_a_full_sync() {
     assert!(proxier.check_table(Duration::ZERO).unwrap().is_some());
 }
 
-#[test]
-fn a_table_nobody_else_committed_to_since_it_was_verified_is_not_listed_again() {
-    let nft = Arc::new(FakeNft::with_generation());
+/// A proxier with one Service of one endpoint, after its first (full) sync.
+fn synced_web_proxier(nft: &Arc<FakeNft>) -> Proxier {
     let mut proxier = Proxier::new(node(), nft.clone());
-    let hour = Duration::from_secs(3600);
     proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
     proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.1.2"])]);
     proxier.sync_proxy_rules().unwrap();
+    proxier
+}
+
+#[test]
+fn a_table_nobody_else_committed_to_since_it_was_verified_is_not_listed_again() {
+    let nft = Arc::new(FakeNft::with_generation());
+    let mut proxier = synced_web_proxier(&nft);
+    let hour = Duration::from_secs(3600);
     *nft.table.lock().unwrap() = proxier.expected();
     let listed = nft.listings();
     // The full sync listed the table and was the only commit since: nothing to list.
@@ -269,11 +275,8 @@ fn a_static_proxy_repairs_nothing() {
 #[test]
 fn a_table_listing_that_overlapped_a_sync_concludes_nothing() {
     let nft = Arc::new(FakeNft::default());
-    let mut proxier = Proxier::new(node(), nft.clone());
+    let mut proxier = synced_web_proxier(&nft);
     let hour = Duration::from_secs(3600);
-    proxier.replace_services(vec![service("web", "10.96.0.20", &[("http", 80, None)])]);
-    proxier.replace_slices(vec![slice("web", "http", 8080, &["10.244.1.2"])]);
-    proxier.sync_proxy_rules().unwrap();
     let TableCheck::ListChains { syncs } = proxier.start_table_check(hour) else {
         panic!("a check lists the chains after the first full sync");
     };
