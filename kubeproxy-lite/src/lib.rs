@@ -40,7 +40,6 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::proxier::Error::ListTable;
 use crate::proxier::{Proxier, TableCheck};
 use crate::render::NodeContext;
 
@@ -249,17 +248,17 @@ async fn sync_loop(
                         TableCheck::Nothing => Ok::<_, proxier::Error>(None),
                         TableCheck::FullSyncDue(why) => Ok(Some(why)),
                         TableCheck::ListChains { syncs } => {
-                            // Nobody else committed since the table was last verified: the
-                            // listing (tens of ms of CPU on a large table) is skipped.
-                            let generation = worker.nft.generation();
-                            if lock(&worker).is_verified_at(generation) {
-                                return Ok(None);
-                            }
                             // Listed without the proxier's lock: a sync need not wait for it.
-                            let chains = worker.nft.existing().map_err(ListTable)?.chains;
-                            let listed_at =
-                                generation.filter(|g| worker.nft.generation() == Some(*g));
-                            Ok(lock(&worker).compare_table(syncs, &chains, listed_at))
+                            let listed = proxier::list_unless_verified(&*worker.nft, |g| {
+                                lock(&worker).is_verified_at(g)
+                            })?;
+                            Ok(listed.and_then(|listed| {
+                                lock(&worker).compare_table(
+                                    syncs,
+                                    &listed.chains,
+                                    listed.listed_at,
+                                )
+                            }))
                         }
                     }
                 })

@@ -105,6 +105,29 @@ pub enum TableCheck {
     ListChains { syncs: u64 },
 }
 
+/// What the listing half of a table check saw (see [`list_unless_verified`]).
+pub struct TableListing {
+    pub chains: BTreeSet<String>,
+    /// The ruleset generation the listing saw; None if it changed while listing.
+    pub listed_at: Option<u32>,
+}
+
+/// The listing half of a table check, made without the proxier's lock: None if
+/// `verified_at` says the table is known at the ruleset's current generation (nobody else
+/// committed since it was verified), which spares a large table's listing.
+pub fn list_unless_verified(
+    nft: &dyn Nft,
+    verified_at: impl FnOnce(Option<u32>) -> bool,
+) -> Result<Option<TableListing>, Error> {
+    let generation = nft.generation();
+    if verified_at(generation) {
+        return Ok(None);
+    }
+    let chains = nft.existing().map_err(Error::ListTable)?.chains;
+    let listed_at = generation.filter(|g| nft.generation() == Some(*g));
+    Ok(Some(TableListing { chains, listed_at }))
+}
+
 fn service_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceKey {
     (
         meta.namespace.clone().unwrap_or_default(),
@@ -458,13 +481,12 @@ impl Proxier {
             TableCheck::Nothing => Ok(None),
             TableCheck::FullSyncDue(why) => Ok(Some(why)),
             TableCheck::ListChains { syncs } => {
-                let generation = self.nft.generation();
-                if self.is_verified_at(generation) {
-                    return Ok(None);
+                match list_unless_verified(&*self.nft, |generation| {
+                    self.is_verified_at(generation)
+                })? {
+                    None => Ok(None),
+                    Some(listed) => Ok(self.compare_table(syncs, &listed.chains, listed.listed_at)),
                 }
-                let chains = self.nft.existing().map_err(Error::ListTable)?.chains;
-                let listed_at = generation.filter(|g| self.nft.generation() == Some(*g));
-                Ok(self.compare_table(syncs, &chains, listed_at))
             }
         }
     }

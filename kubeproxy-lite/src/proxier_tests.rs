@@ -181,13 +181,7 @@ fn a_table_changed_by_hand_is_found_and_repaired_by_a_full_sync() {
     assert!(!proxier.has_pending_changes());
 
     // Someone deletes an endpoint chain by hand.
-    let endpoint = proxier
-        .expected()
-        .chains
-        .into_iter()
-        .find(|c| c.starts_with("endpoint-"))
-        .unwrap();
-    nft.table.lock().unwrap().chains.remove(&endpoint);
+    let endpoint = delete_an_endpoint_chain_by_hand(&proxier, &nft);
     let why = proxier.check_table(hour).unwrap().expect("noticed");
     assert!(why.contains("1 chains"), "{why}");
     assert!(proxier.has_pending_changes());
@@ -204,6 +198,18 @@ fn a_table_changed_by_hand_is_found_and_repaired_by_a_full_sync() {
     *nft.table.lock().unwrap() = proxier.expected();
     assert_eq!(proxier.check_table(hour).unwrap(), None);
     assert!(proxier.check_table(Duration::ZERO).unwrap().is_some());
+}
+
+/// Someone deletes one of the proxier's endpoint chains from the (fake) table; its name.
+fn delete_an_endpoint_chain_by_hand(proxier: &Proxier, nft: &FakeNft) -> String {
+    let endpoint = proxier
+        .expected()
+        .chains
+        .into_iter()
+        .find(|c| c.starts_with("endpoint-"))
+        .unwrap();
+    nft.table.lock().unwrap().chains.remove(&endpoint);
+    endpoint
 }
 
 /// A proxier with one Service of one endpoint, after its first (full) sync.
@@ -249,13 +255,7 @@ fn a_table_nobody_else_committed_to_since_it_was_verified_is_not_listed_again() 
     assert_eq!(nft.listings(), listed + 2);
 
     // A chain deleted by hand is a commit too: listed, noticed, repaired.
-    let endpoint = proxier
-        .expected()
-        .chains
-        .into_iter()
-        .find(|c| c.starts_with("endpoint-"))
-        .unwrap();
-    nft.table.lock().unwrap().chains.remove(&endpoint);
+    delete_an_endpoint_chain_by_hand(&proxier, &nft);
     nft.someone_commits();
     assert!(proxier.check_table(hour).unwrap().is_some());
     assert_eq!(proxier.sync_proxy_rules().unwrap().kind, SyncKind::Full);
