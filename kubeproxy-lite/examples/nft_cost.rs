@@ -166,18 +166,9 @@ fn proxier_restarts(
         proxier.replace_services(objects.iter().map(|(svc, _)| svc.clone()).collect());
         proxier.replace_slices(objects.iter().map(|(_, sl)| sl.clone()).collect());
         let what = if round == 0 { "first" } else { "restart" };
-        let label = format!("proxier full sync ({what} {round})");
-        if std::env::var_os("NFT_COST_THREAD").is_some() {
-            // As in kubeproxy-lite, on a thread of its own (its own malloc arena).
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| timed(&label, || Ok(proxier.sync_proxy_rules()?)))
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?
-            })?;
-        } else {
-            timed(&label, || Ok(proxier.sync_proxy_rules()?))?;
-        }
+        timed(&format!("proxier full sync ({what} {round})"), || {
+            Ok(proxier.sync_proxy_rules()?)
+        })?;
     }
     Ok(())
 }
