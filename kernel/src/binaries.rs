@@ -50,15 +50,30 @@ pub const AGNHOST: &str = "knetsim-agnhost";
 /// The flannel CNI plugin, which a node's CNI directory links as `flannel`.
 pub const FLANNEL_CNI: &str = "knetsim-flannel-cni";
 
-/// The path of `program`, one of knetsim's own (see [`KUBELET`] …), installed in the same
-/// directory as the running executable.
-pub fn sibling(program: &str) -> Result<PathBuf> {
+/// The path of the running `knetsim` executable, to start it again as one of the lab's
+/// processes. A rebuild while a lab is up replaces the file: Linux then names the running,
+/// unlinked inode `<path> (deleted)`, and the path itself holds the new build, which is what a
+/// restarted process should run (a supervisor that kept the old name restarted nothing).
+pub fn own_executable() -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         action: "find",
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    sibling_of(&exe, program)
+    Ok(without_deleted_suffix(exe))
+}
+
+fn without_deleted_suffix(exe: PathBuf) -> PathBuf {
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}
+
+/// The path of `program`, one of knetsim's own (see [`KUBELET`] …), installed in the same
+/// directory as the running executable.
+pub fn sibling(program: &str) -> Result<PathBuf> {
+    sibling_of(&own_executable()?, program)
 }
 
 fn sibling_of(exe: &Path, program: &str) -> Result<PathBuf> {
@@ -101,6 +116,19 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains(PAUSE), "{err}");
         assert!(err.contains(&dir.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_rebuilt_executable_is_found_at_its_path() {
+        assert_eq!(
+            without_deleted_suffix(PathBuf::from("/work/target/release/knetsim (deleted)")),
+            PathBuf::from("/work/target/release/knetsim")
+        );
+        assert_eq!(
+            without_deleted_suffix(PathBuf::from("/usr/bin/knetsim")),
+            PathBuf::from("/usr/bin/knetsim")
+        );
+        assert!(own_executable().unwrap().is_file());
     }
 
     #[test]

@@ -569,7 +569,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if std::env::var("KNETSIM_NODE").ok().as_deref() != Some(node.as_str()) {
                 let argv: Vec<String> = std::env::args().collect();
                 let mut argv = argv;
-                argv[0] = std::env::current_exe()?.display().to_string();
+                argv[0] = kernel::binaries::own_executable()?.display().to_string();
                 argv.insert(1, format!("--lab={lab}"));
                 return Err(lab::exec::exec_on_node(lab, &node, &argv));
             }

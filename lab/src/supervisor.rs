@@ -317,7 +317,7 @@ fn start(
 ) -> anyhow::Result<tokio::process::Child> {
     let program = match spec.program {
         Program::External(requirement) => kernel::binaries::find(requirement)?,
-        Program::Knetsim => std::env::current_exe().context("finding the knetsim binary")?,
+        Program::Knetsim => kernel::binaries::own_executable()?,
         Program::Sibling(program) => kernel::binaries::sibling(program)?,
     };
     let enter = crate::network::enter_node(paths, node)?;

@@ -308,7 +308,7 @@ fn build(
 
 /// `knetsim supervise --lab <lab>` in its own session, detached from the terminal.
 fn start_supervisor(lab: &str, paths: &LabPaths) -> anyhow::Result<u32> {
-    let exe = std::env::current_exe().context("finding the knetsim binary")?;
+    let exe = kernel::binaries::own_executable()?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
