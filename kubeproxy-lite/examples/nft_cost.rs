@@ -16,7 +16,8 @@
 //! With `--restarts N` instead (after a run that left the table), it times N + 1 full syncs
 //! through the proxier's own path, each by a new proxier as after a restart: the first in
 //! this fresh process (as in `knetsim bench services`), the others on its warm heap. Wall and
-//! CPU time are printed; CPU time tells two builds apart on a busy machine.
+//! CPU time are printed; CPU time tells two builds apart on a busy machine. So is the
+//! process's resident memory after each, before and after the proxy gives freed memory back.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -169,6 +170,22 @@ fn proxier_restarts(
         timed(&format!("proxier full sync ({what} {round})"), || {
             Ok(proxier.sync_proxy_rules()?)
         })?;
+        // As kubeproxy-lite's sync loop does once the rules are live.
+        let resident = || -> anyhow::Result<String> {
+            let status = std::fs::read_to_string("/proc/self/status")?;
+            Ok(status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .unwrap_or("?")
+                .trim()
+                .to_string())
+        };
+        let before = resident()?;
+        kubeproxy_lite::proxier::release_free_memory();
+        eprintln!(
+            "resident after the sync: {before}; once its memory is released: {}",
+            resident()?
+        );
     }
     Ok(())
 }

@@ -288,6 +288,9 @@ async fn sync_loop(
                 return None;
             }
             let result = proxier.sync_proxy_rules();
+            if matches!(&result, Ok(report) if report.kind == proxier::SyncKind::Full) {
+                proxier::release_free_memory();
+            }
             Some((
                 result,
                 proxier.chain_count(),
