@@ -58,7 +58,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       etcd-server etcd-client iproute2 iputils-ping util-linux nftables \
       containernetworking-plugins nginx curl tcpdump ca-certificates procps less python3 iptables \
-      bind9-dnsutils \
+      bind9-dnsutils libmimalloc2.0 \
       libwebsockets17 libnghttp2-14 libunwind8 libsasl2-2 \
  && curl -fsSLo /usr/local/bin/kubectl "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${TARGETARCH}/kubectl" \
  && curl -fsSLo /usr/local/bin/flanneld "https://github.com/flannel-io/flannel/releases/download/${FLANNEL_VERSION}/flanneld-${TARGETARCH}" \

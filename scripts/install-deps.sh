@@ -7,6 +7,7 @@ packages=(
   etcd-server etcd-client          # one etcd per cluster, and etcdctl
   iproute2 iputils-ping util-linux # ip, ping, nsenter/setpriv
   nftables iptables                # kube-proxy's rules; iptables(-nft) for CNI portmap
+  libmimalloc2.0                   # the allocator kubeproxy-lite runs with (lab/src/plan.rs)
   containernetworking-plugins      # CNI: bridge, host-local, loopback, portmap
   nginx                            # ingress, and the nginx image
   curl tcpdump procps              # what learners use inside the lab (and the tests: pgrep)

@@ -27,6 +27,36 @@ pub const ETCDCTL: Requirement = Requirement {
     package: "etcd-client",
 };
 
+/// mimalloc, the allocator the lab preloads into kubeproxy-lite (see `lab::plan`).
+pub const MIMALLOC: Requirement = Requirement {
+    program: "libmimalloc.so.2",
+    package: "libmimalloc2.0",
+};
+
+/// The absolute path of the shared library `req.program` where Debian installs libraries, or
+/// an error naming its package.
+pub fn find_library(req: Requirement) -> Result<PathBuf> {
+    let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let dirs = [
+        PathBuf::from("/usr/lib").join(&multiarch),
+        PathBuf::from("/lib").join(&multiarch),
+        PathBuf::from("/usr/lib"),
+        PathBuf::from("/usr/local/lib"),
+    ];
+    dirs.iter()
+        .map(|dir| dir.join(req.program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| Error::MissingLibrary {
+            library: req.program.to_string(),
+            dirs: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            package: req.package.to_string(),
+        })
+}
+
 /// The absolute path of `req.program` on `PATH`, or an error naming its package.
 pub fn find(req: Requirement) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -140,6 +170,22 @@ mod tests {
         let err = find(req).unwrap_err().to_string();
         assert!(err.contains("knetsim-surely-not-installed"), "{err}");
         assert!(err.contains("apt-get install some-package"), "{err}");
+    }
+
+    #[test]
+    fn missing_library_names_its_package() {
+        let req = Requirement {
+            program: "libknetsim-surely-not-installed.so.1",
+            package: "libsome-package1",
+        };
+        let err = find_library(req).unwrap_err().to_string();
+        assert!(err.contains("/usr/lib/"), "{err}");
+        assert!(err.contains("apt-get install libsome-package1"), "{err}");
+        let libc = Requirement {
+            program: "libc.so.6",
+            package: "libc6",
+        };
+        assert!(find_library(libc).unwrap().is_absolute());
     }
 
     #[test]

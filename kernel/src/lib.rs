@@ -27,6 +27,12 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("`{program}` not found on PATH: install it with `apt-get install {package}`")]
     MissingBinary { program: String, package: String },
+    #[error("`{library}` not found in {dirs}: install it with `apt-get install {package}`")]
+    MissingLibrary {
+        library: String,
+        dirs: String,
+        package: String,
+    },
     #[error(
         "`{program}` is missing from {dir}: knetsim's programs are installed together \
          (`cargo build --release` builds them all; copy every `knetsim*` program of \

@@ -565,14 +565,22 @@ impl Proxier {
 #[path = "proxier_tests.rs"]
 mod tests;
 
-/// Give the memory a full sync freed back to the kernel, once its rules are live (~15 ms). libnftables parses a large transaction into a tree of small objects (with
-/// 1,000 Services × 10 endpoints, ~270 MB at its peak); glibc keeps almost all of it once
-/// freed, since it returns only the top of its heap by itself, and every node's kube-proxy
-/// would hold that much for good.
+/// Give the memory a full sync freed back to the kernel, once its rules are live (~15 ms).
+/// libnftables parses a large transaction into a tree of small objects (with 1,000 Services ×
+/// 10 endpoints, ~270 MB at its peak); glibc keeps almost all of it once freed, since it
+/// returns only the top of its heap by itself, and mimalloc (which the lab preloads, see
+/// `lab::plan`) purges its free pages only when the process allocates again: every node's
+/// kube-proxy would hold that much for good.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    // SAFETY: malloc_trim only walks the allocator's own free lists. `mi_collect` is
+    // mimalloc's (`void mi_collect(bool force)`), present when the lab preloads it.
     unsafe {
+        let collect = libc::dlsym(libc::RTLD_DEFAULT, c"mi_collect".as_ptr());
+        if !collect.is_null() {
+            let collect: unsafe extern "C" fn(bool) = std::mem::transmute(collect);
+            collect(true);
+        }
         libc::malloc_trim(0);
     }
 }

@@ -341,6 +341,14 @@ fn start(
         l.as_raw_fd()
     });
     let mut command = tokio::process::Command::new(program);
+    if let Some(library) = spec.preload {
+        match kernel::binaries::find_library(library) {
+            Ok(path) => {
+                command.env("LD_PRELOAD", path);
+            }
+            Err(e) => tracing::warn!(process = %spec.id(), "{e}; starting it without"),
+        }
+    }
     command
         .args(&spec.args)
         .args(inherited_fd.map(|fd| format!("--listener-fd={fd}")))
