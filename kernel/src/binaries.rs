@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// A program knetsim needs, and the Debian package that ships it.
+/// A program knetsim needs (or, for [`find_library`], a shared library), and the Debian
+/// package that ships it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirement {
     pub program: &'static str,

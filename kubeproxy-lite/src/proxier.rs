@@ -561,10 +561,6 @@ impl Proxier {
     }
 }
 
-#[cfg(test)]
-#[path = "proxier_tests.rs"]
-mod tests;
-
 /// Give the memory a full sync freed back to the kernel, once its rules are live (~15 ms).
 /// libnftables parses a large transaction into a tree of small objects (with 1,000 Services ×
 /// 10 endpoints, ~270 MB at its peak); glibc keeps almost all of it once freed, since it
@@ -584,3 +580,7 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+#[path = "proxier_tests.rs"]
+mod tests;
