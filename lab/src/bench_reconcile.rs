@@ -318,7 +318,7 @@ fn clock_ticks() -> u64 {
 }
 
 /// The summed CPU time of every process of the lab called `name`.
-fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
+pub(crate) fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
     process_pids(paths, name)
         .into_iter()
         .filter_map(cpu_time)

@@ -3,7 +3,8 @@
 //!
 //! - sync latency: an EndpointSlice is switched between two pods through the API; from the
 //!   API call until a new connection to the ClusterIP reaches the new pod (p50/p99). With the
-//!   large table loaded, twice: changes back to back, and paced (see [`PACE`]);
+//!   large table loaded, twice: changes back to back, and paced (see [`PACE`]), with the CPU
+//!   time all the cluster's kubeproxy-lites spend per paced change;
 //! - full sync: with `services` × `endpoints` more Services loaded (fake endpoint addresses,
 //!   never contacted), the client node's kubeproxy-lite is SIGKILLed; its restart's full sync
 //!   time (its own `/metrics`) and the rules in its table (`nft -j list table`);
@@ -54,6 +55,8 @@ pub struct Report {
     pub sync: Vec<Duration>,
     /// The same, one change every [`PACE`].
     pub paced_sync: Vec<Duration>,
+    /// The CPU time of all the cluster's kubeproxy-lites together, per paced change.
+    pub proxies_cpu_per_change: Duration,
     /// The client node's kubeproxy-lite's own mean partial-sync time during those switches.
     pub partial_sync_mean: Option<Duration>,
     pub full_sync: Duration,
@@ -241,7 +244,12 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
     );
     let partial_before = partial_syncs(&plan);
     let sync = switches(None).await?;
+    let proxies_cpu = crate::bench_reconcile::cpu_of(&paths, "kubeproxy-lite");
     let paced_sync = switches(Some(PACE)).await?;
+    // A proxy restarted meanwhile would count less, never a negative time.
+    let proxies_cpu_per_change = crate::bench_reconcile::cpu_of(&paths, "kubeproxy-lite")
+        .saturating_sub(proxies_cpu)
+        / options.flips.max(1) as u32;
     let partial_sync_mean = match (partial_before, partial_syncs(&plan)) {
         (Some((sum0, count0)), Some((sum1, count1))) if count1 > count0 => {
             Some(Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)))
@@ -312,6 +320,7 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
         small_table_sync,
         sync,
         paced_sync,
+        proxies_cpu_per_change,
         partial_sync_mean,
         full_sync,
         rules,
@@ -565,6 +574,11 @@ pub fn report(r: &Report) -> String {
             ms(mean)
         );
     }
+    out += &format!(
+        "    CPU of the cluster's kubeproxy-lites together, per paced change: {} (on this machine's {} cores)\n",
+        ms(r.proxies_cpu_per_change),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
     out += &format!(
         "  full sync with {} services × {} endpoints ({endpoints} endpoints):  {}   table: {} rules in {} chains   (goal: < 1 s)\n",
         r.options_services,
