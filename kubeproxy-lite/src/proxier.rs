@@ -481,12 +481,10 @@ impl Proxier {
             TableCheck::Nothing => Ok(None),
             TableCheck::FullSyncDue(why) => Ok(Some(why)),
             TableCheck::ListChains { syncs } => {
-                match list_unless_verified(&*self.nft, |generation| {
-                    self.is_verified_at(generation)
-                })? {
-                    None => Ok(None),
-                    Some(listed) => Ok(self.compare_table(syncs, &listed.chains, listed.listed_at)),
-                }
+                let listed =
+                    list_unless_verified(&*self.nft, |generation| self.is_verified_at(generation))?;
+                Ok(listed
+                    .and_then(|listed| self.compare_table(syncs, &listed.chains, listed.listed_at)))
             }
         }
     }

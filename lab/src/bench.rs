@@ -150,6 +150,52 @@ impl UpBench {
     }
 }
 
+/// The pids of the lab's processes called `name` (one per node for node agents).
+pub(crate) fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
+    crate::status::SupervisorStatus::read(&paths.status())
+        .map(|status| {
+            status
+                .processes
+                .iter()
+                .filter(|p| p.name == name)
+                .filter_map(|p| p.pid.map(|pid| pid as i32))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The kernel's clock ticks per second, the unit of `/proc` CPU times.
+pub(crate) fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as u64
+}
+
+/// The summed CPU time of every process of the lab called `name`.
+pub(crate) fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
+    process_pids(paths, name)
+        .into_iter()
+        .filter_map(cpu_time)
+        .sum()
+}
+
+/// User plus system CPU time of a process and of the children it has waited for (a
+/// kubelet's CNI plugins), from `/proc/<pid>/stat`.
+pub(crate) fn cpu_time(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at state, field 3; utime,
+    // stime, cutime and cstime are fields 14 to 17.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut ticks = 0u64;
+    for index in 11..=14 {
+        ticks += fields.get(index)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_millis(ticks * 1000 / clock_ticks()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

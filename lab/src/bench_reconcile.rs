@@ -160,10 +160,14 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = process_pids(&paths, "controller-manager").first().copied();
-    let cpu_before = pid.and_then(cpu_time).unwrap_or_default();
-    let components_before: Vec<Duration> =
-        COMPONENTS.iter().map(|name| cpu_of(&paths, name)).collect();
+    let pid = crate::bench::process_pids(&paths, "controller-manager")
+        .first()
+        .copied();
+    let cpu_before = pid.and_then(crate::bench::cpu_time).unwrap_or_default();
+    let components_before: Vec<Duration> = COMPONENTS
+        .iter()
+        .map(|name| crate::bench::cpu_of(&paths, name))
+        .collect();
     let busy_before = machine_busy();
     let revision_before = revision(&client).await;
     let load_average = load_average();
@@ -199,13 +203,18 @@ async fn run(lab: &str, replicas: usize) -> anyhow::Result<ReconcileResult> {
         .zip(machine_busy())
         .map(|(before, after)| after.saturating_sub(before));
     let cpu = pid
-        .and_then(cpu_time)
+        .and_then(crate::bench::cpu_time)
         .unwrap_or_default()
         .saturating_sub(cpu_before);
     let components_cpu = COMPONENTS
         .iter()
         .zip(components_before)
-        .map(|(name, before)| (*name, cpu_of(&paths, name).saturating_sub(before)))
+        .map(|(name, before)| {
+            (
+                *name,
+                crate::bench::cpu_of(&paths, name).saturating_sub(before),
+            )
+        })
         .collect();
     let rss_kib = pid.and_then(kernel::procs::rss_kib).unwrap_or(0);
     pod_watch.abort();
@@ -256,19 +265,6 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
-fn process_pids(paths: &crate::paths::LabPaths, name: &str) -> Vec<i32> {
-    crate::status::SupervisorStatus::read(&paths.status())
-        .map(|status| {
-            status
-                .processes
-                .iter()
-                .filter(|p| p.name == name)
-                .filter_map(|p| p.pid.map(|pid| pid as i32))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The cluster's etcd revision now: a list's resourceVersion (with `limit=1`, cheap).
 async fn revision(client: &kube::Client) -> Option<u64> {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -306,38 +302,9 @@ fn machine_busy() -> Option<Duration> {
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, t)| t)
         .sum();
-    Some(Duration::from_millis(busy * 1000 / clock_ticks()))
-}
-
-fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100)
-        .max(1) as u64
-}
-
-/// The summed CPU time of every process of the lab called `name`.
-pub(crate) fn cpu_of(paths: &crate::paths::LabPaths, name: &str) -> Duration {
-    process_pids(paths, name)
-        .into_iter()
-        .filter_map(cpu_time)
-        .sum()
-}
-
-/// User plus system CPU time of a process and of the children it has waited for (a
-/// kubelet's CNI plugins), from `/proc/<pid>/stat`.
-fn cpu_time(pid: i32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces) start at state, field 3; utime,
-    // stime, cutime and cstime are fields 14 to 17.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut ticks = 0u64;
-    for index in 11..=14 {
-        ticks += fields.get(index)?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_millis(ticks * 1000 / clock_ticks()))
+    Some(Duration::from_millis(
+        busy * 1000 / crate::bench::clock_ticks(),
+    ))
 }
 
 pub fn report(r: &ReconcileResult) -> String {

@@ -33,7 +33,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 /// One change every this often, for the paced run with the large table. Back to back, a change
 /// is made as soon as the client node has the last one, while the other three nodes'
 /// kube-proxies, on the same two cores, are still syncing it (each sync of that table costs
-/// ~10 ms of CPU, most of it the kernel checking every chain of the table at commit): those
+/// 11–17 ms of CPU, most of it the kernel checking every chain of the table at commit): those
 /// figures are the latency under as many changes as the machine can sync, a throughput limit
 /// the real kube-proxy avoids by syncing at most once a second. Ten changes a second lets each
 /// one start on a settled cluster, as Kubernetes' network programming latency is read.
@@ -244,10 +244,10 @@ async fn run(lab: &str, options: &Options) -> anyhow::Result<Report> {
     );
     let partial_before = partial_syncs(&plan);
     let sync = switches(None).await?;
-    let proxies_cpu = crate::bench_reconcile::cpu_of(&paths, "kubeproxy-lite");
+    let proxies_cpu = crate::bench::cpu_of(&paths, "kubeproxy-lite");
     let paced_sync = switches(Some(PACE)).await?;
     // A proxy restarted meanwhile would count less, never a negative time.
-    let proxies_cpu_per_change = crate::bench_reconcile::cpu_of(&paths, "kubeproxy-lite")
+    let proxies_cpu_per_change = crate::bench::cpu_of(&paths, "kubeproxy-lite")
         .saturating_sub(proxies_cpu)
         / options.flips.max(1) as u32;
     let partial_sync_mean = match (partial_before, partial_syncs(&plan)) {
