@@ -15,7 +15,7 @@ ARG DEBIAN=bookworm
 # ---- knetsim -----------------------------------------------------------------------------
 FROM rust:1-${DEBIAN} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -14,7 +14,8 @@ packages=(
   bind9-dnsutils                   # dig, to ask the cluster DNS
   python3 python3-venv             # the python image, a test server, the Python client's venv
   openssl                          # the tests' HTTPS probe target makes its certificate
-  protobuf-compiler                # build dependency of the etcd-client crate
+  protobuf-compiler libprotobuf-dev # the etcd-client crate's build: protoc, and the
+                                   # well-known types (descriptor.proto) etcd's protos import
 )
 
 missing=()
